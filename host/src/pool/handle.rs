@@ -1,0 +1,258 @@
+//! An open pool's shared handle, and the guards that keep it from being closed:
+//! [`Lease`] (an operation in flight) and [`KeepAlive`] (a change stream or caller pin).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use mongodb::{Client, Database};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, OnceCell};
+
+use super::support::ServerCaps;
+
+/// Wake-ups for requests waiting for a free slot.
+///
+/// A waiter registers (increments `waiters` and enables its notification) *before* it looks
+/// for an evictable pool; a releaser decrements its counter *before* it reads `waiters`. With
+/// sequentially consistent atomics at least one of the two sees the other, so no wake-up is lost.
+#[derive(Debug, Default)]
+pub(crate) struct SlotSignal {
+    waiters: AtomicUsize,
+    freed: Arc<Notify>,
+}
+
+impl SlotSignal {
+    /// Wakes every registered waiter, if there is any.
+    pub fn notify(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Wakes every registered waiter unconditionally.
+    pub fn notify_all(&self) {
+        self.freed.notify_waiters();
+    }
+
+    /// Registers a waiter; it is woken by the next `notify` after this call.
+    pub fn register(self: &Arc<Self>) -> SlotWaiter {
+        let mut notified = Box::pin(self.freed.clone().notified_owned());
+        notified.as_mut().enable();
+        self.waiters.fetch_add(1, SeqCst);
+        SlotWaiter {
+            notified,
+            signal: self.clone(),
+        }
+    }
+}
+
+/// A registered wait for a free slot.
+pub(crate) struct SlotWaiter {
+    notified: Pin<Box<OwnedNotified>>,
+    signal: Arc<SlotSignal>,
+}
+
+impl SlotWaiter {
+    /// Resolves at the next notification.
+    pub async fn wait(mut self) {
+        self.notified.as_mut().await;
+    }
+}
+
+impl Drop for SlotWaiter {
+    fn drop(&mut self) {
+        self.signal.waiters.fetch_sub(1, SeqCst);
+    }
+}
+
+/// One open database pool: the driver client and the counters that protect it.
+pub(crate) struct PoolHandle {
+    pub name: Arc<str>,
+    pub client: Client,
+    pub database: Database,
+    pub opened_at_ms: u64,
+    in_flight: AtomicU32,
+    guards: AtomicU32,
+    closing: AtomicBool,
+    closed: AtomicBool,
+    drained: Notify,
+    closed_notify: Notify,
+    caps: OnceCell<ServerCaps>,
+    signal: Arc<SlotSignal>,
+}
+
+impl PoolHandle {
+    pub fn new(name: Arc<str>, client: Client, opened_at_ms: u64, signal: Arc<SlotSignal>) -> Self {
+        let database = client.database(&name);
+        Self {
+            name,
+            client,
+            database,
+            opened_at_ms,
+            in_flight: AtomicU32::new(0),
+            guards: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            drained: Notify::new(),
+            closed_notify: Notify::new(),
+            caps: OnceCell::new(),
+            signal,
+        }
+    }
+
+    /// Operations running now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(SeqCst)
+    }
+
+    /// Live keep-alive guards.
+    pub fn guards(&self) -> u32 {
+        self.guards.load(SeqCst)
+    }
+
+    /// Adds `n` operations (called under the manager's state lock).
+    pub fn add_ops(&self, n: u32) {
+        self.in_flight.fetch_add(n, SeqCst);
+    }
+
+    /// Adds a keep-alive guard (called under the manager's state lock).
+    pub fn add_guard(&self) {
+        self.guards.fetch_add(1, SeqCst);
+    }
+
+    /// Ends one operation.
+    pub fn release_op(&self) {
+        if self.in_flight.fetch_sub(1, SeqCst) == 1 {
+            if self.closing.load(SeqCst) {
+                self.drained.notify_waiters();
+            }
+            self.signal.notify();
+        }
+    }
+
+    fn release_guard(&self) {
+        if self.guards.fetch_sub(1, SeqCst) == 1 {
+            self.signal.notify();
+        }
+    }
+
+    /// Marks the pool as closing: no new work is admitted by the manager.
+    pub fn mark_closing(&self) {
+        self.closing.store(true, SeqCst);
+    }
+
+    /// Waits until no operation is in flight.
+    pub async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks the pool closed and wakes whoever waits for that.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, SeqCst);
+        self.closed_notify.notify_waiters();
+    }
+
+    /// Waits until the pool is closed.
+    pub async fn wait_closed(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.closed.load(SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Closes the driver client without waiting for handles the manager does not track.
+    pub async fn shutdown_client(&self) {
+        self.client.clone().shutdown().immediate(true).await;
+    }
+
+    /// The server's capabilities, asked once per pool.
+    pub async fn caps(&self, redactor: &super::secret::Redactor) -> super::Result<ServerCaps> {
+        self.caps
+            .get_or_try_init(|| ServerCaps::detect(&self.database, redactor))
+            .await
+            .copied()
+    }
+}
+
+/// An operation in flight on a pool. While any lease is alive the pool is neither evicted nor
+/// closed; dropping the last one lets a waiting close proceed.
+pub struct Lease {
+    handle: Arc<PoolHandle>,
+}
+
+impl Lease {
+    /// Wraps a handle whose in-flight count already includes this lease.
+    pub(crate) fn granted(handle: Arc<PoolHandle>) -> Self {
+        Self { handle }
+    }
+
+    /// The database this lease is for (a driver handle bound to the tenant's database).
+    pub fn database(&self) -> &Database {
+        &self.handle.database
+    }
+
+    /// The database name.
+    pub fn db_name(&self) -> &str {
+        &self.handle.name
+    }
+
+    pub(crate) fn handle(&self) -> &Arc<PoolHandle> {
+        &self.handle
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.handle.release_op();
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("db", &&*self.handle.name).finish()
+    }
+}
+
+/// Keeps a pool protected from eviction and idle closing while alive. Guards are counted: the
+/// pool stays protected until the last one drops. Every change stream holds one.
+pub struct KeepAlive {
+    handle: Arc<PoolHandle>,
+}
+
+impl KeepAlive {
+    /// Wraps a handle whose guard count already includes this guard.
+    pub(crate) fn granted(handle: Arc<PoolHandle>) -> Self {
+        Self { handle }
+    }
+
+    /// The database this guard protects.
+    pub fn db_name(&self) -> &str {
+        &self.handle.name
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.handle.release_guard();
+    }
+}
+
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepAlive").field("db", &&*self.handle.name).finish()
+    }
+}

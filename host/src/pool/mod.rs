@@ -1,0 +1,56 @@
+//! The connection manager: one MongoDB connection pool per tenant database.
+//!
+//! This layer knows MongoDB and nothing of wasm. [`PolyMongo`] keeps at most
+//! `max_connections` per-database driver clients open, opens each at most once however many
+//! requests ask for it at the same moment, evicts the least valuable pool (by an
+//! [`EvictionPolicy`]) when a new one needs a slot, closes idle pools, and never closes a pool
+//! that is pinned (priority -1), watched (a live [`KeepAlive`] or change stream) or busy
+//! (a live [`Lease`]).
+//!
+//! ```no_run
+//! # async fn demo() -> polymongo::pool::Result<()> {
+//! use bson::{doc, Document};
+//! use polymongo::pool::PolyMongo;
+//!
+//! let manager = PolyMongo::builder("mongodb://127.0.0.1:27017")
+//!     .max_connections(10)
+//!     .build()
+//!     .await?;
+//! let orders = manager.db("tenant-acme")?.collection::<Document>("orders");
+//! orders.insert_one(doc! { "item": "book", "qty": 2 }).await?;
+//! let open = orders.count_documents(doc! {}).await?;
+//! assert_eq!(open, 1);
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod config;
+mod db;
+mod error;
+mod events;
+mod handle;
+mod index;
+mod manager;
+mod metadata;
+pub mod name;
+mod policy;
+mod secret;
+mod stats;
+mod support;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use db::{by_id, ChangeStream, Collection, Cursor, Db, Transaction};
+pub use error::{Error, Result};
+pub use events::{CloseReason, PoolEvent, PoolEventKind};
+pub use handle::{KeepAlive, Lease};
+pub use index::EvictionIndex;
+pub use manager::{Builder, PolyMongo};
+pub use metadata::DATABASES_COLLECTION;
+pub use policy::{
+    builtin_policy, EvictionPolicy, LruPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY,
+    PINNED_PRIORITY,
+};
+pub use secret::{Redactor, SecretUri, MASK};
+pub use stats::{ConnectionStats, ManagerStats, Protection};
+pub use support::{ServerCaps, Topology};

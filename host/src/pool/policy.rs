@@ -1,0 +1,195 @@
+//! Eviction policies: which open pool is worth least when a slot is needed.
+//!
+//! A policy scores pools (higher = keep). The manager evicts the evictable pool with the
+//! lowest score, ties going to the pool opened earliest. Pools with priority -1, a live
+//! keep-alive guard (change stream) or an operation in flight are never offered to a policy.
+
+use std::sync::Arc;
+
+/// Priority given to databases that have none set.
+pub const DEFAULT_PRIORITY: i32 = 100;
+
+/// Priority that pins a pool: never evicted, never idle-closed.
+pub const PINNED_PRIORITY: i32 = -1;
+
+/// What a policy knows about one open pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolStats<'a> {
+    /// The database name.
+    pub db_name: &'a str,
+    /// Its priority (lower = more important; -1 = pinned).
+    pub priority: i32,
+    /// Operations run on it since it was opened.
+    pub use_count: u64,
+    /// Mean milliseconds between its operations (0 until there were two).
+    pub avg_interval_ms: f64,
+    /// When it was last used, in epoch milliseconds.
+    pub last_used_ms: u64,
+    /// When it was opened, in epoch milliseconds.
+    pub opened_at_ms: u64,
+    /// Operations running on it now.
+    pub in_flight: u32,
+    /// Live keep-alive guards (change streams) on it.
+    pub watch_count: u32,
+}
+
+impl PoolStats<'_> {
+    /// Milliseconds since the last use, at `now_ms`.
+    pub fn idle_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_used_ms)
+    }
+}
+
+/// Decides which pool to close when a new one needs a slot. Higher score = keep.
+pub trait EvictionPolicy: Send + Sync + 'static {
+    /// A short name for logs, events and metrics.
+    fn name(&self) -> &str;
+
+    /// The pool's score at `now_ms`; higher means more worth keeping.
+    fn score(&self, pool: &PoolStats<'_>, now_ms: u64) -> f64;
+
+    /// A time-independent ranking key, for policies whose ordering of pools does not change
+    /// while the pools sit idle (the score is `key(pool) - g(now)` for some `g` shared by all
+    /// pools). When a policy returns `Some`, the manager keeps an ordered index and picks a
+    /// victim in logarithmic time instead of scoring every pool.
+    fn stable_key(&self, _pool: &PoolStats<'_>) -> Option<f64> {
+        None
+    }
+
+    /// Scores a batch of pools; one call per eviction decision. Must return one finite score
+    /// per pool, in order.
+    fn score_all(&self, pools: &[PoolStats<'_>], now_ms: u64) -> Vec<f64> {
+        pools.iter().map(|p| self.score(p, now_ms)).collect()
+    }
+
+    /// Called after every operation on `db`, for stateful policies.
+    fn on_access(&self, _db: &str, _now_ms: u64) {}
+
+    /// Called when a pool for `db` has been opened.
+    fn on_open(&self, _db: &str, _now_ms: u64) {}
+
+    /// Called when the pool for `db` has been closed for any reason.
+    fn on_close(&self, _db: &str, _now_ms: u64) {}
+}
+
+/// The original library's formula (the default):
+/// `use_count * 10 / avg_interval - idle_time * 0.001 - priority`, where an `avg_interval`
+/// of 0 contributes no frequency term.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeedPolicy;
+
+impl SeedPolicy {
+    /// The frequency term `use_count * 10 / avg_interval` (0 while the interval is unknown).
+    pub fn frequency_term(pool: &PoolStats<'_>) -> f64 {
+        if pool.avg_interval_ms > 0.0 {
+            pool.use_count as f64 * 10.0 / pool.avg_interval_ms
+        } else {
+            0.0
+        }
+    }
+}
+
+impl EvictionPolicy for SeedPolicy {
+    fn name(&self) -> &str {
+        "seed"
+    }
+
+    fn score(&self, pool: &PoolStats<'_>, now_ms: u64) -> f64 {
+        Self::frequency_term(pool) - pool.idle_ms(now_ms) as f64 * 0.001 - f64::from(pool.priority)
+    }
+
+    fn stable_key(&self, pool: &PoolStats<'_>) -> Option<f64> {
+        // score = key - now * 0.001, so ordering by key is ordering by score at any `now`.
+        Some(
+            Self::frequency_term(pool) + pool.last_used_ms as f64 * 0.001
+                - f64::from(pool.priority),
+        )
+    }
+}
+
+/// Least recently used: the pool idle longest goes first. Priorities other than -1 are
+/// ignored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LruPolicy;
+
+impl EvictionPolicy for LruPolicy {
+    fn name(&self) -> &str {
+        "lru"
+    }
+
+    fn score(&self, pool: &PoolStats<'_>, now_ms: u64) -> f64 {
+        -(pool.idle_ms(now_ms) as f64)
+    }
+
+    fn stable_key(&self, pool: &PoolStats<'_>) -> Option<f64> {
+        Some(pool.last_used_ms as f64)
+    }
+}
+
+/// Looks up a built-in policy by name (`seed` or `lru`).
+pub fn builtin_policy(name: &str) -> Option<Arc<dyn EvictionPolicy>> {
+    match name {
+        "seed" => Some(Arc::new(SeedPolicy)),
+        "lru" => Some(Arc::new(LruPolicy)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(use_count: u64, avg: f64, last_used: u64, priority: i32) -> PoolStats<'static> {
+        PoolStats {
+            db_name: "x",
+            priority,
+            use_count,
+            avg_interval_ms: avg,
+            last_used_ms: last_used,
+            opened_at_ms: 0,
+            in_flight: 0,
+            watch_count: 0,
+        }
+    }
+
+    #[test]
+    fn seed_formula_matches_the_spec() {
+        let p = stats(50, 200.0, 9_000, 100);
+        // 50 * 10 / 200 = 2.5; idle 1000 ms -> 1.0; priority 100.
+        assert_eq!(SeedPolicy.score(&p, 10_000), 2.5 - 1.0 - 100.0);
+        // No interval yet: no frequency term.
+        let q = stats(1, 0.0, 10_000, 5);
+        assert_eq!(SeedPolicy.score(&q, 10_000), -5.0);
+    }
+
+    #[test]
+    fn lower_priority_number_scores_higher() {
+        let important = stats(1, 0.0, 0, 5);
+        let archive = stats(1, 0.0, 0, 150);
+        assert!(SeedPolicy.score(&important, 0) > SeedPolicy.score(&archive, 0));
+    }
+
+    #[test]
+    fn stable_keys_order_like_scores() {
+        let pools = [
+            stats(50, 200.0, 9_000, 100),
+            stats(3, 1000.0, 9_990, 100),
+            stats(1, 0.0, 5_000, 10),
+            stats(80, 20.0, 1_000, 150),
+        ];
+        for policy in [&SeedPolicy as &dyn EvictionPolicy, &LruPolicy] {
+            for now in [10_000, 50_000, 1_000_000] {
+                for a in &pools {
+                    for b in &pools {
+                        let by_score = policy.score(a, now).total_cmp(&policy.score(b, now));
+                        let by_key = policy
+                            .stable_key(a)
+                            .unwrap()
+                            .total_cmp(&policy.stable_key(b).unwrap());
+                        assert_eq!(by_score, by_key, "{} at {now}", policy.name());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The FerretDB test harness.
+//!
+//! Tests never mock the driver: they talk to a real MongoDB-compatible server. By default
+//! that is FerretDB 1.24.2 with its SQLite backend, installed by `cargo xtask setup` into
+//! `.tools/bin/` and started here once per test binary on a free loopback port with a
+//! temporary data directory, which is removed (and the server stopped) when the test binary
+//! exits. When `POLYMONGO_TEST_URI` is set, tests use that server instead (e.g. a real mongod).
+//!
+//! [`FerretDb`] is also used on its own: by tests that kill and restart a server, and by
+//! `cargo xtask db` / `cargo xtask demo` to run a local development database.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Environment variable naming an external test server (replaces FerretDB).
+pub const TEST_URI_ENV: &str = "POLYMONGO_TEST_URI";
+/// Environment variable overriding the FerretDB binary path.
+pub const FERRETDB_ENV: &str = "POLYMONGO_FERRETDB";
+/// The FerretDB version the project installs and tests against.
+pub const FERRETDB_VERSION: &str = "v1.24.2";
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where `cargo xtask setup` installs FerretDB (or `POLYMONGO_FERRETDB`).
+pub fn ferretdb_binary() -> PathBuf {
+    std::env::var_os(FERRETDB_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/bin/ferretdb"))
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A FerretDB process (SQLite backend) on a loopback port.
+pub struct FerretDb {
+    child: Option<Child>,
+    port: u16,
+    data_dir: PathBuf,
+    owns_dir: bool,
+}
+
+impl FerretDb {
+    /// Starts FerretDB on a free port with a fresh temporary data directory (removed on drop).
+    pub fn start_temp() -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("polymongo-ferretdb-")
+            .tempdir()?
+            .keep();
+        let mut db = Self::new(dir, free_port()?);
+        db.owns_dir = true;
+        db.spawn()?;
+        Ok(db)
+    }
+
+    /// Starts FerretDB on `port` with data kept in `data_dir` (kept on drop).
+    pub fn start_in(data_dir: impl Into<PathBuf>, port: u16) -> io::Result<Self> {
+        let mut db = Self::new(data_dir.into(), port);
+        db.spawn()?;
+        Ok(db)
+    }
+
+    fn new(data_dir: PathBuf, port: u16) -> Self {
+        Self {
+            child: None,
+            port,
+            data_dir,
+            owns_dir: false,
+        }
+    }
+
+    /// The connection string.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same data.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Waits for the process to exit (for a foreground `xtask db`).
+    pub fn wait(&mut self) -> io::Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let child = spawn_ferretdb(&self.data_dir, self.port)?;
+        self.child = Some(child);
+        if let Err(e) = wait_until_listening(self.port, Duration::from_secs(30)) {
+            self.kill();
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "FerretDB did not start listening on port {}: {e}\n--- log tail ---\n{}",
+                    self.port,
+                    log_tail(&self.data_dir)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FerretDb {
+    fn drop(&mut self) {
+        self.kill();
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+fn spawn_ferretdb(data_dir: &Path, port: u16) -> io::Result<Child> {
+    let binary = ferretdb_binary();
+    if !binary.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "FerretDB not found at {} — run `cargo xtask setup` (or set {FERRETDB_ENV}, or {TEST_URI_ENV} to use another server)",
+                binary.display()
+            ),
+        ));
+    }
+    let sqlite = data_dir.join("sqlite");
+    let state = data_dir.join("state");
+    std::fs::create_dir_all(&sqlite)?;
+    std::fs::create_dir_all(&state)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("ferretdb.log"))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("--handler=sqlite")
+        .arg(format!("--sqlite-url=file:{}/", sqlite.display()))
+        .arg(format!("--listen-addr=127.0.0.1:{port}"))
+        .arg(format!("--state-dir={}", state.display()))
+        .arg("--telemetry=disable")
+        .arg("--debug-addr=-")
+        .arg("--log-level=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    die_with_parent(&mut command);
+    command.spawn()
+}
+
+/// Makes the child receive SIGKILL when the thread that spawned it dies (Linux), so an
+/// aborted test run never leaves a server behind.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+fn wait_until_listening(port: u16, limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn log_tail(data_dir: &Path) -> String {
+    let text = std::fs::read_to_string(data_dir.join("ferretdb.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The shared server of this test binary.
+struct Shared {
+    uri: String,
+}
+
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static SHARED_PID: AtomicU32 = AtomicU32::new(0);
+static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The URI of this test binary's server: `POLYMONGO_TEST_URI` if set, else a FerretDB started
+/// on first use and stopped (its data removed) when the process exits.
+///
+/// # Panics
+/// If FerretDB cannot be started: the message says why and how to fix it.
+pub fn test_uri() -> String {
+    if let Ok(uri) = std::env::var(TEST_URI_ENV) {
+        if !uri.is_empty() {
+            return uri;
+        }
+    }
+    let shared = SHARED.get_or_init(start_shared);
+    match shared {
+        Ok(s) => s.uri.clone(),
+        Err(e) => panic!("cannot start the test database: {e}"),
+    }
+}
+
+/// Whether tests run against FerretDB (not an external `POLYMONGO_TEST_URI` server).
+pub fn using_ferretdb() -> bool {
+    std::env::var(TEST_URI_ENV).map_or(true, |v| v.is_empty())
+}
+
+fn start_shared() -> Result<Shared, String> {
+    // Spawn from a thread that lives as long as the process, so PDEATHSIG fires only when
+    // the whole test binary dies.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("ferretdb-owner".into())
+        .spawn(move || match FerretDb::start_temp() {
+            Ok(mut db) => {
+                SHARED_PID.store(db.pid().unwrap_or(0), Ordering::SeqCst);
+                let _ = SHARED_DIR.set(db.data_dir().to_path_buf());
+                // SAFETY: registering a plain extern "C" function.
+                unsafe { libc::atexit(stop_shared) };
+                let _ = tx.send(Ok(db.uri()));
+                // Keep the owner thread (and so the server) alive until the process exits.
+                let _ = db.wait();
+                std::mem::forget(db);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let uri = rx.recv().map_err(|e| e.to_string())??;
+    Ok(Shared { uri })
+}
+
+extern "C" fn stop_shared() {
+    let pid = SHARED_PID.load(Ordering::SeqCst);
+    if pid != 0 {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    if let Some(dir) = SHARED_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+static DB_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A database name unique to this test run: `t<pid><n>_<tag>`, at most 63 bytes.
+pub fn unique_db(tag: &str) -> String {
+    let n = DB_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let clean: String = tag
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    let mut name = format!("t{}x{n}_{clean}", std::process::id());
+    name.truncate(63);
+    name
+}
+
+/// Prints a loud notice that a test was skipped, and why.
+pub fn skip_loudly(test: &str, why: &str) {
+    let bar = "!".repeat(78);
+    eprintln!("\n{bar}\n!! SKIPPED: {test}\n!! {why}\n{bar}\n");
+}
