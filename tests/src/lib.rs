@@ -301,15 +301,32 @@ pub fn unique_db(tag: &str) -> String {
     let n = DB_COUNTER.fetch_add(1, Ordering::SeqCst);
     let clean: String = tag
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut name = format!("t{}x{n}_{clean}", std::process::id());
     name.truncate(63);
     name
 }
 
-/// Prints a loud notice that a test was skipped, and why.
+/// Says loudly that (part of) a test was skipped, and why: on stderr, and in
+/// `target/test-skips.txt`, which `cargo xtask test` prints after the run.
 pub fn skip_loudly(test: &str, why: &str) {
+    use std::io::Write;
     let bar = "!".repeat(78);
     eprintln!("\n{bar}\n!! SKIPPED: {test}\n!! {why}\n{bar}\n");
+    let target = workspace_root().join("target");
+    let _ = std::fs::create_dir_all(&target);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(target.join("test-skips.txt"))
+    {
+        let _ = writeln!(f, "SKIPPED: {test}\n  why: {why}");
+    }
 }

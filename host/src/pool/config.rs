@@ -69,8 +69,10 @@ impl Config {
     /// The effective idle-sweep period.
     pub fn effective_sweep_interval(&self) -> Option<Duration> {
         let idle = self.idle_timeout?;
-        Some(self.sweep_interval.unwrap_or_else(|| {
-            (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
-        }))
+        Some(
+            self.sweep_interval.unwrap_or_else(|| {
+                (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+            }),
+        )
     }
 }

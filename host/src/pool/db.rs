@@ -80,12 +80,14 @@ impl Db {
 
     /// Runs a database command.
     pub async fn run_command(&self, command: Document) -> Result<Document> {
-        self.run(|db| async move { db.run_command(command).await }).await
+        self.run(|db| async move { db.run_command(command).await })
+            .await
     }
 
     /// Names of the collections in this database.
     pub async fn list_collection_names(&self) -> Result<Vec<String>> {
-        self.run(|db| async move { db.list_collection_names().await }).await
+        self.run(|db| async move { db.list_collection_names().await })
+            .await
     }
 
     /// Drops the whole database.
@@ -112,8 +114,14 @@ impl Db {
     {
         let guard = self.keep_alive().await?;
         let lease = self.lease().await?;
-        lease.handle().caps(self.redactor()).await?.require_change_streams()?;
-        let stream = open(lease.database().clone()).await.map_err(|e| self.map_err(e))?;
+        lease
+            .handle()
+            .caps(self.redactor())
+            .await?
+            .require_change_streams()?;
+        let stream = open(lease.database().clone())
+            .await
+            .map_err(|e| self.map_err(e))?;
         Ok(ChangeStream {
             inner: stream,
             redactor: self.redactor().clone(),
@@ -125,14 +133,21 @@ impl Db {
     /// fails with [`Error::Unsupported`]. The pool counts as busy until the transaction ends.
     pub async fn start_transaction(&self) -> Result<Transaction> {
         let lease = self.lease().await?;
-        lease.handle().caps(self.redactor()).await?.require_transactions()?;
+        lease
+            .handle()
+            .caps(self.redactor())
+            .await?
+            .require_transactions()?;
         let mut session = lease
             .handle()
             .client
             .start_session()
             .await
             .map_err(|e| self.map_err(e))?;
-        session.start_transaction().await.map_err(|e| self.map_err(e))?;
+        session
+            .start_transaction()
+            .await
+            .map_err(|e| self.map_err(e))?;
         Ok(Transaction {
             session,
             redactor: self.redactor().clone(),
@@ -246,7 +261,9 @@ where
         if docs.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self.run(|c| async move { c.insert_many(docs).await }).await?;
+        let result = self
+            .run(|c| async move { c.insert_many(docs).await })
+            .await?;
         let mut ids: Vec<(usize, Bson)> = result.inserted_ids.into_iter().collect();
         ids.sort_by_key(|(i, _)| *i);
         Ok(ids.into_iter().map(|(_, id)| id).collect())

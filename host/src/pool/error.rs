@@ -107,10 +107,13 @@ impl Error {
         match err.kind.as_ref() {
             ErrorKind::InvalidArgument { message, .. } => Error::InvalidArgument(clean(message)),
             ErrorKind::BsonSerialization(e) => Error::InvalidArgument(clean(&e.to_string())),
-            ErrorKind::BsonDeserialization(e) => {
-                Error::InvalidArgument(format!("document does not match the expected type: {}", clean(&e.to_string())))
+            ErrorKind::BsonDeserialization(e) => Error::InvalidArgument(format!(
+                "document does not match the expected type: {}",
+                clean(&e.to_string())
+            )),
+            ErrorKind::Command(c) => {
+                Self::from_code(c.code, Some(c.code_name.clone()), &clean(&c.message))
             }
-            ErrorKind::Command(c) => Self::from_code(c.code, Some(c.code_name.clone()), &clean(&c.message)),
             ErrorKind::Write(WriteFailure::WriteError(w)) => {
                 Self::from_code(w.code, w.code_name.clone(), &clean(&w.message))
             }
@@ -132,7 +135,9 @@ impl Error {
             ErrorKind::Authentication { message, .. } => {
                 Error::Unavailable(format!("authentication failed: {}", clean(message)))
             }
-            ErrorKind::Shutdown => Error::Unavailable("the pool was closed during the operation".into()),
+            ErrorKind::Shutdown => {
+                Error::Unavailable("the pool was closed during the operation".into())
+            }
             ErrorKind::SessionsNotSupported => {
                 Error::Unsupported("sessions are not supported by this server".into())
             }

@@ -223,7 +223,9 @@ impl Drop for Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("db", &&*self.handle.name).finish()
+        f.debug_struct("Lease")
+            .field("db", &&*self.handle.name)
+            .finish()
     }
 }
 
@@ -253,6 +255,8 @@ impl Drop for KeepAlive {
 
 impl std::fmt::Debug for KeepAlive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeepAlive").field("db", &&*self.handle.name).finish()
+        f.debug_struct("KeepAlive")
+            .field("db", &&*self.handle.name)
+            .finish()
     }
 }

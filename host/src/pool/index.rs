@@ -71,10 +71,7 @@ impl EvictionIndex {
 
     /// The lowest-ranked pool for which `evictable` holds.
     pub fn choose(&self, mut evictable: impl FnMut(&str) -> bool) -> Option<Arc<str>> {
-        self.entries
-            .values()
-            .find(|name| evictable(name))
-            .cloned()
+        self.entries.values().find(|name| evictable(name)).cloned()
     }
 
     /// Removes every entry.

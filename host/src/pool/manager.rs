@@ -185,10 +185,9 @@ impl Builder {
         let mut options = ClientOptions::parse(config.mongo_uri.expose())
             .await
             .map_err(|e| match Error::from_driver(e, &redactor) {
-                Error::InvalidArgument(m) | Error::Driver(m) => Error::Config(format!(
-                    "mongo_uri {}: {m}",
-                    config.mongo_uri.redacted()
-                )),
+                Error::InvalidArgument(m) | Error::Driver(m) => {
+                    Error::Config(format!("mongo_uri {}: {m}", config.mongo_uri.redacted()))
+                }
                 other => other,
             })?;
         options.app_name = Some(config.app_name.clone());
@@ -245,7 +244,9 @@ fn validate_config(config: &Config) -> Result<()> {
         return Err(Error::Config("max_connecting must be at least 1".into()));
     }
     if config.max_concurrent_opens == 0 {
-        return Err(Error::Config("max_concurrent_opens must be at least 1".into()));
+        return Err(Error::Config(
+            "max_concurrent_opens must be at least 1".into(),
+        ));
     }
     name::validate_syntax(&config.metadata_db)
         .map_err(|e| Error::Config(format!("metadata_db: {e}")))?;
@@ -408,16 +409,18 @@ impl State {
     }
 
     fn is_evictable(entry: &OpenPool) -> bool {
-        entry.priority != PINNED_PRIORITY && entry.handle.in_flight() == 0 && entry.handle.guards() == 0
+        entry.priority != PINNED_PRIORITY
+            && entry.handle.in_flight() == 0
+            && entry.handle.guards() == 0
     }
 
     /// The evictable pool with the lowest score (ties to the earliest opened), and its score.
     fn choose_victim(&self, now_ms: u64, fallbacks: &AtomicU64) -> Option<(Arc<str>, f64)> {
         let policy = self.policy.as_ref();
         if self.ordered {
-            let name = self.index.choose(|n| {
-                matches!(self.slots.get(n), Some(Slot::Open(e)) if Self::is_evictable(e))
-            })?;
+            let name = self.index.choose(
+                |n| matches!(self.slots.get(n), Some(Slot::Open(e)) if Self::is_evictable(e)),
+            )?;
             let Some(Slot::Open(entry)) = self.slots.get(&name) else {
                 return None;
             };
@@ -501,13 +504,17 @@ impl OpenTicket {
         let mut rx = self.wait.result.subscribe();
         let outcome = match rx.wait_for(Option::is_some).await {
             Ok(value) => value.clone(),
-            Err(_) => Some(Err(Error::Driver("the pool open task ended unexpectedly".into()))),
+            Err(_) => Some(Err(Error::Driver(
+                "the pool open task ended unexpectedly".into(),
+            ))),
         };
         self.consumed = true;
         match outcome {
             Some(Ok(handle)) => Ok(Lease::granted(handle)),
             Some(Err(e)) => Err(e),
-            None => Err(Error::Driver("the pool open finished without a result".into())),
+            None => Err(Error::Driver(
+                "the pool open finished without a result".into(),
+            )),
         }
     }
 }
@@ -541,7 +548,9 @@ impl Inner {
     fn lock_state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the bookkeeping half-updated in a way
         // that matters more than refusing all further service, so recover the guard.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn now(&self) -> u64 {
@@ -559,7 +568,11 @@ impl Inner {
     fn emit(&self, db: &str, kind: PoolEventKind) {
         match &kind {
             PoolEventKind::OpenFailed { error } => tracing::warn!(db, %error, "pool open failed"),
-            PoolEventKind::Evicted { policy, score, for_db } => {
+            PoolEventKind::Evicted {
+                policy,
+                score,
+                for_db,
+            } => {
                 tracing::info!(db, policy, score, for_db, "pool evicted")
             }
             other => tracing::debug!(db, event = ?other, "pool event"),
@@ -579,7 +592,11 @@ impl Inner {
             let step = self.plan(name, counts_use)?;
             match step {
                 Step::Ready(lease) => {
-                    let counter = if missed { &self.counters.misses } else { &self.counters.hits };
+                    let counter = if missed {
+                        &self.counters.misses
+                    } else {
+                        &self.counters.hits
+                    };
                     counter.fetch_add(1, SeqCst);
                     return Ok(lease);
                 }
@@ -606,7 +623,10 @@ impl Inner {
                     let Some(remaining) = limit.checked_sub(waited).filter(|d| !d.is_zero()) else {
                         return Err(give_up());
                     };
-                    if tokio::time::timeout(remaining, waiter.wait()).await.is_err() {
+                    if tokio::time::timeout(remaining, waiter.wait())
+                        .await
+                        .is_err()
+                    {
                         return Err(give_up());
                     }
                 }
@@ -630,10 +650,15 @@ impl Inner {
                 }
                 Ok(Step::Ready(Lease::granted(entry.handle.clone())))
             }
-            Some(Slot::Opening(wait)) => Ok(Step::AwaitOpen(OpenTicket::register(wait, self, counts_use))),
+            Some(Slot::Opening(wait)) => Ok(Step::AwaitOpen(OpenTicket::register(
+                wait, self, counts_use,
+            ))),
             Some(Slot::Closing(handle, _)) => Ok(Step::AwaitClosed(handle.clone())),
             None => {
-                let has_room = self.config.max_connections.is_none_or(|max| st.live_slots() < max);
+                let has_room = self
+                    .config
+                    .max_connections
+                    .is_none_or(|max| st.live_slots() < max);
                 let victim = if has_room {
                     None
                 } else {
@@ -645,7 +670,12 @@ impl Inner {
                             let handle = st
                                 .begin_close(&victim, true)
                                 .expect("victim chosen among open slots under the same lock");
-                            Some(Victim { name: victim, handle, score, policy: st.policy.name().to_string() })
+                            Some(Victim {
+                                name: victim,
+                                handle,
+                                score,
+                                policy: st.policy.name().to_string(),
+                            })
                         }
                         None => return Ok(Step::AwaitSlot(waiter)),
                     }
@@ -661,7 +691,12 @@ impl Inner {
     }
 
     /// Runs one open to completion: closes the victim (if any), connects, publishes the result.
-    async fn open_pool(self: Arc<Self>, name: Arc<str>, wait: Arc<OpenWait>, victim: Option<Victim>) {
+    async fn open_pool(
+        self: Arc<Self>,
+        name: Arc<str>,
+        wait: Arc<OpenWait>,
+        victim: Option<Victim>,
+    ) {
         if let Some(victim) = victim {
             self.evict(victim, &name).await;
         }
@@ -708,11 +743,21 @@ impl Inner {
         match &outcome {
             Ok(_) => {
                 self.counters.opens.fetch_add(1, SeqCst);
-                self.emit(&name, PoolEventKind::Opened { took: started.elapsed() });
+                self.emit(
+                    &name,
+                    PoolEventKind::Opened {
+                        took: started.elapsed(),
+                    },
+                );
             }
             Err(error) => {
                 self.counters.open_failures.fetch_add(1, SeqCst);
-                self.emit(&name, PoolEventKind::OpenFailed { error: error.clone() });
+                self.emit(
+                    &name,
+                    PoolEventKind::OpenFailed {
+                        error: error.clone(),
+                    },
+                );
                 self.signal.notify();
             }
         }
@@ -729,7 +774,11 @@ impl Inner {
         self.lock_state().policy.on_close(&victim.name, self.now());
         self.emit(
             &victim.name,
-            PoolEventKind::Evicted { policy: victim.policy, score: victim.score, for_db: for_db.to_string() },
+            PoolEventKind::Evicted {
+                policy: victim.policy,
+                score: victim.score,
+                for_db: for_db.to_string(),
+            },
         );
     }
 
@@ -743,15 +792,24 @@ impl Inner {
         self.check_alive()?;
         let mut options = self.base_options.clone();
         options.default_database = Some(name.to_string());
-        let client = Client::with_options(options).map_err(|e| Error::from_driver(e, &self.redactor))?;
-        let handle = Arc::new(PoolHandle::new(Arc::from(name), client, self.now(), self.signal.clone()));
+        let client =
+            Client::with_options(options).map_err(|e| Error::from_driver(e, &self.redactor))?;
+        let handle = Arc::new(PoolHandle::new(
+            Arc::from(name),
+            client,
+            self.now(),
+            self.signal.clone(),
+        ));
         if self.config.verify_on_open {
             let limit = self.config.server_selection_timeout + Duration::from_secs(2);
-            let ping = tokio::time::timeout(limit, handle.database.run_command(doc! { "ping": 1 })).await;
+            let ping =
+                tokio::time::timeout(limit, handle.database.run_command(doc! { "ping": 1 })).await;
             let failure = match ping {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(Error::from_driver(e, &self.redactor)),
-                Err(_) => Some(Error::Unavailable(format!("no answer to ping within {limit:?}"))),
+                Err(_) => Some(Error::Unavailable(format!(
+                    "no answer to ping within {limit:?}"
+                ))),
             };
             if let Some(error) = failure {
                 handle.shutdown_client().await;
@@ -762,10 +820,18 @@ impl Inner {
     }
 
     /// Closes one pool after its in-flight operations finish (bounded by `drain_limit`).
-    async fn close_pool(&self, name: &Arc<str>, handle: &Arc<PoolHandle>, drain_limit: Option<Duration>) {
+    async fn close_pool(
+        &self,
+        name: &Arc<str>,
+        handle: &Arc<PoolHandle>,
+        drain_limit: Option<Duration>,
+    ) {
         match drain_limit {
             Some(limit) => {
-                if tokio::time::timeout(limit, handle.wait_drained()).await.is_err() {
+                if tokio::time::timeout(limit, handle.wait_drained())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(db = %name, in_flight = handle.in_flight(),
                         "closing pool with operations still running after {limit:?}");
                 }
@@ -825,7 +891,9 @@ async fn run_sweeper(inner: Weak<Inner>, period: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         tokio::select! {
             _ = ticker.tick() => {}
             _ = strong.stop_sweeper.notified() => return,
@@ -850,14 +918,21 @@ impl PolyMongo {
     /// A handle on database `name` (validated now; opened on first use).
     pub fn db(&self, name: &str) -> Result<Db> {
         self.inner.check_alive()?;
-        name::validate_tenant(name, &self.inner.config.metadata_db, self.inner.config.allow_reserved_databases)?;
+        name::validate_tenant(
+            name,
+            &self.inner.config.metadata_db,
+            self.inner.config.allow_reserved_databases,
+        )?;
         Ok(Db::new(self.clone(), Arc::from(name)))
     }
 
     /// A handle on the configured default database.
     pub fn default_db(&self) -> Result<Db> {
         self.inner.check_alive()?;
-        Ok(Db::new(self.clone(), Arc::from(self.inner.config.default_db.as_str())))
+        Ok(Db::new(
+            self.clone(),
+            Arc::from(self.inner.config.default_db.as_str()),
+        ))
     }
 
     /// The manager's configuration.
@@ -922,7 +997,12 @@ impl PolyMongo {
                 Ok(Ok((name, handle))) => {
                     self.inner.close_pool(&name, &handle, None).await;
                     self.inner.counters.closes.fetch_add(1, SeqCst);
-                    self.inner.emit(&name, PoolEventKind::Closed { reason: CloseReason::Requested });
+                    self.inner.emit(
+                        &name,
+                        PoolEventKind::Closed {
+                            reason: CloseReason::Requested,
+                        },
+                    );
                     return Ok(true);
                 }
                 Ok(Err(handle)) => {
@@ -1093,7 +1173,12 @@ impl PolyMongo {
         let inner = &self.inner;
         futures_util::future::join_all(closing.iter().map(|(name, handle)| async move {
             inner.close_pool(name, handle, Some(limit)).await;
-            inner.emit(name, PoolEventKind::Closed { reason: CloseReason::Destroyed });
+            inner.emit(
+                name,
+                PoolEventKind::Closed {
+                    reason: CloseReason::Destroyed,
+                },
+            );
         }))
         .await;
         self.inner.metadata.shutdown().await;
@@ -1112,6 +1197,10 @@ impl PolyMongo {
 
     fn validate(&self, db: &str) -> Result<()> {
         self.inner.check_alive()?;
-        name::validate_tenant(db, &self.inner.config.metadata_db, self.inner.config.allow_reserved_databases)
+        name::validate_tenant(
+            db,
+            &self.inner.config.metadata_db,
+            self.inner.config.allow_reserved_databases,
+        )
     }
 }

@@ -10,7 +10,9 @@ use super::error::{Error, Result};
 pub const MAX_NAME_BYTES: usize = 63;
 
 /// Characters MongoDB forbids in database names.
-const FORBIDDEN: &[char] = &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0'];
+const FORBIDDEN: &[char] = &[
+    '/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0',
+];
 
 /// The server's own databases.
 pub const SYSTEM_DATABASES: &[&str] = &["admin", "local", "config"];
@@ -52,7 +54,9 @@ pub fn validate_tenant(name: &str, metadata_db: &str, allow_reserved: bool) -> R
 /// Whether `name` is a system database or the metadata database (case-insensitively, as
 /// MongoDB treats names that differ only in case as the same database on some platforms).
 pub fn is_reserved(name: &str, metadata_db: &str) -> bool {
-    SYSTEM_DATABASES.iter().any(|s| s.eq_ignore_ascii_case(name))
+    SYSTEM_DATABASES
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
         || name.eq_ignore_ascii_case(metadata_db)
 }
 
@@ -76,7 +80,10 @@ mod tests {
         ];
         for name in cases {
             let err = validate_syntax(name).expect_err(name);
-            assert!(matches!(err, Error::InvalidDatabaseName { .. }), "{name:?}: {err}");
+            assert!(
+                matches!(err, Error::InvalidDatabaseName { .. }),
+                "{name:?}: {err}"
+            );
         }
     }
 

@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn masks_password_in_display_and_debug() {
         let uri = SecretUri::new("mongodb://alice:s3cr%40t@db1:27017,db2/admin?replicaSet=rs0");
-        assert_eq!(uri.to_string(), "mongodb://alice:****@db1:27017,db2/admin?replicaSet=rs0");
+        assert_eq!(
+            uri.to_string(),
+            "mongodb://alice:****@db1:27017,db2/admin?replicaSet=rs0"
+        );
         assert!(!format!("{uri:?}").contains("s3cr"));
     }
 
@@ -198,7 +201,10 @@ mod tests {
         let uri = SecretUri::new("mongodb://alice:s3cr%40t@db1/");
         let r = uri.redactor();
         assert_eq!(r.scrub("auth with s3cr@t failed"), "auth with **** failed");
-        assert_eq!(r.scrub("uri mongodb://alice:s3cr%40t@db1/"), "uri mongodb://alice:****@db1/");
+        assert_eq!(
+            r.scrub("uri mongodb://alice:s3cr%40t@db1/"),
+            "uri mongodb://alice:****@db1/"
+        );
     }
 
     #[test]
