@@ -171,10 +171,7 @@ impl Response {
 
     /// A JSON error response: `{"error": message}` with `status`.
     pub fn error(status: u16, message: impl Into<String>) -> Response {
-        Response::json(
-            status,
-            &serde_json::json!({ "error": message.into() }),
-        )
+        Response::json(status, &serde_json::json!({ "error": message.into() }))
     }
 
     /// Adds a header (builder style).
@@ -251,7 +248,10 @@ mod tests {
         let resp = r.json::<X>().unwrap_err();
         assert_eq!(resp.status, 400);
         let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-        assert!(v["error"].as_str().unwrap().starts_with("invalid JSON body"));
+        assert!(v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON body"));
     }
 
     #[test]

@@ -11,5 +11,6 @@ async fn main() -> Result<()> {
     cli::init_logging(&args.log);
     match args.command {
         cli::Command::Demo(demo) => cli::demo::run(demo).await,
+        cli::Command::Serve(serve) => cli::serve::run(serve).await,
     }
 }

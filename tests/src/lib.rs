@@ -330,3 +330,36 @@ pub fn skip_loudly(test: &str, why: &str) {
         let _ = writeln!(f, "SKIPPED: {test}\n  why: {why}");
     }
 }
+
+/// A test fixture component built by `cargo xtask build-plugins` (`target/plugins-test/NAME.wasm`).
+///
+/// # Panics
+/// If it has not been built, with the command that builds it.
+pub fn fixture_wasm(name: &str) -> PathBuf {
+    built(
+        workspace_root()
+            .join("target/plugins-test")
+            .join(format!("{name}.wasm")),
+    )
+}
+
+/// A bundled plugin built by `cargo xtask build-plugins` (`plugins/deploy/NAME.wasm`).
+///
+/// # Panics
+/// If it has not been built, with the command that builds it.
+pub fn bundled_wasm(name: &str) -> PathBuf {
+    built(
+        workspace_root()
+            .join("plugins/deploy")
+            .join(format!("{name}.wasm")),
+    )
+}
+
+fn built(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-plugins` (`cargo xtask test` does it for you)",
+        path.display()
+    );
+    path
+}

@@ -3,8 +3,11 @@
 //! Everything a fresh machine needs is installed here, idempotently: FerretDB (into the
 //! git-ignored `.tools/` folder) and the `wasm32-wasip2` Rust target.
 
+mod plugins;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -36,7 +39,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, start a local FerretDB and run the host's demo against it.
+    /// Build the bundled plugins and test fixtures for wasm32-wasip2.
+    BuildPlugins,
+    /// The main job: set up, start a local FerretDB, build the plugins and serve them over
+    /// HTTP; shows two tenants' isolated data with curl, then serves until ctrl-c.
+    Serve {
+        /// Address for the host to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Do not run the curl walkthrough.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Set up, start a local FerretDB and run the connection-manager demo against it.
     Demo {
         /// Extra arguments for `polymongo demo`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -64,8 +79,11 @@ fn main() -> Result<()> {
             db.wait()?;
             Ok(())
         }
+        Task::BuildPlugins => plugins::build_plugins(&root),
+        Task::Serve { listen, quiet } => serve(&root, &listen, quiet),
         Task::Test { args } => {
             setup(&root)?;
+            plugins::build_plugins(&root)?;
             let skips = root.join("target/test-skips.txt");
             let _ = std::fs::remove_file(&skips);
             let status = cargo(&root, &["test", "--workspace"], &args)?;
@@ -99,6 +117,134 @@ fn main() -> Result<()> {
             exit_with(status)
         }
         Task::Bench { args } => exit_with(cargo(&root, &["bench", "-p", "polymongo-host"], &args)?),
+    }
+}
+
+/// Starts FerretDB and the host serving `plugins/deploy`, walks through the users plugin with
+/// curl for two tenants, then waits until the host exits (ctrl-c).
+fn serve(root: &Path, listen: &str, quiet: bool) -> Result<()> {
+    setup(root)?;
+    plugins::build_plugins(root)?;
+    let status = cargo(
+        root,
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "polymongo-host",
+            "--bin",
+            "polymongo",
+        ],
+        &[],
+    )?;
+    if !status.success() {
+        bail!("building the host failed");
+    }
+    let data = root.join(".data/ferretdb");
+    let db = start_db(&data, None)?;
+    println!("FerretDB {FERRETDB_VERSION} listening: {}", db.uri());
+    let binary = root.join("target/debug/polymongo");
+    let mut host = Command::new(&binary)
+        .current_dir(root)
+        .args(["serve", "--listen", listen, "--mongo-uri", &db.uri()])
+        .args([
+            "--plugins-dir",
+            &plugins::deploy_dir(root).to_string_lossy(),
+        ])
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let base = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(listen).is_err() {
+        if Instant::now() > deadline || host.try_wait()?.is_some() {
+            let _ = host.kill();
+            bail!("the host did not start listening on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !quiet {
+        walkthrough(&base);
+    }
+    println!("\nserving on {base} — press ctrl-c to stop");
+    let status = host.wait()?;
+    drop(db);
+    exit_with(status)
+}
+
+/// Shows two tenants' isolated data through the users plugin, with the curl commands.
+fn walkthrough(base: &str) {
+    // Fresh tenant names each run, so the walkthrough starts from empty databases even
+    // though the local FerretDB keeps its data between runs.
+    let run = std::process::id();
+    let (acme, globex) = (format!("acme-{run}"), format!("globex-{run}"));
+    let steps: Vec<(&str, &str, &str, Option<&str>)> = vec![
+        (
+            &acme,
+            "POST",
+            "/users/users",
+            Some(r#"{"name":"Alice","email":"alice@acme.test","age":31}"#),
+        ),
+        (
+            &acme,
+            "POST",
+            "/users/users",
+            Some(r#"{"name":"Bob","email":"bob@acme.test"}"#),
+        ),
+        (
+            &globex,
+            "POST",
+            "/users/users",
+            Some(r#"{"name":"Gina","email":"gina@globex.test"}"#),
+        ),
+        (&acme, "GET", "/users/users", None),
+        (&globex, "GET", "/users/users", None),
+        (&acme, "GET", "/users/users/count", None),
+        (&globex, "GET", "/users/users?name=Alice", None),
+    ];
+    println!("\nTwo tenants, one plugin, isolated databases:");
+    for (tenant, method, path, body) in &steps {
+        let url = format!("{base}{path}");
+        let mut args = vec![
+            "-s".to_string(),
+            "-X".into(),
+            method.to_string(),
+            "-H".into(),
+            format!("x-tenant-id: {tenant}"),
+        ];
+        if let Some(body) = body {
+            args.extend([
+                "-H".into(),
+                "content-type: application/json".into(),
+                "-d".into(),
+                body.to_string(),
+            ]);
+        }
+        args.push(url);
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') || a.contains('{') {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        println!("\n$ curl {}", shown.join(" "));
+        match Command::new("curl").args(&args).output() {
+            Ok(out) => println!("{}", String::from_utf8_lossy(&out.stdout)),
+            Err(e) => {
+                println!("(curl is not installed: {e})");
+                return;
+            }
+        }
+    }
+    println!("\n$ curl -s {base}/admin/stats   # pools, uses, scores");
+    if let Ok(out) = Command::new("curl")
+        .args(["-s", &format!("{base}/admin/stats")])
+        .output()
+    {
+        println!("{}", String::from_utf8_lossy(&out.stdout));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface of the `polymongo` binary.
 
 pub mod demo;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,9 @@ pub enum Command {
     /// Drive many tenant databases through the connection manager with a small cap and
     /// print what it does (opens, evictions, stats).
     Demo(demo::DemoArgs),
+    /// Serve the plugins folder over HTTP: `/{plugin}/...` for the tenant in the tenant
+    /// header, `/admin/...`, `/healthz`.
+    Serve(serve::ServeArgs),
 }
 
 /// Sets up `tracing` output on stderr.

@@ -1,0 +1,105 @@
+//! The admin API: connection stats, priorities, open/close, plugins.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::reply;
+use super::AppState;
+
+/// Routes under `/admin`.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/priorities/{db}", get(get_priority).put(set_priority))
+        .route("/pools/{db}/open", post(open))
+        .route("/pools/{db}/close", post(close))
+        .route("/plugins", get(plugins))
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Refuses requests without the configured bearer token.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &state.config.admin_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+            let mut reply = reply::error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "admin API needs a valid bearer token",
+            );
+            reply.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return reply;
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    Json(json!({ "summary": state.manager.summary(), "pools": state.manager.stats() }))
+        .into_response()
+}
+
+async fn get_priority(State(state): State<AppState>, Path(db): Path<String>) -> Response {
+    Json(json!({ "db": db, "priority": state.manager.priority(&db) })).into_response()
+}
+
+#[derive(Deserialize)]
+struct PriorityBody {
+    priority: i32,
+}
+
+async fn set_priority(
+    State(state): State<AppState>,
+    Path(db): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: PriorityBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("expected {{\"priority\": <integer>}}: {e}"),
+            )
+        }
+    };
+    match state.manager.set_priority(&db, body.priority).await {
+        Ok(()) => Json(json!({ "db": db, "priority": body.priority })).into_response(),
+        Err(e) => reply::pool_error(&e),
+    }
+}
+
+async fn open(State(state): State<AppState>, Path(db): Path<String>) -> Response {
+    match state.manager.open_connection(&db).await {
+        Ok(()) => Json(json!({ "db": db, "open": true })).into_response(),
+        Err(e) => reply::pool_error(&e),
+    }
+}
+
+async fn close(State(state): State<AppState>, Path(db): Path<String>) -> Response {
+    match state.manager.close_connection(&db).await {
+        Ok(closed) => Json(json!({ "db": db, "closed": closed })).into_response(),
+        Err(e) => reply::pool_error(&e),
+    }
+}
+
+async fn plugins(State(state): State<AppState>) -> Response {
+    Json(json!({ "dir": state.registry.dir(), "plugins": state.registry.list() })).into_response()
+}

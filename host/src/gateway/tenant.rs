@@ -1,0 +1,131 @@
+//! Tenant routes: `/{plugin}/{rest...}` runs the plugin for the tenant in the tenant header.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::reply;
+use super::AppState;
+use crate::pool::name;
+use crate::runtime::Request;
+
+/// `/{plugin}` and `/{plugin}/`.
+pub async fn invoke_root(
+    State(state): State<AppState>,
+    Path(plugin): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(state, plugin, String::new(), method, uri, headers, body).await
+}
+
+/// `/{plugin}/{rest...}`.
+pub async fn invoke(
+    State(state): State<AppState>,
+    Path((plugin, rest)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(state, plugin, rest, method, uri, headers, body).await
+}
+
+async fn run(
+    state: AppState,
+    plugin_name: String,
+    rest: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = &state.config.tenant_header;
+    let Some(tenant) = headers.get(header.as_str()) else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "missing_tenant",
+            format!("missing tenant header {header:?}"),
+        );
+    };
+    let Ok(tenant) = tenant.to_str() else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            format!("tenant header {header:?} is not valid text"),
+        );
+    };
+    let config = state.manager.config();
+    if let Err(e) =
+        name::validate_tenant(tenant, &config.metadata_db, config.allow_reserved_databases)
+    {
+        return reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string());
+    }
+    let Some(plugin) = state.registry.get(&plugin_name) else {
+        return reply::error(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!("no plugin named {plugin_name:?} is deployed"),
+        );
+    };
+    let request = Request {
+        method: method.as_str().to_string(),
+        path: format!("/{rest}"),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
+            .collect(),
+        body: body.to_vec(),
+        tenant: tenant.to_string(),
+    };
+    match state.registry.runtime().invoke(&plugin, request).await {
+        Ok(response) => into_http(&plugin_name, response),
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut reply = reply::error(status, e.kind(), format!("plugin {plugin_name}: {e}"));
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                reply
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            reply
+        }
+    }
+}
+
+fn into_http(plugin: &str, response: crate::runtime::Response) -> Response {
+    let Ok(status) = StatusCode::from_u16(response.status) else {
+        return reply::error(
+            StatusCode::BAD_GATEWAY,
+            "invalid_response",
+            format!(
+                "plugin {plugin} answered with invalid status {}",
+                response.status
+            ),
+        );
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in &response.headers {
+        match (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            (Ok(k), Ok(v)) => {
+                headers.append(k, v);
+            }
+            _ => {
+                tracing::warn!(plugin, header = %k, "dropping an invalid response header from the plugin")
+            }
+        }
+    }
+    (status, headers, response.body).into_response()
+}

@@ -1,0 +1,368 @@
+//! The wasmtime engine and the per-request invocation of tenant plugins.
+//!
+//! One `Engine` (component model, epoch interruption, pooling allocator) and one `Linker`
+//! (WASI p2 without filesystem or network, plus the `polymongo:plugin` imports). Each plugin
+//! version is compiled once into an `InstancePre`; each request gets a fresh `Store`, so no
+//! state leaks between requests or tenants.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::exports::polymongo::plugin::handler::{Request, Response};
+use super::bindings::{TenantPlugin, TenantPluginPre};
+use super::error::{InvokeError, LoadError};
+use super::manifest::{Limits, Manifest};
+use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
+use crate::pool::PolyMongo;
+
+/// Settings of the plugin runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Limits of plugins without a manifest (and defaults for the keys a manifest leaves out).
+    pub default_limits: Limits,
+    /// Instances that may exist at once across all plugins (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may have, in bytes (a manifest may not exceed it).
+    pub max_memory_bytes: usize,
+    /// Epoch tick: the granularity of deadlines and of yielding to other tasks.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            default_limits: Limits::default(),
+            max_instances: 256,
+            max_memory_bytes: 1 << 30,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The plugin runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<RequestState>,
+    manager: PolyMongo,
+    config: RuntimeConfig,
+    instances: Arc<Semaphore>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One compiled version of a tenant plugin, ready to instantiate.
+pub struct Plugin {
+    name: Arc<str>,
+    sha256: String,
+    size: usize,
+    loaded_at: SystemTime,
+    scope: Arc<PluginScope>,
+    pre: TenantPluginPre<RequestState>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The plugin name (its file name without `.wasm`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hex SHA-256 of the component bytes: the version.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// The limits it runs under.
+    pub fn limits(&self) -> Limits {
+        self.scope.limits
+    }
+
+    /// Databases its manifest grants besides the tenant's.
+    pub fn grants(&self) -> &[String] {
+        &self.scope.grants
+    }
+
+    /// Requests running in it now.
+    pub fn in_flight(&self) -> u32 {
+        self.scope.limits.max_concurrent - self.permits.available_permits() as u32
+    }
+}
+
+/// Whether `name` can be a plugin name (it becomes the first URL path segment).
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name != "admin"
+        && name != "healthz"
+        && name != "metrics"
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(manager: PolyMongo, config: RuntimeConfig) -> Result<Self, LoadError> {
+        let mut pooling = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pooling
+            .total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(8))
+            .max_memory_size(config.max_memory_bytes)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(32);
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine =
+            Engine::new(&wasm).map_err(|e| LoadError::Compile(format!("engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Compile(format!("linking WASI: {e:#}")))?;
+        TenantPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| LoadError::Compile(format!("linking polymongo imports: {e:#}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                instances: Arc::new(Semaphore::new(n as usize)),
+                engine,
+                linker,
+                manager,
+                config,
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The connection manager plugins run on.
+    pub fn manager(&self) -> &PolyMongo {
+        &self.inner.manager
+    }
+
+    /// Loads `path` (and the manifest beside it) as plugin `name`, compiling off the async
+    /// runtime.
+    pub async fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+        let manifest = Manifest::load_beside(path)?;
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || this.load_bytes(&name, &bytes, manifest))
+            .await
+            .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
+    }
+
+    /// Compiles `bytes` as plugin `name` and checks it implements the `tenant-plugin` world.
+    /// CPU-heavy: call from a blocking context.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        manifest: Option<Manifest>,
+    ) -> Result<Plugin, LoadError> {
+        if !valid_plugin_name(name) {
+            return Err(LoadError::InvalidName(name.to_string()));
+        }
+        let manifest = manifest.unwrap_or_default();
+        let limits = self
+            .inner
+            .config
+            .default_limits
+            .with_overrides(&manifest.limits);
+        if limits.memory_bytes > self.inner.config.max_memory_bytes {
+            return Err(LoadError::Manifest(format!(
+                "memory limit {} MiB exceeds the host's maximum of {} MiB",
+                limits.memory_bytes >> 20,
+                self.inner.config.max_memory_bytes >> 20
+            )));
+        }
+        let component = Component::from_binary(&self.inner.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = TenantPluginPre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(Plugin {
+            name: Arc::from(name),
+            sha256: hex(&Sha256::digest(bytes)),
+            size: bytes.len(),
+            loaded_at: SystemTime::now(),
+            scope: Arc::new(PluginScope {
+                plugin: Arc::from(name),
+                grants: manifest.databases,
+                limits,
+            }),
+            pre,
+            permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+        })
+    }
+
+    /// Runs one request in a fresh instance of `plugin`, with the database scoped to
+    /// `request.tenant`. The tenant name must already be validated.
+    pub async fn invoke(&self, plugin: &Plugin, request: Request) -> Result<Response, InvokeError> {
+        let limits = plugin.scope.limits;
+        let _plugin_permit = plugin
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| InvokeError::Busy(limits.max_concurrent))?;
+        let _instance_permit = self
+            .inner
+            .instances
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| InvokeError::Busy(self.inner.config.max_instances))?;
+        let tenant =
+            self.inner.manager.db(&request.tenant).map_err(|e| {
+                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
+            })?;
+
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let deadline = Instant::now() + limits.deadline;
+        let state = RequestState {
+            wasi,
+            table: Default::default(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            scope: plugin.scope.clone(),
+            manager: self.inner.manager.clone(),
+            tenant,
+            deadline,
+            timed_out: false,
+            open_cursors: 0,
+            result_bytes: 0,
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                ctx.data_mut().timed_out = true;
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let outcome = {
+            let run = async {
+                let instance = plugin.pre.instantiate_async(&mut store).await?;
+                instance
+                    .polymongo_plugin_handler()
+                    .call_handle(&mut store, &request)
+                    .await
+            };
+            // The epoch callback stops guest code at the deadline; this bounds the rest
+            // (instantiation, host calls) with a little grace.
+            tokio::time::timeout(limits.deadline + Duration::from_millis(250), run).await
+        };
+        let state = store.data();
+        state.flush_output();
+        match outcome {
+            Ok(Ok(response)) => Ok(response),
+            Err(_) => Err(InvokeError::Timeout(limits.deadline.as_millis() as u64)),
+            Ok(Err(_)) if state.timed_out => {
+                Err(InvokeError::Timeout(limits.deadline.as_millis() as u64))
+            }
+            Ok(Err(_)) if state.limiter.exceeded => {
+                Err(InvokeError::MemoryLimit(limits.memory_bytes))
+            }
+            Ok(Err(e)) => {
+                let detail = match e.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                };
+                tracing::warn!(plugin = %plugin.name, tenant = %request.tenant, error = %format!("{e:#}"), "plugin failed");
+                Err(InvokeError::Trap(detail))
+            }
+        }
+    }
+}
+
+fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("polymongo-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(
+            "cannot start the epoch ticker; plugin deadlines will not be enforced: {e}"
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,30 @@
+//! Host side of the `log` interface.
+
+use super::bindings::log::{Host, Level};
+use super::state::RequestState;
+
+/// Longest message logged; the rest is cut.
+const MAX_MESSAGE_BYTES: usize = 8 << 10;
+
+impl Host for RequestState {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut cut = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let (plugin, tenant) = (&*self.scope.plugin, self.tenant.name());
+        match level {
+            Level::Trace => tracing::trace!(plugin, tenant, "{message}"),
+            Level::Debug => tracing::debug!(plugin, tenant, "{message}"),
+            Level::Info => tracing::info!(plugin, tenant, "{message}"),
+            Level::Warn => tracing::warn!(plugin, tenant, "{message}"),
+            Level::Error => tracing::error!(plugin, tenant, "{message}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! The optional manifest next to a plugin (`NAME.toml` beside `NAME.wasm`): limits and grants.
+//!
+//! ```toml
+//! # users.toml
+//! databases = ["shared-catalog"]   # extra databases the plugin may open (besides its tenant's)
+//!
+//! [limits]
+//! memory_mb = 64                   # all linear memories of one instance, summed
+//! deadline_ms = 5000               # wall-clock time per request
+//! max_result_kb = 4096             # bytes one database call may return
+//! max_request_result_kb = 16384    # bytes all database calls of one request may return
+//! max_open_cursors = 16            # cursors open at once per request
+//! max_concurrent = 64              # instances running at once (more get 503)
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::LoadError;
+
+/// A plugin's manifest; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Databases the plugin may open besides its tenant's.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Resource limits (defaults from the host configuration where missing).
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// Limits a manifest may set.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Memory of one instance, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Wall-clock deadline per request, in ms.
+    pub deadline_ms: Option<u64>,
+    /// Bytes one database call may return, in KiB.
+    pub max_result_kb: Option<u64>,
+    /// Bytes all database calls of one request may return, in KiB.
+    pub max_request_result_kb: Option<u64>,
+    /// Cursors open at once per request.
+    pub max_open_cursors: Option<u32>,
+    /// Instances running at once.
+    pub max_concurrent: Option<u32>,
+}
+
+/// The limits a plugin runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory per instance (all memories summed).
+    pub memory_bytes: usize,
+    /// Wall-clock deadline per request.
+    pub deadline: Duration,
+    /// Bytes one database call may return.
+    pub max_result_bytes: usize,
+    /// Bytes all database calls of one request may return.
+    pub max_request_result_bytes: usize,
+    /// Cursors open at once per request.
+    pub max_open_cursors: u32,
+    /// Instances running at once.
+    pub max_concurrent: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_secs(5),
+            max_result_bytes: 4 << 20,
+            max_request_result_bytes: 16 << 20,
+            max_open_cursors: 16,
+            max_concurrent: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with a manifest's overrides applied.
+    pub fn with_overrides(self, o: &LimitOverrides) -> Self {
+        let kb = |v: u64| usize::try_from(v.saturating_mul(1024)).unwrap_or(usize::MAX);
+        Self {
+            memory_bytes: o
+                .memory_mb
+                .map(|v| usize::try_from(v.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+                .unwrap_or(self.memory_bytes),
+            deadline: o
+                .deadline_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.deadline),
+            max_result_bytes: o.max_result_kb.map(kb).unwrap_or(self.max_result_bytes),
+            max_request_result_bytes: o
+                .max_request_result_kb
+                .map(kb)
+                .unwrap_or(self.max_request_result_bytes),
+            max_open_cursors: o.max_open_cursors.unwrap_or(self.max_open_cursors),
+            max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads `NAME.toml` beside `wasm_path`, if present.
+    pub fn load_beside(wasm_path: &Path) -> Result<Option<Self>, LoadError> {
+        let path = wasm_path.with_extension("toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text)
+                .map(Some)
+                .map_err(|e| LoadError::Manifest(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LoadError::Manifest(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Parses and checks a manifest.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        for db in &manifest.databases {
+            crate::pool::name::validate_syntax(db).map_err(|e| e.to_string())?;
+        }
+        let l = &manifest.limits;
+        if l.memory_mb == Some(0) || l.deadline_ms == Some(0) || l.max_concurrent == Some(0) {
+            return Err("limits must be greater than zero".into());
+        }
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grants_and_overrides() {
+        let m = Manifest::parse(
+            "databases = [\"catalog\"]\n[limits]\nmemory_mb = 8\ndeadline_ms = 250\nmax_open_cursors = 2\n",
+        )
+        .unwrap();
+        assert_eq!(m.databases, ["catalog"]);
+        let limits = Limits::default().with_overrides(&m.limits);
+        assert_eq!(limits.memory_bytes, 8 << 20);
+        assert_eq!(limits.deadline, Duration::from_millis(250));
+        assert_eq!(limits.max_open_cursors, 2);
+        assert_eq!(limits.max_result_bytes, Limits::default().max_result_bytes);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_bad_names_and_zero_limits() {
+        assert!(Manifest::parse("colour = 1").is_err());
+        assert!(Manifest::parse("databases = [\"a/b\"]").is_err());
+        assert!(Manifest::parse("[limits]\ndeadline_ms = 0").is_err());
+    }
+}
