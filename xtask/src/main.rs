@@ -86,7 +86,14 @@ fn main() -> Result<()> {
             plugins::build_plugins(&root)?;
             let skips = root.join("target/test-skips.txt");
             let _ = std::fs::remove_file(&skips);
-            let status = cargo(&root, &["test", "--workspace"], &args)?;
+            let host_tests = cargo(&root, &["test", "--workspace"], &args)?;
+            // The guest SDK lives in its own workspace; its unit and doc tests run natively.
+            let sdk_tests = cargo(&root.join("guest-sdk"), &["test"], &[])?;
+            let status = if host_tests.success() {
+                sdk_tests
+            } else {
+                host_tests
+            };
             if let Ok(text) = std::fs::read_to_string(&skips) {
                 eprintln!("\n==== SKIPPED TEST PARTS (see reasons) ====\n{text}==========================================");
             }

@@ -298,7 +298,7 @@ impl Host for RequestState {
         if name == self.tenant.name() {
             return self.tenant().await.map(Ok);
         }
-        if !self.scope.grants.iter().any(|g| *g == name) {
+        if !self.scope.grants.contains(&name) {
             return Ok(Err(WitError::Denied(format!(
                 "plugin {} may only use its tenant's database; {name:?} is not granted in its manifest",
                 self.scope.plugin
@@ -698,7 +698,7 @@ mod tests {
             doc! { "$facet": { "a": [ { "$lookup": { "from": { "db": "admin", "coll": "x" }, "as": "y" } } ] } },
             doc! { "$currentOp": {} },
         ] {
-            let err = check_pipeline(&[stage.clone()], own).unwrap_err();
+            let err = check_pipeline(std::slice::from_ref(&stage), own).unwrap_err();
             assert!(matches!(err, WitError::Denied(_)), "{stage}: {err:?}");
         }
     }

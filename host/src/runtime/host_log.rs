@@ -15,7 +15,7 @@ impl Host for RequestState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let (plugin, tenant) = (&*self.scope.plugin, self.tenant.name());
         match level {
