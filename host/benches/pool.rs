@@ -36,6 +36,7 @@ fn fake_pools(protected_low: usize) -> (Vec<Arc<str>>, HashMap<Arc<str>, FakePoo
         x ^= x << 17;
         let name: Arc<str> = Arc::from(format!("tenant-{i:05}"));
         let stats = PoolStats {
+            pool_id: i as u64,
             db_name: "",
             priority: 100,
             use_count: 1 + x % 500,

@@ -12,6 +12,8 @@
 //! idle_timeout_secs = 600
 //! max_pool_size = 5
 //!
+//! scorer = "seed"   # or "lru", or a scorer component's name, e.g. "scorer-adaptive"
+//!
 //! [limits]          # defaults for plugins without a manifest
 //! memory_mb = 64
 //! deadline_ms = 5000
@@ -66,6 +68,14 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Largest request body, in KiB (default 8192).
     pub max_body_kb: Option<usize>,
+    /// The eviction policy: `seed` (default) or `lru`, or the name of a scorer component in
+    /// the plugins folder (e.g. `scorer-adaptive`).
+    pub scorer: Option<String>,
+    /// Folder for compiled components (default `.cache/polymongo`); must be writable only
+    /// by the host.
+    pub cache_dir: Option<PathBuf>,
+    /// Watch the plugins folder and hot-reload changes (default true).
+    pub watch: Option<bool>,
     /// Connection-manager settings.
     #[serde(default)]
     pub pool: PoolSection,
@@ -151,6 +161,11 @@ impl ServeConfig {
     pub fn runtime_config(&self) -> RuntimeConfig {
         RuntimeConfig {
             default_limits: Limits::default().with_overrides(&self.limits),
+            cache_dir: Some(
+                self.cache_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(".cache/polymongo")),
+            ),
             ..RuntimeConfig::default()
         }
     }

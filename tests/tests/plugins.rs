@@ -1,127 +1,19 @@
 //! The plugin runtime and the gateway, end to end: real components (built from source by
 //! `cargo xtask build-plugins`), the real connection manager, a real server.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
 use bson::{doc, Document};
-use polymongo::gateway::{self, AppState, GatewayConfig};
-use polymongo::plugins::{PluginRegistry, PluginStatus};
-use polymongo::pool::PolyMongo;
-use polymongo::runtime::{Runtime, RuntimeConfig};
+use polymongo::plugins::PluginStatus;
 use polymongo_tests::{bundled_wasm, fixture_wasm, test_uri, unique_db};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-const TOKEN: &str = "test-admin-token";
+mod common;
 
-/// A host serving a temporary plugins folder.
-struct Host {
-    manager: PolyMongo,
-    registry: Arc<PluginRegistry>,
-    app: Router,
-    _dir: tempfile::TempDir,
-}
-
-impl Host {
-    /// Deploys `plugins` (name, component) with optional manifests (name, toml).
-    async fn start(plugins: &[(&str, PathBuf)], manifests: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, path) in plugins {
-            std::fs::copy(path, dir.path().join(format!("{name}.wasm"))).unwrap();
-        }
-        for (name, text) in manifests {
-            std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
-        }
-        let manager = PolyMongo::builder(test_uri())
-            .metadata_db(unique_db("meta"))
-            .no_idle_timeout()
-            .build()
-            .await
-            .unwrap();
-        let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).unwrap();
-        let registry = Arc::new(PluginRegistry::new(runtime, dir.path()));
-        registry.load_all().await.unwrap();
-        let state = AppState {
-            manager: manager.clone(),
-            registry: registry.clone(),
-            config: Arc::new(GatewayConfig {
-                admin_token: Some(TOKEN.into()),
-                ..GatewayConfig::default()
-            }),
-        };
-        Self {
-            manager,
-            registry,
-            app: gateway::router(state),
-            _dir: dir,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self._dir.path()
-    }
-
-    async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        (status, body.to_vec(), headers)
-    }
-
-    /// A tenant request; returns the status and the body parsed as JSON (or as a string).
-    async fn call(
-        &self,
-        tenant: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("x-tenant-id", tenant);
-        let body = match body {
-            Some(v) => {
-                request = request.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let (status, bytes, _) = self.send(request.body(body).unwrap()).await;
-        (status, parse(&bytes))
-    }
-
-    async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            request = request.header("authorization", format!("Bearer {t}"));
-        }
-        let body = body
-            .map(|v| Body::from(v.to_string()))
-            .unwrap_or_else(Body::empty);
-        let (status, bytes, _) = self.send(request.body(body).unwrap()).await;
-        (status, parse(&bytes))
-    }
-}
-
-fn parse(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
+use common::{parse, Host, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_database_operation_works_end_to_end_through_a_plugin() {

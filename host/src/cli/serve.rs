@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use polymongo::config::ServeConfig;
 use polymongo::gateway::{self, AppState};
-use polymongo::plugins::PluginRegistry;
+use polymongo::plugins::{ComponentKind, PluginRegistry, WatchConfig};
 use polymongo::pool::PolyMongo;
 use polymongo::runtime::Runtime;
 
@@ -35,6 +35,15 @@ pub struct ServeArgs {
     /// Most database pools open at once.
     #[arg(long, env = "POLYMONGO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Eviction policy: `seed`, `lru`, or a scorer component's name (e.g. `scorer-adaptive`).
+    #[arg(long, env = "POLYMONGO_SCORER")]
+    pub scorer: Option<String>,
+    /// Folder for compiled components.
+    #[arg(long, env = "POLYMONGO_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not watch the plugins folder (no hot reload).
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// Runs the server until SIGTERM or ctrl-c, then drains requests and closes pools.
@@ -49,6 +58,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     config.admin_token = args.admin_token.or(config.admin_token);
     config.tenant_header = args.tenant_header.or(config.tenant_header);
     config.pool.max_connections = args.max_connections.or(config.pool.max_connections);
+    config.scorer = args.scorer.or(config.scorer);
+    config.cache_dir = args.cache_dir.or(config.cache_dir);
+    if args.no_watch {
+        config.watch = Some(false);
+    }
 
     let manager = PolyMongo::builder("unused")
         .config(config.pool_config()?)
@@ -58,11 +72,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runtime = Runtime::new(manager.clone(), config.runtime_config())
         .context("starting the wasm runtime")?;
     let dir = config.plugins_dir();
-    let registry = Arc::new(PluginRegistry::new(runtime, &dir));
+    let registry =
+        Arc::new(PluginRegistry::new(runtime, &dir).with_active_scorer(config.scorer.clone()));
     let loaded = registry
         .load_all()
         .await
         .with_context(|| format!("reading the plugins folder {}", dir.display()))?;
+    let _watcher = if config.watch.unwrap_or(true) {
+        Some(
+            registry
+                .watch(WatchConfig::default())
+                .context("watching the plugins folder")?,
+        )
+    } else {
+        None
+    };
     let failed = registry
         .list()
         .iter()
@@ -77,16 +101,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         listener.local_addr()?
     );
     for p in registry.list() {
-        match &p.last_error {
-            None => println!(
-                "  /{}/...  (version {})",
+        let version: String = p
+            .version
+            .as_deref()
+            .unwrap_or("?")
+            .chars()
+            .take(12)
+            .collect();
+        match (&p.last_error, p.kind) {
+            (Some(e), _) => println!("  {}: FAILED: {e}", p.name),
+            (None, Some(ComponentKind::Scorer)) => println!(
+                "  scorer {} (version {version}){}",
                 p.name,
-                &p.version.as_deref().unwrap_or("?")
-                    [..12.min(p.version.as_deref().unwrap_or("?").len())]
+                if p.active_scorer { ", active" } else { "" }
             ),
-            Some(e) => println!("  {}: FAILED: {e}", p.name),
+            (None, _) => println!("  /{}/...  (version {version})", p.name),
         }
     }
+    println!("eviction policy: {}", manager.summary().policy);
     let state = AppState {
         manager: manager.clone(),
         registry,

@@ -1,14 +1,25 @@
-//! The set of loaded plugins, swapped atomically.
+//! The set of loaded components (tenant plugins and scorers), swapped atomically.
+//!
+//! [`PluginRegistry::rescan`] makes the registry match the plugins folder: it hashes every
+//! `NAME.wasm` (with its `NAME.toml` manifest), loads what changed, keeps the last good
+//! version of anything that fails to load (and reports the error), and unloads what was
+//! deleted. Requests hold an `Arc` of the version they started with, so a swap never cuts
+//! one short.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::runtime::{valid_plugin_name, LoadError, Plugin, Runtime};
+use crate::pool::{builtin_policy, EvictionPolicy, SeedPolicy};
+use crate::runtime::{
+    valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
+};
 
 /// Whether a deployed file is serving.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,11 +31,23 @@ pub enum PluginStatus {
     Error,
 }
 
-/// What the admin API shows about one plugin.
+/// What a component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    /// Answers tenant requests (`handler` export).
+    Tenant,
+    /// Scores pools for eviction (`scoring` export).
+    Scorer,
+}
+
+/// What the admin API shows about one deployed component.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginInfo {
-    /// The plugin name (URL prefix).
+    /// The name (URL prefix for tenant plugins).
     pub name: String,
+    /// Tenant plugin or scorer (of the serving version; `None` if none serves).
+    pub kind: Option<ComponentKind>,
     /// `ok`, or `error` when the latest file failed to load.
     pub status: PluginStatus,
     /// SHA-256 of the serving version, if one serves.
@@ -39,14 +62,46 @@ pub struct PluginInfo {
     pub grants: Vec<String>,
     /// Requests running now.
     pub in_flight: u32,
+    /// Whether this scorer is the active eviction policy.
+    pub active_scorer: bool,
 }
 
-/// Loaded plugins by name, plus the last load error of each file.
+/// Reload counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadCounts {
+    /// Versions loaded and published.
+    pub loaded: u64,
+    /// Files that failed to load (the previous version kept serving).
+    pub failed: u64,
+    /// Components unloaded because their file was deleted.
+    pub unloaded: u64,
+}
+
+struct LoadedScorer {
+    component: Arc<ScorerComponent>,
+    loaded_at: SystemTime,
+}
+
+/// What the registry last saw of one file.
+struct FileState {
+    /// Hash of the wasm bytes and the manifest text last tried.
+    fingerprint: String,
+    /// The error of that try, if it failed.
+    error: Option<String>,
+}
+
+/// Loaded components by name, and the state of each file.
 pub struct PluginRegistry {
     runtime: Runtime,
     dir: PathBuf,
     plugins: ArcSwap<HashMap<String, Arc<Plugin>>>,
-    errors: Mutex<BTreeMap<String, String>>,
+    scorers: ArcSwap<HashMap<String, Arc<LoadedScorer>>>,
+    files: Mutex<BTreeMap<String, FileState>>,
+    active_scorer: Option<String>,
+    scan_lock: tokio::sync::Mutex<()>,
+    loaded: AtomicU64,
+    failed: AtomicU64,
+    unloaded: AtomicU64,
 }
 
 impl PluginRegistry {
@@ -56,8 +111,22 @@ impl PluginRegistry {
             runtime,
             dir: dir.into(),
             plugins: ArcSwap::from_pointee(HashMap::new()),
-            errors: Mutex::new(BTreeMap::new()),
+            scorers: ArcSwap::from_pointee(HashMap::new()),
+            files: Mutex::new(BTreeMap::new()),
+            active_scorer: None,
+            scan_lock: tokio::sync::Mutex::new(()),
+            loaded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            unloaded: AtomicU64::new(0),
         }
+    }
+
+    /// Names the eviction policy: `seed` or `lru` (built in), or the name of a scorer
+    /// component in the plugins folder, which becomes the manager's policy whenever a version
+    /// of it is loaded (and `seed` decides while none is).
+    pub fn with_active_scorer(mut self, name: Option<String>) -> Self {
+        self.active_scorer = name;
+        self
     }
 
     /// The plugins folder.
@@ -70,71 +139,204 @@ impl PluginRegistry {
         &self.runtime
     }
 
-    /// The serving version of `name`.
+    /// The serving version of tenant plugin `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.load().get(name).cloned()
     }
 
-    /// Loads every `*.wasm` in the folder. A file that fails keeps its error (shown by
-    /// [`list`](Self::list)) and does not stop the others. Returns how many loaded.
+    /// The loaded version of scorer `name`.
+    pub fn scorer(&self, name: &str) -> Option<Arc<ScorerComponent>> {
+        self.scorers.load().get(name).map(|s| s.component.clone())
+    }
+
+    /// Reload counters since start.
+    pub fn reload_counts(&self) -> ReloadCounts {
+        ReloadCounts {
+            loaded: self.loaded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            unloaded: self.unloaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Loads every component in the folder (the first scan). Returns how many serve.
     pub async fn load_all(&self) -> std::io::Result<usize> {
-        let mut loaded = 0;
+        self.apply_builtin_policy();
+        self.rescan().await?;
+        Ok(self.plugins.load().len() + self.scorers.load().len())
+    }
+
+    /// Makes the registry match the folder: loads new and changed files, unloads deleted
+    /// ones. Files whose bytes and manifest did not change since the last try are skipped,
+    /// so a broken file is not recompiled at every scan.
+    pub async fn rescan(&self) -> std::io::Result<()> {
+        let _serial = self.scan_lock.lock().await;
+        let mut present = BTreeMap::new();
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
-        let mut files = Vec::new();
         while let Some(entry) = entries.next_entry().await? {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("wasm") {
-                files.push(path);
+            if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+                continue;
             }
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            present.insert(name, path);
         }
-        files.sort();
-        for path in files {
-            if self.load_path(&path).await.is_ok() {
-                loaded += 1;
-            }
+        for (name, path) in &present {
+            self.consider(name, path).await;
         }
-        Ok(loaded)
+        let gone: Vec<String> = {
+            let files = self.lock_files();
+            files
+                .keys()
+                .filter(|n| !present.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        for name in gone {
+            self.unload(&name);
+        }
+        Ok(())
     }
 
-    /// Loads (or reloads) one file; on failure the previous version keeps serving.
-    pub async fn load_path(&self, path: &Path) -> Result<(), LoadError> {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let result = if valid_plugin_name(&name) {
-            self.runtime.load_file(&name, path).await
+    /// Loads `path` as component `name` if its content changed since the last try.
+    async fn consider(&self, name: &str, path: &Path) {
+        let bytes = match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.record_failure(
+                    name,
+                    "io".into(),
+                    LoadError::Io(format!("{}: {e}", path.display())),
+                );
+                return;
+            }
+        };
+        let manifest_text = match tokio::fs::read_to_string(path.with_extension("toml")).await {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.record_failure(name, "io".into(), LoadError::Manifest(format!("{e}")));
+                return;
+            }
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(&bytes);
+        hasher.update(manifest_text.as_deref().unwrap_or("").as_bytes());
+        let fingerprint = format!("{:x}", hasher.finalize());
+        if self
+            .lock_files()
+            .get(name)
+            .is_some_and(|f| f.fingerprint == fingerprint)
+        {
+            return;
+        }
+        let result = if !valid_plugin_name(name) {
+            Err(LoadError::InvalidName(name.to_string()))
         } else {
-            Err(LoadError::InvalidName(name.clone()))
+            match manifest_text.as_deref().map(Manifest::parse).transpose() {
+                Err(e) => Err(LoadError::Manifest(format!(
+                    "{}: {e}",
+                    path.with_extension("toml").display()
+                ))),
+                Ok(manifest) => {
+                    let runtime = self.runtime.clone();
+                    let owned = name.to_string();
+                    tokio::task::spawn_blocking(move || {
+                        runtime.load_bytes(&owned, &bytes, manifest)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(LoadError::Compile(format!("compile task failed: {e}")))
+                    })
+                }
+            }
         };
         match result {
-            Ok(plugin) => {
-                tracing::info!(plugin = %name, version = plugin.sha256(), size = plugin.size(), "plugin loaded");
-                self.publish(plugin);
-                self.lock_errors().remove(&name);
-                Ok(())
+            Ok(loaded) => {
+                self.lock_files().insert(
+                    name.to_string(),
+                    FileState {
+                        fingerprint,
+                        error: None,
+                    },
+                );
+                self.publish(loaded);
             }
-            Err(e) => {
-                tracing::error!(plugin = %name, file = %path.display(), error = %e, "plugin failed to load");
-                self.lock_errors().insert(name, e.to_string());
-                Err(e)
+            Err(e) => self.record_failure(name, fingerprint, e),
+        }
+    }
+
+    fn record_failure(&self, name: &str, fingerprint: String, error: LoadError) {
+        tracing::error!(plugin = name, %error, "component failed to load; the previous version (if any) keeps serving");
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.lock_files().insert(
+            name.to_string(),
+            FileState {
+                fingerprint,
+                error: Some(error.to_string()),
+            },
+        );
+    }
+
+    /// Makes a loaded component the serving version of its name (atomically).
+    pub fn publish(&self, loaded: Loaded) {
+        self.loaded.fetch_add(1, Ordering::Relaxed);
+        match loaded {
+            Loaded::Tenant(plugin) => {
+                tracing::info!(
+                    plugin = plugin.name(),
+                    version = plugin.sha256(),
+                    size = plugin.size(),
+                    "tenant plugin published"
+                );
+                let plugin = Arc::new(plugin);
+                let name = plugin.name().to_string();
+                self.plugins.rcu(|current| {
+                    let mut next = HashMap::clone(current);
+                    next.insert(name.clone(), plugin.clone());
+                    next
+                });
+                self.remove_scorer(&name);
+            }
+            Loaded::Scorer(component) => {
+                tracing::info!(
+                    scorer = component.name(),
+                    version = component.sha256(),
+                    "scorer published"
+                );
+                let name = component.name().to_string();
+                let entry = Arc::new(LoadedScorer {
+                    component: Arc::new(component),
+                    loaded_at: SystemTime::now(),
+                });
+                self.scorers.rcu(|current| {
+                    let mut next = HashMap::clone(current);
+                    next.insert(name.clone(), entry.clone());
+                    next
+                });
+                self.plugins.rcu(|current| {
+                    let mut next = HashMap::clone(current);
+                    next.remove(&name);
+                    next
+                });
+                if self.active_scorer.as_deref() == Some(name.as_str()) {
+                    let config = self.runtime.config();
+                    let policy = entry
+                        .component
+                        .policy(config.scorer_budget, config.epoch_tick);
+                    self.runtime.manager().set_policy(Arc::new(policy));
+                }
             }
         }
     }
 
-    /// Makes `plugin` the serving version of its name (atomically; requests in flight finish
-    /// on the version they started with).
-    pub fn publish(&self, plugin: Plugin) {
-        let plugin = Arc::new(plugin);
-        self.plugins.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            next.insert(plugin.name().to_string(), plugin.clone());
-            next
-        });
-    }
-
-    /// Stops serving `name`. Requests in flight finish on the version they hold.
+    /// Stops serving `name` (requests in flight finish on the version they hold).
     pub fn unload(&self, name: &str) -> bool {
         let mut removed = false;
         self.plugins.rcu(|current| {
@@ -142,42 +344,102 @@ impl PluginRegistry {
             removed = next.remove(name).is_some();
             next
         });
-        self.lock_errors().remove(name);
+        removed |= self.remove_scorer(name);
+        self.lock_files().remove(name);
+        if removed {
+            self.unloaded.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(plugin = name, "component unloaded (file deleted)");
+        }
         removed
     }
 
-    /// Every plugin with a serving version or a load error, by name.
+    fn remove_scorer(&self, name: &str) -> bool {
+        let mut removed = false;
+        self.scorers.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            removed = next.remove(name).is_some();
+            next
+        });
+        if removed && self.active_scorer.as_deref() == Some(name) {
+            tracing::warn!(
+                scorer = name,
+                "the active scorer was removed; the seed formula decides evictions"
+            );
+            self.runtime.manager().set_policy(Arc::new(SeedPolicy));
+        }
+        removed
+    }
+
+    /// Sets a built-in policy when the configured scorer names one.
+    fn apply_builtin_policy(&self) {
+        if let Some(policy) = self.active_scorer.as_deref().and_then(builtin_policy) {
+            self.runtime
+                .manager()
+                .set_policy(policy as Arc<dyn EvictionPolicy>);
+        }
+    }
+
+    /// Every component with a serving version or a load error, by name.
     pub fn list(&self) -> Vec<PluginInfo> {
         let plugins = self.plugins.load();
-        let errors = self.lock_errors().clone();
-        let mut names: Vec<&String> = plugins.keys().chain(errors.keys()).collect();
+        let scorers = self.scorers.load();
+        let files = self.lock_files();
+        let mut names: Vec<&String> = plugins
+            .keys()
+            .chain(scorers.keys())
+            .chain(files.keys())
+            .collect();
         names.sort();
         names.dedup();
         names
             .into_iter()
             .map(|name| {
-                let plugin = plugins.get(name);
-                let error = errors.get(name).cloned();
-                PluginInfo {
+                let error = files.get(name).and_then(|f| f.error.clone());
+                let status = if error.is_some() {
+                    PluginStatus::Error
+                } else {
+                    PluginStatus::Ok
+                };
+                let base = PluginInfo {
                     name: name.clone(),
-                    status: if error.is_some() {
-                        PluginStatus::Error
-                    } else {
-                        PluginStatus::Ok
-                    },
-                    version: plugin.map(|p| p.sha256().to_string()),
-                    size: plugin.map(|p| p.size()),
-                    loaded_at_ms: plugin.map(|p| epoch_ms(p.loaded_at())),
+                    kind: None,
+                    status,
+                    version: None,
+                    size: None,
+                    loaded_at_ms: None,
                     last_error: error,
-                    grants: plugin.map(|p| p.grants().to_vec()).unwrap_or_default(),
-                    in_flight: plugin.map(|p| p.in_flight()).unwrap_or(0),
+                    grants: Vec::new(),
+                    in_flight: 0,
+                    active_scorer: false,
+                };
+                if let Some(p) = plugins.get(name) {
+                    PluginInfo {
+                        kind: Some(ComponentKind::Tenant),
+                        version: Some(p.sha256().to_string()),
+                        size: Some(p.size()),
+                        loaded_at_ms: Some(epoch_ms(p.loaded_at())),
+                        grants: p.grants().to_vec(),
+                        in_flight: p.in_flight(),
+                        ..base
+                    }
+                } else if let Some(s) = scorers.get(name) {
+                    PluginInfo {
+                        kind: Some(ComponentKind::Scorer),
+                        version: Some(s.component.sha256().to_string()),
+                        size: Some(s.component.size()),
+                        loaded_at_ms: Some(epoch_ms(s.loaded_at)),
+                        active_scorer: self.active_scorer.as_deref() == Some(name.as_str()),
+                        ..base
+                    }
+                } else {
+                    base
                 }
             })
             .collect()
     }
 
-    fn lock_errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_files(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FileState>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`Lease`] (an operation in flight) and [`KeepAlive`] (a change stream or caller pin).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 use mongodb::{Client, Database};
@@ -72,6 +72,7 @@ pub(crate) struct PoolHandle {
     pub client: Client,
     pub database: Database,
     pub opened_at_ms: u64,
+    pool_id: AtomicU64,
     in_flight: AtomicU32,
     guards: AtomicU32,
     closing: AtomicBool,
@@ -90,6 +91,7 @@ impl PoolHandle {
             client,
             database,
             opened_at_ms,
+            pool_id: AtomicU64::new(u64::MAX),
             in_flight: AtomicU32::new(0),
             guards: AtomicU32::new(0),
             closing: AtomicBool::new(false),
@@ -99,6 +101,16 @@ impl PoolHandle {
             caps: OnceCell::new(),
             signal,
         }
+    }
+
+    /// The pool's id (its open sequence number), set when it is published.
+    pub fn pool_id(&self) -> u64 {
+        self.pool_id.load(SeqCst)
+    }
+
+    /// Sets the pool's id.
+    pub fn set_pool_id(&self, id: u64) {
+        self.pool_id.store(id, SeqCst);
     }
 
     /// Operations running now.

@@ -257,6 +257,7 @@ fn validate_config(config: &Config) -> Result<()> {
 
 fn policy_is_ordered(policy: &dyn EvictionPolicy) -> bool {
     let probe = PoolStats {
+        pool_id: 0,
         db_name: "",
         priority: DEFAULT_PRIORITY,
         use_count: 0,
@@ -328,6 +329,7 @@ struct OpenPool {
 impl OpenPool {
     fn stats<'a>(&'a self, name: &'a str) -> PoolStats<'a> {
         PoolStats {
+            pool_id: self.seq,
             db_name: name,
             priority: self.priority,
             use_count: self.usage.use_count,
@@ -646,7 +648,7 @@ impl Inner {
                 if counts_use {
                     entry.usage.record(now);
                     entry.reindex(&mut st.index, st.policy.as_ref(), st.ordered);
-                    st.policy.on_access(name, now);
+                    st.policy.on_access(entry.seq, name, now);
                 }
                 Ok(Step::Ready(Lease::granted(entry.handle.clone())))
             }
@@ -724,8 +726,9 @@ impl Inner {
                         key: None,
                     };
                     st.next_seq += 1;
+                    handle.set_pool_id(entry.seq);
                     entry.reindex(&mut st.index, st.policy.as_ref(), st.ordered);
-                    st.policy.on_open(&name, now);
+                    st.policy.on_open(entry.seq, &name, now);
                     st.slots.insert(name.clone(), Slot::Open(entry));
                     Ok(handle)
                 }
@@ -771,7 +774,9 @@ impl Inner {
         self.lock_state().finish_close(&victim.name, &victim.handle);
         victim.handle.mark_closed();
         self.counters.evictions.fetch_add(1, SeqCst);
-        self.lock_state().policy.on_close(&victim.name, self.now());
+        self.lock_state()
+            .policy
+            .on_close(victim.handle.pool_id(), &victim.name, self.now());
         self.emit(
             &victim.name,
             PoolEventKind::Evicted {
@@ -841,7 +846,9 @@ impl Inner {
         handle.shutdown_client().await;
         self.lock_state().finish_close(name, handle);
         handle.mark_closed();
-        self.lock_state().policy.on_close(name, self.now());
+        self.lock_state()
+            .policy
+            .on_close(handle.pool_id(), name, self.now());
         self.signal.notify();
     }
 
@@ -1063,36 +1070,43 @@ impl PolyMongo {
         tracing::info!(policy = st.policy.name(), "eviction policy set");
     }
 
-    /// Every open pool's statistics, sorted by database name.
+    /// Every open pool's statistics, sorted by database name. Scores come from the active
+    /// policy in one batch (as in an eviction decision).
     pub fn stats(&self) -> Vec<ConnectionStats> {
         let now = self.inner.now();
         let st = self.inner.lock_state();
-        let mut out: Vec<ConnectionStats> = st
+        let mut open: Vec<(&Arc<str>, &OpenPool)> = st
             .slots
             .iter()
             .filter_map(|(name, slot)| match slot {
-                Slot::Open(e) => {
-                    let stats = e.stats(name);
-                    Some(ConnectionStats {
-                        db_name: name.to_string(),
-                        priority: e.priority,
-                        use_count: stats.use_count,
-                        avg_interval: stats.avg_interval_ms,
-                        last_used: stats.last_used_ms,
-                        idle_time: stats.idle_ms(now),
-                        has_watch: stats.watch_count > 0,
-                        watch_count: stats.watch_count,
-                        in_flight: stats.in_flight,
-                        opened_at: stats.opened_at_ms,
-                        score: st.policy.score(&stats, now),
-                        protected: e.protection(),
-                    })
-                }
+                Slot::Open(e) => Some((name, e)),
                 _ => None,
             })
             .collect();
-        out.sort_by(|a, b| a.db_name.cmp(&b.db_name));
-        out
+        open.sort_by(|a, b| a.0.cmp(b.0));
+        let stats: Vec<PoolStats<'_>> = open.iter().map(|(n, e)| e.stats(n)).collect();
+        let mut scores = st.policy.score_all(&stats, now);
+        if scores.len() != stats.len() {
+            scores = SeedPolicy.score_all(&stats, now);
+        }
+        open.iter()
+            .zip(stats.iter().zip(scores))
+            .map(|((name, e), (stats, score))| ConnectionStats {
+                pool_id: e.seq,
+                db_name: name.to_string(),
+                priority: e.priority,
+                use_count: stats.use_count,
+                avg_interval: stats.avg_interval_ms,
+                last_used: stats.last_used_ms,
+                idle_time: stats.idle_ms(now),
+                has_watch: stats.watch_count > 0,
+                watch_count: stats.watch_count,
+                in_flight: stats.in_flight,
+                opened_at: stats.opened_at_ms,
+                score,
+                protected: e.protection(),
+            })
+            .collect()
     }
 
     /// Manager-wide counters.

@@ -15,6 +15,8 @@ pub const PINNED_PRIORITY: i32 = -1;
 /// What a policy knows about one open pool.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolStats<'a> {
+    /// The pool's id: stable while it stays open (a reopened database gets a new one).
+    pub pool_id: u64,
     /// The database name.
     pub db_name: &'a str,
     /// Its priority (lower = more important; -1 = pinned).
@@ -62,14 +64,14 @@ pub trait EvictionPolicy: Send + Sync + 'static {
         pools.iter().map(|p| self.score(p, now_ms)).collect()
     }
 
-    /// Called after every operation on `db`, for stateful policies.
-    fn on_access(&self, _db: &str, _now_ms: u64) {}
+    /// Called after every operation on pool `pool_id` (database `db`), for stateful policies.
+    fn on_access(&self, _pool_id: u64, _db: &str, _now_ms: u64) {}
 
-    /// Called when a pool for `db` has been opened.
-    fn on_open(&self, _db: &str, _now_ms: u64) {}
+    /// Called when pool `pool_id` has been opened for `db`.
+    fn on_open(&self, _pool_id: u64, _db: &str, _now_ms: u64) {}
 
-    /// Called when the pool for `db` has been closed for any reason.
-    fn on_close(&self, _db: &str, _now_ms: u64) {}
+    /// Called when pool `pool_id` (database `db`) has been closed for any reason.
+    fn on_close(&self, _pool_id: u64, _db: &str, _now_ms: u64) {}
 }
 
 /// The original library's formula (the default):
@@ -141,6 +143,7 @@ mod tests {
 
     fn stats(use_count: u64, avg: f64, last_used: u64, priority: i32) -> PoolStats<'static> {
         PoolStats {
+            pool_id: 0,
             db_name: "x",
             priority,
             use_count,

@@ -57,6 +57,8 @@ pub enum Protection {
 /// A snapshot of one open pool, as `stats()` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConnectionStats {
+    /// The pool's id (changes when the database is reopened).
+    pub pool_id: u64,
     /// The database name.
     pub db_name: String,
     /// Its priority (lower = more important; -1 = pinned).
@@ -87,6 +89,7 @@ impl ConnectionStats {
     /// The policy view of this snapshot.
     pub fn as_pool_stats(&self) -> PoolStats<'_> {
         PoolStats {
+            pool_id: self.pool_id,
             db_name: &self.db_name,
             priority: self.priority,
             use_count: self.use_count,

@@ -1,14 +1,28 @@
-//! The one `bindgen!` call: Rust types and traits for the `polymongo:plugin` WIT package.
+//! The `bindgen!` calls: Rust types and traits for the `polymongo:plugin` WIT package, one
+//! module per world.
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "tenant-plugin",
-    imports: { default: async | trappable },
-    exports: { default: async },
-    with: {
-        "polymongo:plugin/database.db": super::host_db::DbHandle,
-        "polymongo:plugin/database.cursor": super::host_db::CursorHandle,
-    },
-});
+/// World `tenant-plugin`: async host imports (database, log), async `handler` export.
+pub mod tenant {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "tenant-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "polymongo:plugin/database.db": crate::runtime::host_db::DbHandle,
+            "polymongo:plugin/database.cursor": crate::runtime::host_db::CursorHandle,
+        },
+    });
+}
 
-pub use polymongo::plugin::{database, log, types};
+/// World `scorer`: a synchronous `scoring` export, called under the connection manager's
+/// lock once per eviction decision.
+pub mod scorer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scorer",
+    });
+}
+
+pub use tenant::polymongo::plugin::{database, log, types};
+pub use tenant::{TenantPlugin, TenantPluginPre};

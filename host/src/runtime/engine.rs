@@ -5,7 +5,8 @@
 //! version is compiled once into an `InstancePre`; each request gets a fresh `Store`, so no
 //! state leaks between requests or tenants.
 
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,10 +20,11 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::exports::polymongo::plugin::handler::{Request, Response};
+use super::bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
 use super::bindings::{TenantPlugin, TenantPluginPre};
 use super::error::{InvokeError, LoadError};
 use super::manifest::{Limits, Manifest};
+use super::scorer::ScorerComponent;
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
 use crate::pool::PolyMongo;
 
@@ -37,6 +39,12 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Epoch tick: the granularity of deadlines and of yielding to other tasks.
     pub epoch_tick: Duration,
+    /// Folder for compiled components, keyed by content hash and engine compatibility, so a
+    /// restart or a re-deploy of a known file skips compilation. `None` disables the cache.
+    /// Must be writable only by the host (artifacts are loaded as trusted native code).
+    pub cache_dir: Option<PathBuf>,
+    /// Time one eviction-scoring call may take before the decision falls back.
+    pub scorer_budget: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +54,8 @@ impl Default for RuntimeConfig {
             max_instances: 256,
             max_memory_bytes: 1 << 30,
             epoch_tick: Duration::from_millis(5),
+            cache_dir: None,
+            scorer_budget: Duration::from_millis(20),
         }
     }
 }
@@ -128,6 +138,15 @@ impl Plugin {
     }
 }
 
+/// A component loaded from the plugins folder: its kind is told by its exports.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Exports `handler`: a tenant plugin.
+    Tenant(Plugin),
+    /// Exports `scoring`: an eviction scorer.
+    Scorer(ScorerComponent),
+}
+
 /// Whether `name` can be a plugin name (it becomes the first URL path segment).
 pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
@@ -143,23 +162,8 @@ pub fn valid_plugin_name(name: &str) -> bool {
 impl Runtime {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(manager: PolyMongo, config: RuntimeConfig) -> Result<Self, LoadError> {
-        let mut pooling = PoolingAllocationConfig::default();
+        let engine = new_engine(&config)?;
         let n = config.max_instances;
-        pooling
-            .total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(8))
-            .max_memory_size(config.max_memory_bytes)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16)
-            .max_core_instances_per_component(32);
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine =
-            Engine::new(&wasm).map_err(|e| LoadError::Compile(format!("engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Compile(format!("linking WASI: {e:#}")))?;
@@ -190,9 +194,9 @@ impl Runtime {
         &self.inner.manager
     }
 
-    /// Loads `path` (and the manifest beside it) as plugin `name`, compiling off the async
-    /// runtime.
-    pub async fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, LoadError> {
+    /// Loads `path` (and the manifest beside it) as component `name`, compiling off the
+    /// async runtime.
+    pub async fn load_file(&self, name: &str, path: &Path) -> Result<Loaded, LoadError> {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
@@ -204,14 +208,15 @@ impl Runtime {
             .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
     }
 
-    /// Compiles `bytes` as plugin `name` and checks it implements the `tenant-plugin` world.
-    /// CPU-heavy: call from a blocking context.
+    /// Compiles `bytes` (or takes it from the compile cache) as component `name` and checks
+    /// it implements the `tenant-plugin` or the `scorer` world. CPU-heavy on a cache miss:
+    /// call from a blocking context.
     pub fn load_bytes(
         &self,
         name: &str,
         bytes: &[u8],
         manifest: Option<Manifest>,
-    ) -> Result<Plugin, LoadError> {
+    ) -> Result<Loaded, LoadError> {
         if !valid_plugin_name(name) {
             return Err(LoadError::InvalidName(name.to_string()));
         }
@@ -228,28 +233,84 @@ impl Runtime {
                 self.inner.config.max_memory_bytes >> 20
             )));
         }
-        let component = Component::from_binary(&self.inner.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let instance_pre = self
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = self.compile(bytes, &sha256)?;
+        let as_tenant = self
             .inner
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = TenantPluginPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        Ok(Plugin {
-            name: Arc::from(name),
-            sha256: hex(&Sha256::digest(bytes)),
-            size: bytes.len(),
-            loaded_at: SystemTime::now(),
-            scope: Arc::new(PluginScope {
-                plugin: Arc::from(name),
-                grants: manifest.databases,
-                limits,
-            }),
-            pre,
-            permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
-        })
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|pre| TenantPluginPre::new(pre).map_err(|e| format!("{e:#}")));
+        let tenant_error = match as_tenant {
+            Ok(pre) => {
+                return Ok(Loaded::Tenant(Plugin {
+                    name: Arc::from(name),
+                    sha256,
+                    size: bytes.len(),
+                    loaded_at: SystemTime::now(),
+                    scope: Arc::new(PluginScope {
+                        plugin: Arc::from(name),
+                        grants: manifest.databases,
+                        limits,
+                    }),
+                    pre,
+                    permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+                }))
+            }
+            Err(e) => e,
+        };
+        match ScorerComponent::new(&self.inner.engine, name, sha256, bytes.len(), &component) {
+            Ok(scorer) => Ok(Loaded::Scorer(scorer)),
+            Err(scorer_error) => Err(LoadError::WrongWorld(format!(
+                "neither a tenant plugin ({tenant_error}) nor a scorer ({scorer_error})"
+            ))),
+        }
+    }
+
+    /// Compiles a component, or loads the artifact compiled earlier for the same bytes.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
+        let engine = &self.inner.engine;
+        let Some(dir) = &self.inner.config.cache_dir else {
+            return Component::from_binary(engine, bytes)
+                .map_err(|e| LoadError::Compile(format!("{e:#}")));
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+        // Read the artifact into memory rather than mapping the file: a mapped file that is
+        // later truncated or rewritten in place would crash the process (SIGBUS).
+        if let Ok(artifact) = std::fs::read(&path) {
+            // SAFETY: the cache folder holds only artifacts this host serialized with a
+            // compatible engine (the file name carries the engine's compatibility hash), and
+            // the configuration requires that only the host can write there.
+            match unsafe { Component::deserialize(engine, &artifact) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "discarding an unusable compile-cache entry");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::from_binary(engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let stored = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|artifact| {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, artifact).map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+            });
+        if let Err(e) = stored {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compile cache");
+        }
+        Ok(component)
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
     }
 
     /// Runs one request in a fresh instance of `plugin`, with the database scoped to
@@ -347,7 +408,31 @@ impl Runtime {
     }
 }
 
-fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+/// The wasmtime engine polymongo runs components on (component model, epoch interruption,
+/// pooling allocator sized by `config`). Components compiled by one engine load in another
+/// built with the same settings; the compile cache relies on that.
+pub fn new_engine(config: &RuntimeConfig) -> Result<Engine, LoadError> {
+    let mut pooling = PoolingAllocationConfig::default();
+    let n = config.max_instances;
+    pooling
+        .total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(8))
+        .max_memory_size(config.max_memory_bytes)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(32);
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&wasm).map_err(|e| LoadError::Compile(format!("engine: {e:#}")))
+}
+
+/// Starts a thread that advances `engine`'s epoch every `tick` until `stop` is set: deadlines
+/// of tenant plugins and scorers are counted in these ticks.
+pub fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new()
         .name("polymongo-epoch".into())
         .spawn(move || {

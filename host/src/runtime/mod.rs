@@ -9,9 +9,13 @@ mod error;
 mod host_db;
 mod host_log;
 mod manifest;
+mod scorer;
 mod state;
 
-pub use bindings::exports::polymongo::plugin::handler::{Request, Response};
-pub use engine::{valid_plugin_name, Plugin, Runtime, RuntimeConfig};
+pub use bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
+pub use engine::{
+    new_engine, spawn_epoch_ticker, valid_plugin_name, Loaded, Plugin, Runtime, RuntimeConfig,
+};
 pub use error::{InvokeError, LoadError};
 pub use manifest::{LimitOverrides, Limits, Manifest};
+pub use scorer::{ScorerComponent, WasmScorer};
