@@ -2,7 +2,7 @@
 //!
 //! - `boundary/*`: one guest-to-host call carrying 1 KiB (the `bench` fixture's `/log-loop`
 //!   makes N `log` calls with a 1 KiB message), through polymongo's runtime and through a bare
-//!   wasmtime host (same engine, same component, a `log` import that does nothing). Reported
+//!   wasmtime host (same engine, same component, a typed `log` import that does nothing). Reported
 //!   per call: (time of n=N − time of n=0) / N, computed from the two measurements.
 //! - `request/*`: one request to `/ping` (fresh instance per request, no host calls):
 //!   polymongo's `Runtime::invoke` (store, WASI context, limiter, deadline callback,
@@ -19,11 +19,30 @@ use bson::{doc, oid::ObjectId, Document};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use polymongo::pool::PolyMongo;
 use polymongo::runtime::{Request, Runtime, RuntimeConfig};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceTable, ResourceType};
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 const LOG_CALLS: u32 = 1000;
+
+/// The WIT `log.level` enum, for the baseline's typed `log` import.
+#[allow(dead_code)] // constructed by the lifting code only
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift, Clone, Copy)]
+#[component(enum)]
+#[repr(u8)]
+enum Level {
+    #[component(name = "trace")]
+    Trace,
+    #[component(name = "debug")]
+    Debug,
+    #[component(name = "info")]
+    Info,
+    #[component(name = "warn")]
+    Warn,
+    #[component(name = "error")]
+    Error,
+}
 
 struct BareState {
     wasi: WasiCtx,
@@ -54,11 +73,33 @@ impl Bare {
         linker
             .instance("polymongo:plugin/log@0.1.0")
             .expect("log instance")
-            .func_new("log", |_store, _ty, _params, _results| Ok(()))
+            .func_wrap("log", |_store, (_level, _message): (Level, String)| Ok(()))
             .expect("log func");
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .expect("stubs");
+        // The database imports are stubbed (the baseline routes make no database calls).
+        // (`define_unknown_imports_as_traps` would also stub WASI interfaces imported at a
+        // newer patch version, clashing with the real ones.)
+        for (name, item) in component.component_type().imports(engine) {
+            if !name.starts_with("polymongo:plugin/database") {
+                continue;
+            }
+            let ComponentItem::ComponentInstance(instance) = item.ty else {
+                continue;
+            };
+            let mut stubs = linker.instance(name).expect("database instance");
+            for (export, item) in instance.exports(engine) {
+                match item.ty {
+                    ComponentItem::ComponentFunc(_) => stubs
+                        .func_new(export, |_store, _ty, _params, _results| {
+                            Err(wasmtime::Error::msg("the bare baseline has no database"))
+                        })
+                        .expect("stub func"),
+                    ComponentItem::Resource(_) => stubs
+                        .resource(export, ResourceType::host::<u32>(), |_, _| Ok(()))
+                        .expect("stub resource"),
+                    _ => {}
+                }
+            }
+        }
         let pre = linker.instantiate_pre(&component).expect("instantiate_pre");
         let iface = component
             .get_export_index(None, "polymongo:plugin/handler@0.1.0")
@@ -135,7 +176,10 @@ fn runtime_benches(c: &mut Criterion) {
             .await
             .expect("manager");
         let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).expect("runtime");
-        let plugin = runtime.load_bytes("bench", &wasm, None).expect("load");
+        let plugin = match runtime.load_bytes("bench", &wasm, None).expect("load") {
+            polymongo::runtime::Loaded::Tenant(plugin) => plugin,
+            polymongo::runtime::Loaded::Scorer(_) => panic!("bench.wasm is a tenant plugin"),
+        };
         (manager, runtime, plugin)
     });
     let bare = Bare::new(runtime.engine(), &wasm);

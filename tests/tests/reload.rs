@@ -270,8 +270,12 @@ async fn the_compile_cache_serves_known_components_and_survives_corruption() {
         modified
     );
 
-    // A corrupt cache entry is discarded and the component recompiled.
-    std::fs::write(&artifact, b"garbage").unwrap();
+    // A corrupt cache entry is discarded and the component recompiled. (Entries are only
+    // ever replaced by a rename: the running hosts map them.)
+    drop((first, second));
+    let tmp = artifact.with_extension("corrupt");
+    std::fs::write(&tmp, b"garbage").unwrap();
+    std::fs::rename(&tmp, &artifact).unwrap();
     let third = Host::with(options()).await;
     assert_eq!(version(&third).await, (StatusCode::OK, json!("a")));
     assert!(

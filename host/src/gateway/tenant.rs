@@ -127,5 +127,7 @@ fn into_http(plugin: &str, response: crate::runtime::Response) -> Response {
             }
         }
     }
-    (status, headers, response.body).into_response()
+    // A plain body: the plugin's own headers decide the content type (a `Vec<u8>` would add
+    // `application/octet-stream`, even to a 204).
+    (status, headers, axum::body::Body::from(response.body)).into_response()
 }

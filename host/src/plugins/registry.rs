@@ -84,6 +84,9 @@ struct LoadedScorer {
 
 /// What the registry last saw of one file.
 struct FileState {
+    /// Size, modification time and inode of the wasm file and its manifest when last read:
+    /// a file whose stamp did not change is not read again.
+    stamp: Option<Stamp>,
     /// Hash of the wasm bytes and the manifest text last tried.
     fingerprint: String,
     /// The error of that try, if it failed.
@@ -205,12 +208,22 @@ impl PluginRegistry {
 
     /// Loads `path` as component `name` if its content changed since the last try.
     async fn consider(&self, name: &str, path: &Path) {
+        let stamp = Stamp::of(path).await;
+        if stamp.is_some()
+            && self
+                .lock_files()
+                .get(name)
+                .is_some_and(|f| f.stamp == stamp)
+        {
+            return;
+        }
         let bytes = match tokio::fs::read(path).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
                 self.record_failure(
                     name,
+                    None,
                     "io".into(),
                     LoadError::Io(format!("{}: {e}", path.display())),
                 );
@@ -221,20 +234,20 @@ impl PluginRegistry {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                self.record_failure(name, "io".into(), LoadError::Manifest(format!("{e}")));
+                self.record_failure(name, None, "io".into(), LoadError::Manifest(format!("{e}")));
                 return;
             }
         };
-        let mut hasher = Sha256::new();
-        hasher.update(&bytes);
-        hasher.update(manifest_text.as_deref().unwrap_or("").as_bytes());
-        let fingerprint = format!("{:x}", hasher.finalize());
-        if self
-            .lock_files()
-            .get(name)
-            .is_some_and(|f| f.fingerprint == fingerprint)
-        {
-            return;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let fingerprint = match &manifest_text {
+            Some(text) => format!("{sha256}+{:x}", Sha256::digest(text.as_bytes())),
+            None => sha256.clone(),
+        };
+        if let Some(file) = self.lock_files().get_mut(name) {
+            if file.fingerprint == fingerprint {
+                file.stamp = stamp;
+                return;
+            }
         }
         let result = if !valid_plugin_name(name) {
             Err(LoadError::InvalidName(name.to_string()))
@@ -248,7 +261,7 @@ impl PluginRegistry {
                     let runtime = self.runtime.clone();
                     let owned = name.to_string();
                     tokio::task::spawn_blocking(move || {
-                        runtime.load_bytes(&owned, &bytes, manifest)
+                        runtime.load_bytes_with_hash(&owned, &bytes, sha256, manifest)
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -262,22 +275,30 @@ impl PluginRegistry {
                 self.lock_files().insert(
                     name.to_string(),
                     FileState {
+                        stamp,
                         fingerprint,
                         error: None,
                     },
                 );
                 self.publish(loaded);
             }
-            Err(e) => self.record_failure(name, fingerprint, e),
+            Err(e) => self.record_failure(name, stamp, fingerprint, e),
         }
     }
 
-    fn record_failure(&self, name: &str, fingerprint: String, error: LoadError) {
+    fn record_failure(
+        &self,
+        name: &str,
+        stamp: Option<Stamp>,
+        fingerprint: String,
+        error: LoadError,
+    ) {
         tracing::error!(plugin = name, %error, "component failed to load; the previous version (if any) keeps serving");
         self.failed.fetch_add(1, Ordering::Relaxed);
         self.lock_files().insert(
             name.to_string(),
             FileState {
+                stamp,
                 fingerprint,
                 error: Some(error.to_string()),
             },
@@ -440,6 +461,37 @@ impl PluginRegistry {
 
     fn lock_files(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FileState>> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Identity of a file's current content as far as metadata tells: (size, mtime, inode) of
+/// the wasm file and of its manifest, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    wasm: (u64, SystemTime, u64),
+    manifest: Option<(u64, SystemTime, u64)>,
+}
+
+impl Stamp {
+    async fn of(wasm: &Path) -> Option<Self> {
+        async fn one(path: &Path) -> std::io::Result<(u64, SystemTime, u64)> {
+            let m = tokio::fs::metadata(path).await?;
+            #[cfg(unix)]
+            let ino = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let ino = 0;
+            Ok((m.len(), m.modified()?, ino))
+        }
+        let wasm_stamp = one(wasm).await.ok()?;
+        let manifest = match one(&wasm.with_extension("toml")).await {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return None,
+        };
+        Some(Self {
+            wasm: wasm_stamp,
+            manifest,
+        })
     }
 }
 

@@ -1,8 +1,8 @@
 //! Watching the plugins folder: file-system events are hints that trigger a rescan.
 //!
-//! A rename into place (`x.wasm.tmp` → `x.wasm`, the safe way to deploy), a create, a delete
-//! or a file closed after writing triggers a rescan after a very short quiet period; in-place
-//! writes (a slow copy straight onto `x.wasm`) wait for a longer quiet period, so a
+//! A rename into place (`x.wasm.tmp` → `x.wasm`, the safe way to deploy), a delete or a file
+//! closed after writing triggers a rescan at once; a created file or in-place writes (a copy
+//! straight onto `x.wasm`) wait for the file to be closed or for a quiet period, so a
 //! half-written file is rarely tried. A periodic rescan catches anything the events missed.
 
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use super::registry::PluginRegistry;
 /// Timing of the watcher.
 #[derive(Debug, Clone, Copy)]
 pub struct WatchConfig {
-    /// Quiet period after a rename, create, delete or close-after-write.
+    /// Quiet period after a rename, create, delete or close-after-write (default none: such a
+    /// file is complete, and a later event simply triggers another, cheap, rescan).
     pub settle: Duration,
     /// Quiet period after in-place writes.
     pub write_settle: Duration,
@@ -28,7 +29,7 @@ pub struct WatchConfig {
 impl Default for WatchConfig {
     fn default() -> Self {
         Self {
-            settle: Duration::from_millis(2),
+            settle: Duration::ZERO,
             write_settle: Duration::from_millis(250),
             periodic: Duration::from_secs(10),
         }
@@ -66,7 +67,8 @@ fn classify(event: &Event) -> Option<Hint> {
         return None;
     }
     match event.kind {
-        EventKind::Modify(ModifyKind::Data(_)) => Some(Hint::Writing),
+        // A new file is usually written next: wait for its close (or for quiet).
+        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => Some(Hint::Writing),
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Hint::Settled),
         EventKind::Access(_) => None,
         _ => Some(Hint::Settled),
@@ -113,13 +115,25 @@ async fn watch_loop(
             _ = tokio::time::sleep(config.periodic) => None,
         };
         if let Some(mut hint) = first {
-            // Wait for quiet: more events restart the wait.
+            // Take the events already queued, then wait for quiet (more events restart the
+            // wait). A completed file (rename, create, delete, close) with no settle time
+            // configured is loaded at once.
+            while let Ok(next) = hints.try_recv() {
+                hint = if next == Hint::Writing {
+                    Hint::Writing
+                } else {
+                    hint.min_settled(next)
+                };
+            }
             loop {
                 let quiet = if hint == Hint::Writing {
                     config.write_settle
                 } else {
                     config.settle
                 };
+                if quiet.is_zero() {
+                    break;
+                }
                 match tokio::time::timeout(quiet, hints.recv()).await {
                     Ok(Some(next)) => {
                         hint = if next == Hint::Writing {

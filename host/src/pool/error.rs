@@ -148,7 +148,10 @@ impl Error {
     }
 
     fn from_code(code: i32, code_name: Option<String>, message: &str) -> Self {
-        if code == DUPLICATE_KEY {
+        // FerretDB 1.x (SQLite backend) reports some unique-index violations (in updates) as
+        // a generic error 1 carrying SQLite's message instead of code 11000.
+        let sqlite_unique = code == 1 && message.contains("UNIQUE constraint failed");
+        if code == DUPLICATE_KEY || sqlite_unique {
             Error::DuplicateKey(message.to_string())
         } else if UNSUPPORTED_CODES.contains(&code) {
             Error::Unsupported(message.to_string())

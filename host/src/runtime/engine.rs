@@ -217,6 +217,17 @@ impl Runtime {
         bytes: &[u8],
         manifest: Option<Manifest>,
     ) -> Result<Loaded, LoadError> {
+        self.load_bytes_with_hash(name, bytes, hex(&Sha256::digest(bytes)), manifest)
+    }
+
+    /// [`load_bytes`](Self::load_bytes) when the hex SHA-256 of `bytes` is already known.
+    pub fn load_bytes_with_hash(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: String,
+        manifest: Option<Manifest>,
+    ) -> Result<Loaded, LoadError> {
         if !valid_plugin_name(name) {
             return Err(LoadError::InvalidName(name.to_string()));
         }
@@ -233,7 +244,6 @@ impl Runtime {
                 self.inner.config.max_memory_bytes >> 20
             )));
         }
-        let sha256 = hex(&Sha256::digest(bytes));
         let component = self.compile(bytes, &sha256)?;
         let as_tenant = self
             .inner
@@ -277,13 +287,15 @@ impl Runtime {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
-        // Read the artifact into memory rather than mapping the file: a mapped file that is
-        // later truncated or rewritten in place would crash the process (SIGBUS).
-        if let Ok(artifact) = std::fs::read(&path) {
+        if path.exists() {
             // SAFETY: the cache folder holds only artifacts this host serialized with a
             // compatible engine (the file name carries the engine's compatibility hash), and
-            // the configuration requires that only the host can write there.
-            match unsafe { Component::deserialize(engine, &artifact) } {
+            // the configuration requires that only the host writes there. The file is mapped,
+            // not copied (a large component loads in a few ms instead of tens): the host never
+            // modifies an entry in place (new entries are renamed into place, bad ones are
+            // unlinked), and nothing else may either, or a mapped file could be truncated
+            // under a running component.
+            match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "discarding an unusable compile-cache entry");

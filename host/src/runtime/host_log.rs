@@ -7,7 +7,7 @@ use super::state::RequestState;
 const MAX_MESSAGE_BYTES: usize = 8 << 10;
 
 impl Host for RequestState {
-    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let mut message = message;
         if message.len() > MAX_MESSAGE_BYTES {
             let mut cut = MAX_MESSAGE_BYTES;

@@ -95,6 +95,13 @@ fn ensure_email_index(users: &Collection<User>) -> Result<(), Response> {
         .map_err(db_error)
 }
 
+/// Whether a user other than `id` has `email`.
+fn email_taken(users: &Collection<User>, email: &str, id: ObjectId) -> bool {
+    users
+        .count(doc! { "email": email, "_id": { "$ne": id } })
+        .is_ok_and(|n| n > 0)
+}
+
 // ---- routes ------------------------------------------------------------------------------
 
 fn create(req: &Request, _: &Params) -> Reply {
@@ -184,13 +191,24 @@ fn update(req: &Request, params: &Params) -> Reply {
     if fields.email.is_some() {
         ensure_email_index(&users)?;
     }
-    let updated = users
-        .find_one_and_update(
-            doc! { "_id": id },
-            update,
-            FindOneAndUpdate::new().return_after(true),
-        )
-        .map_err(db_error)?;
+    let updated = match users.find_one_and_update(
+        doc! { "_id": id },
+        update,
+        FindOneAndUpdate::new().return_after(true),
+    ) {
+        // FerretDB 1.24 reports a unique-index violation in findAndModify as a generic server
+        // error (code 1, "UNIQUE constraint failed"), not as duplicate-key: when the new email
+        // is another user's, that is what the error was.
+        Err(Error::Server { .. })
+            if fields
+                .email
+                .as_ref()
+                .is_some_and(|email| email_taken(&users, email, id)) =>
+        {
+            return Err(db_error(Error::DuplicateKey(EMAIL_INDEX.into())))
+        }
+        r => r.map_err(db_error)?,
+    };
     match updated {
         Some(user) => Ok(Response::json(200, &user.to_json())),
         None => Err(not_found()),

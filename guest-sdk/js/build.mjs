@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+// polymongo-js-build: turns a JavaScript plugin into a polymongo component.
+//
+//   polymongo-js-build src/index.js -o notes.wasm      bundle + componentize
+//   polymongo-js-build --types types/                   .d.ts of the WIT world (jco guest types)
+//
+// Options: --wit <dir> (default: the polymongo checkout's wit/ next to this SDK),
+//          --bundle <file.js> (where to keep the bundle; default: next to the output).
+//
+// 1. esbuild bundles the entry module with this SDK (`polymongo-guest`) and the npm `bson`
+//    package into one ES module (browser platform: bson's build that uses TextEncoder and
+//    crypto.getRandomValues, which StarlingMonkey provides). `polymongo:plugin/*` imports stay
+//    external: they are the component's imports.
+// 2. componentize-js (SpiderMonkey/StarlingMonkey, snapshotted with Wizer) makes the component
+//    of the world `tenant-plugin`, with `--disable http fetch-event`: the host offers no
+//    wasi:http, and a component importing it would not link.
+//
+// Module initialisation runs at build time inside Wizer, where no import may be called: the
+// bundle therefore starts with `Math.random` stubbed (bson seeds its ObjectId counter with it
+// at load time); the SDK restores it and re-seeds bson on the first request. Plugins must not
+// call `Math.random`, `crypto` or `Date.now()` at module top level either: do it in handlers.
+
+import { build } from "esbuild";
+import { componentize } from "@bytecodealliance/componentize-js";
+import { createRequire } from "node:module";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, resolve, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+const BANNER =
+  "globalThis.__polymongoRandom = Math.random; Math.random = () => 0; // restored by polymongo-guest";
+
+function usage(message) {
+  if (message) console.error(`polymongo-js-build: ${message}`);
+  console.error("usage: polymongo-js-build <entry.js> -o <out.wasm> [--wit <dir>] [--bundle <file.js>]");
+  console.error("       polymongo-js-build --types <out-dir> [--wit <dir>]");
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const opts = { wit: resolve(here, "../../wit") };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => argv[++i] ?? usage(`${a} needs a value`);
+    if (a === "-o" || a === "--out") opts.out = resolve(value());
+    else if (a === "--wit") opts.wit = resolve(value());
+    else if (a === "--bundle") opts.bundle = resolve(value());
+    else if (a === "--types") opts.types = resolve(value());
+    else if (a === "-h" || a === "--help") usage();
+    else if (a.startsWith("-")) usage(`unknown option ${a}`);
+    else if (opts.entry) usage(`unexpected argument ${a}`);
+    else opts.entry = resolve(a);
+  }
+  return opts;
+}
+
+async function component(opts) {
+  if (!opts.entry || !opts.out) usage("give the entry module and -o <out.wasm>");
+  const bundle = opts.bundle ?? opts.out.replace(/\.wasm$/, "") + ".bundle.js";
+  await mkdir(dirname(bundle), { recursive: true });
+  await build({
+    entryPoints: [opts.entry],
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    outfile: bundle,
+    alias: { "polymongo-guest": join(here, "src/index.js") },
+    external: ["polymongo:*", "wasi:*"],
+    banner: { js: BANNER },
+    logLevel: "warning",
+  });
+  const { component } = await componentize({
+    sourcePath: bundle,
+    witPath: opts.wit,
+    worldName: "tenant-plugin",
+    disableFeatures: ["http", "fetch-event"],
+  });
+  await mkdir(dirname(opts.out), { recursive: true });
+  await writeFile(opts.out, component);
+  console.log(`polymongo-js-build: ${opts.out} (${(component.length / 1048576).toFixed(1)} MiB)`);
+}
+
+async function types(opts) {
+  // jco's type generator runs as a component under preview2-shim, whose filesystem has no
+  // preopens by default (shim 0.26): give it the host's root before generating.
+  const require = createRequire(import.meta.url);
+  const transpile = require.resolve("@bytecodealliance/jco-transpile");
+  const shim = createRequire(transpile).resolve("@bytecodealliance/preview2-shim/filesystem");
+  const { _setPreopens } = await import(pathToFileURL(shim).href);
+  _setPreopens({ "/": "/" });
+  const { generateGuestTypes } = await import(pathToFileURL(transpile).href);
+  const files = await generateGuestTypes(opts.wit, {
+    worldName: "tenant-plugin",
+    guest: true,
+    outDir: opts.types.endsWith("/") ? opts.types : opts.types + "/",
+  });
+  for (const [path, bytes] of Object.entries(files)) {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, bytes);
+  }
+  console.log(`polymongo-js-build: ${Object.keys(files).length} type files in ${opts.types}`);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+try {
+  if (opts.types) await types(opts);
+  else await component(opts);
+} catch (e) {
+  console.error(`polymongo-js-build: ${e && e.stack ? e.stack : e}`);
+  process.exit(1);
+}

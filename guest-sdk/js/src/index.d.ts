@@ -1,0 +1,201 @@
+// TypeScript declarations of polymongo-guest (the JavaScript SDK, ./index.js). The raw WIT
+// bindings' declarations are generated into ../types/ by `npm run types` (jco guest types).
+
+import { BSON } from "bson";
+
+export { BSON };
+export const ObjectId: typeof BSON.ObjectId;
+export type ObjectId = BSON.ObjectId;
+export const Int32: typeof BSON.Int32;
+export type Int32 = BSON.Int32;
+export const Long: typeof BSON.Long;
+export type Long = BSON.Long;
+export const Double: typeof BSON.Double;
+export const Decimal128: typeof BSON.Decimal128;
+export const Binary: typeof BSON.Binary;
+export const Timestamp: typeof BSON.Timestamp;
+export const UUID: typeof BSON.UUID;
+export const MinKey: typeof BSON.MinKey;
+export const MaxKey: typeof BSON.MaxKey;
+export const BSONRegExp: typeof BSON.BSONRegExp;
+
+/** Documents per `next-batch` call when no batch size is set. */
+export const DEFAULT_BATCH: number;
+
+/** A BSON document as a plain object. */
+export type Document = Record<string, any>;
+
+// ---- errors ---------------------------------------------------------------------------------
+
+/** Base class of every error of a database operation. */
+export class PolymongoError extends Error {
+  /** The WIT error case (`"invalid-argument"`, `"duplicate-key"`, ...), or `"bson"`. */
+  readonly kind: string;
+  /** The HTTP status that fits the error. */
+  readonly status: number;
+}
+/** 400 */
+export class InvalidArgumentError extends PolymongoError {}
+/** 403 */
+export class DeniedError extends PolymongoError {}
+/** 404 */
+export class NotFoundError extends PolymongoError {}
+/** 409 */
+export class DuplicateKeyError extends PolymongoError {}
+/** 429 */
+export class LimitReachedError extends PolymongoError {}
+/** 504 */
+export class TimeoutError extends PolymongoError {}
+/** 413; `cap` is the size cap in bytes. */
+export class TooLargeError extends PolymongoError {
+  readonly cap: number;
+}
+/** 501 */
+export class UnsupportedError extends PolymongoError {}
+/** 503 */
+export class UnavailableError extends PolymongoError {}
+/** 500, with the server's code. */
+export class ServerError extends PolymongoError {
+  readonly code: number;
+  readonly codeName: string | null;
+  readonly serverMessage: string;
+}
+/** 500: a document could not be encoded or decoded. */
+export class BsonError extends PolymongoError {}
+
+/** Thrown by a handler to answer `{"error": message}` with `status`. */
+export class HttpError extends Error {
+  constructor(status: number, message: string, headers?: [string, string][]);
+  readonly status: number;
+  readonly headers: [string, string][];
+}
+
+// ---- database -------------------------------------------------------------------------------
+
+export interface FindOptions {
+  sort?: Document;
+  projection?: Document;
+  skip?: number;
+  limit?: number;
+  batchSize?: number;
+}
+
+export interface UpdateResult {
+  matched: number;
+  modified: number;
+  /** The `_id` of the inserted document, when an upsert inserted one. */
+  upsertedId: unknown | null;
+}
+
+/** The invocation's tenant database. */
+export function tenant(): Db;
+/** Another database, if the plugin's manifest grants it; `DeniedError` otherwise. */
+export function openDb(name: string): Db;
+/** Decodes a BSON document (`BSON.deserialize` options). */
+export function decode(bytes: Uint8Array, options?: BSON.DeserializeOptions): Document;
+
+export class Db {
+  /** The raw WIT resource. */
+  readonly raw: unknown;
+  readonly name: string;
+  /** `decodeOptions`: `BSON.deserialize` options for documents read. */
+  collection<T extends Document = Document>(name: string, decodeOptions?: BSON.DeserializeOptions): Collection<T>;
+  listCollections(): string[];
+}
+
+export class Collection<T extends Document = Document> {
+  readonly name: string;
+  find(filter?: Document, options?: FindOptions): Find<T>;
+  findOne(filter?: Document, options?: FindOptions): T | null;
+  insertOne(doc: T): unknown;
+  insertMany(docs: T[]): unknown[];
+  updateOne(filter: Document, update: Document | Document[], options?: { upsert?: boolean }): UpdateResult;
+  updateMany(filter: Document, update: Document | Document[], options?: { upsert?: boolean }): UpdateResult;
+  replaceOne(filter: Document, replacement: T, options?: { upsert?: boolean }): UpdateResult;
+  deleteOne(filter: Document): number;
+  deleteMany(filter: Document): number;
+  count(filter?: Document): number;
+  aggregate(pipeline: Document[]): Document[];
+  aggregateCursor(pipeline: Document[], batchSize?: number): Cursor<Document>;
+  distinct(field: string, filter?: Document): unknown[];
+  findOneAndUpdate(
+    filter: Document,
+    update: Document | Document[],
+    options?: { sort?: Document; projection?: Document; upsert?: boolean; returnAfter?: boolean },
+  ): T | null;
+  createIndex(keys: Document, options?: { name?: string; unique?: boolean; expireAfterSeconds?: number }): string;
+}
+
+export class Find<T extends Document = Document> {
+  sort(sort: Document): this;
+  projection(projection: Document): this;
+  skip(n: number): this;
+  limit(n: number): this;
+  batchSize(n: number): this;
+  cursor(): Cursor<T>;
+  toArray(): T[];
+  one(): T | null;
+}
+
+export class Cursor<T = Document> implements Iterable<T> {
+  nextBatch(max?: number): T[];
+  toArray(): T[];
+  [Symbol.iterator](): Iterator<T>;
+}
+
+export const log: {
+  trace(message: unknown): void;
+  debug(message: unknown): void;
+  info(message: unknown): void;
+  warn(message: unknown): void;
+  error(message: unknown): void;
+};
+
+// ---- HTTP -----------------------------------------------------------------------------------
+
+export function percentDecode(s: string, plusIsSpace?: boolean): string;
+
+export class Request {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  readonly headers: [string, string][];
+  readonly body: Uint8Array;
+  readonly tenant: string;
+  /** The body as JSON; throws `HttpError(400)` if it is not. */
+  json(): any;
+  text(): string;
+  queryParams(): [string, string][];
+  queryParam(name: string): string | undefined;
+  header(name: string): string | undefined;
+}
+
+export class Response {
+  constructor(status: number, headers?: [string, string][], body?: Uint8Array);
+  status: number;
+  headers: [string, string][];
+  body: Uint8Array;
+  static json(status: number, value: unknown): Response;
+  static text(status: number, text: string): Response;
+  static empty(status: number): Response;
+  static error(status: number, message: string): Response;
+  withHeader(name: string, value: string | number): this;
+  header(name: string): string | undefined;
+}
+
+export function errorResponse(e: unknown): Response;
+
+export type Handler = (req: Request, params: Record<string, string>) => Response;
+
+export class Router {
+  route(method: string, pattern: string, handler: Handler): this;
+  get(pattern: string, handler: Handler): this;
+  post(pattern: string, handler: Handler): this;
+  put(pattern: string, handler: Handler): this;
+  patch(pattern: string, handler: Handler): this;
+  delete(pattern: string, handler: Handler): this;
+  handle(req: Request): Response;
+}
+
+/** The component's `handler` export: `export const handler = exportPlugin((req) => ...)`. */
+export function exportPlugin(handle: (req: Request) => Response): { handle(req: unknown): unknown };

@@ -1,0 +1,84 @@
+"""polymongo-py-build: turns a Python plugin into a polymongo component.
+
+    python /path/to/polymongo/guest-sdk/python/build.py [APP_DIR] -o notes.wasm
+
+Run it with the Python environment that has the pinned toolchain
+(``pip install --no-deps -r guest-sdk/python/requirements.txt``: componentize-py and pymongo).
+
+- ``APP_DIR`` (default ``.``) holds the module ``app.py`` (``--module`` to name another) that
+  defines ``class Handler(polymongo_guest.Plugin)``.
+- The SDK (``guest-sdk/python/src``) and pymongo's ``bson`` package are bundled: ``bson``'s
+  ``*.py`` files only, staged next to the output (the C accelerator cannot run inside wasm;
+  ``bson`` falls back to its pure-Python implementation).
+- componentize-py builds the world ``tenant-plugin`` of the WIT next to this SDK (``--wit`` to
+  use another folder). It imports the app at build time and snapshots the interpreter, so
+  module-level code runs once, at build time: keep per-request work in handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def stage_bson(dest: Path) -> Path:
+    """Copies pymongo's pure-Python ``bson`` package to ``dest/bson``; returns ``dest``."""
+    spec = importlib.util.find_spec("bson")
+    if spec is None or spec.origin is None:
+        sys.exit("polymongo-py-build: pymongo's bson package is not installed in this environment "
+                 "(pip install --no-deps -r guest-sdk/python/requirements.txt)")
+    source = Path(spec.origin).parent
+    target = dest / "bson"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for f in source.iterdir():
+        if f.suffix == ".py" or f.name == "py.typed":
+            shutil.copy2(f, target / f.name)
+    return dest
+
+
+def componentize_py() -> str:
+    """The componentize-py of this environment."""
+    local = Path(sys.executable).parent / "componentize-py"
+    found = str(local) if local.exists() else shutil.which("componentize-py")
+    if not found:
+        sys.exit("polymongo-py-build: componentize-py is not installed in this environment "
+                 "(pip install --no-deps -r guest-sdk/python/requirements.txt)")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="polymongo-py-build", description=__doc__.split("\n")[0])
+    parser.add_argument("app_dir", nargs="?", default=".", help="folder with the app module")
+    parser.add_argument("-o", "--out", required=True, help="the component to write (.wasm)")
+    parser.add_argument("--module", default="app", help="the app module (default: app)")
+    parser.add_argument("--wit", default=str(HERE.parent.parent / "wit"), help="WIT folder")
+    args = parser.parse_args()
+
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    site = stage_bson(out.parent / f".{out.stem}.site")
+    command = [
+        componentize_py(), "-d", args.wit, "-w", "tenant-plugin",
+        "componentize", args.module, "-o", str(out),
+        "-p", str(Path(args.app_dir).resolve()),
+        "-p", str(HERE / "src"),
+        "-p", str(site),
+    ]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run(command, env=env)
+    if result.returncode != 0:
+        sys.exit(f"polymongo-py-build: componentize-py failed ({result.returncode})")
+    size = out.stat().st_size / 1048576
+    print(f"polymongo-py-build: {out} ({size:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

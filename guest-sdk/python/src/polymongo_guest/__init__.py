@@ -1,0 +1,741 @@
+"""polymongo-guest for Python: the SDK for tenant plugins written in Python.
+
+A plugin is a module (``app.py``) that defines a class ``Handler`` implementing the WIT
+export ``polymongo:plugin/handler``; componentize-py turns it, this SDK and pymongo's pure-Python
+``bson`` package into a component::
+
+    from polymongo_guest import Plugin, Response, Router, tenant
+
+    router = Router()
+
+    @router.get("/notes")
+    def notes(req, params):
+        return Response.json(200, tenant().collection("notes").find({}, projection={"_id": 0}).to_list())
+
+    class Handler(Plugin):
+        def serve(self, req):
+            return router.handle(req)
+
+What it offers: :func:`tenant` / :func:`open_db` -> :class:`Db`, :meth:`Db.collection` ->
+:class:`Collection` (find with sort/projection/skip/limit, find_one, insert_one/many,
+update_one/many, replace_one, delete_one/many, count, aggregate, distinct,
+find_one_and_update, create_index), :class:`Cursor`, :class:`Request` / :class:`Response`,
+a small :class:`Router` (``/users/:id``), one exception class per WIT error case (each with the
+HTTP status the Rust SDK uses), :mod:`log <polymongo_guest.log>`, and ``bson`` (pymongo's).
+"""
+
+from __future__ import annotations
+
+import json as _json
+import random as _random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from urllib.parse import unquote_to_bytes
+
+import bson
+from bson import ObjectId
+from bson.codec_options import CodecOptions, DatetimeConversion
+
+from componentize_py_types import Err
+from wit_world import exports as _exports
+from wit_world.exports import handler as _handler
+from wit_world.imports import database as _database
+from wit_world.imports import log as _log
+from wit_world.imports import types as _types
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "BsonError",
+    "Collection",
+    "Cursor",
+    "Db",
+    "DeniedError",
+    "DuplicateKeyError",
+    "HttpError",
+    "InvalidArgumentError",
+    "LimitReachedError",
+    "NotFoundError",
+    "ObjectId",
+    "Plugin",
+    "PolymongoError",
+    "Request",
+    "Response",
+    "Router",
+    "ServerError",
+    "TimeoutError",
+    "TooLargeError",
+    "UnavailableError",
+    "UnsupportedError",
+    "bson",
+    "log",
+    "open_db",
+    "tenant",
+]
+
+#: Documents per ``next-batch`` call when no batch size is set (as in the Rust SDK).
+DEFAULT_BATCH = 100
+
+#: How documents from the host are decoded: timezone-aware UTC datetimes, and
+#: ``DatetimeMS`` for dates outside Python's range.
+CODEC_OPTIONS: CodecOptions = CodecOptions(
+    tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
+
+Document = Mapping[str, Any]
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+class PolymongoError(Exception):
+    """Base class of every error of a database operation."""
+
+    #: The WIT error case (``"invalid-argument"``, ``"duplicate-key"``, ...), or ``"bson"``.
+    kind: str = "server"
+    #: The HTTP status that fits the error (the Rust SDK's ``Error::http_status``).
+    status: int = 500
+    prefix: str = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{self.prefix}{message}")
+        self.detail = message
+
+
+class InvalidArgumentError(PolymongoError):
+    """A malformed document, filter, pipeline, name or option (400)."""
+
+    kind, status, prefix = "invalid-argument", 400, "invalid argument: "
+
+
+class DeniedError(PolymongoError):
+    """The plugin is not allowed to do this (403)."""
+
+    kind, status, prefix = "denied", 403, "denied: "
+
+
+class NotFoundError(PolymongoError):
+    """Something named does not exist, e.g. a closed cursor (404)."""
+
+    kind, status, prefix = "not-found", 404, "not found: "
+
+
+class DuplicateKeyError(PolymongoError):
+    """A unique index rejected a write (409)."""
+
+    kind, status, prefix = "duplicate-key", 409, "duplicate key: "
+
+
+class LimitReachedError(PolymongoError):
+    """A cap was reached: open pools, open cursors (429)."""
+
+    kind, status, prefix = "limit-reached", 429, "limit reached: "
+
+
+class TimeoutError(PolymongoError):  # noqa: A001 (the WIT name)
+    """The request's deadline passed during the operation (504)."""
+
+    kind, status, prefix = "timeout", 504, "timeout: "
+
+
+class TooLargeError(PolymongoError):
+    """A result or argument exceeded the size cap; ``cap`` is the cap in bytes (413)."""
+
+    kind, status = "too-large", 413
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"too large: the cap is {cap} bytes")
+        self.cap = cap
+
+
+class UnsupportedError(PolymongoError):
+    """The server cannot do this (501)."""
+
+    kind, status, prefix = "unsupported", 501, "unsupported: "
+
+
+class UnavailableError(PolymongoError):
+    """The database server is unreachable (503)."""
+
+    kind, status, prefix = "unavailable", 503, "database unavailable: "
+
+
+class ServerError(PolymongoError):
+    """Any other server error, with the server's ``code`` and ``code_name`` (500)."""
+
+    kind, status = "server", 500
+
+    def __init__(self, code: int, code_name: Optional[str], message: str) -> None:
+        name = f" ({code_name})" if code_name else ""
+        super().__init__(f"server error {code}{name}: {message}")
+        self.code = code
+        self.code_name = code_name
+        self.server_message = message
+
+
+class BsonError(PolymongoError):
+    """A value could not be encoded, or a document from the host not decoded (500)."""
+
+    kind, status, prefix = "bson", 500, "BSON: "
+
+
+class HttpError(Exception):
+    """Raise it in a handler to answer ``{"error": message}`` with ``status``."""
+
+    def __init__(
+        self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+_ERRORS: dict[type, Callable[[Any], PolymongoError]] = {
+    _types.Error_InvalidArgument: InvalidArgumentError,
+    _types.Error_Denied: DeniedError,
+    _types.Error_NotFound: NotFoundError,
+    _types.Error_DuplicateKey: DuplicateKeyError,
+    _types.Error_LimitReached: LimitReachedError,
+    _types.Error_Timeout: TimeoutError,
+    _types.Error_TooLarge: TooLargeError,
+    _types.Error_Unsupported: UnsupportedError,
+    _types.Error_Unavailable: UnavailableError,
+    _types.Error_Server: lambda s: ServerError(s.code, s.code_name, s.message),
+}
+
+
+def _from_wit(e: Err) -> Exception:
+    make = _ERRORS.get(type(e.value))
+    return make(e.value.value) if make else e
+
+
+def _call(f: Callable[[], Any]) -> Any:
+    """Calls an import, turning its ``error`` into the matching exception class."""
+    try:
+        return f()
+    except Err as e:
+        raise _from_wit(e) from None
+
+
+# ---- BSON -------------------------------------------------------------------------------
+
+
+def encode(doc: Optional[Document]) -> bytes:
+    """Encodes a document (a mapping) as BSON, keys in the mapping's order; :class:`BsonError`
+    if it cannot be.
+
+    ``bson.encode`` moves ``_id`` to the front of a top-level document, which would turn a
+    sort like ``{"created_at": 1, "_id": 1}`` into ``{"_id": 1, "created_at": 1}``. Encoding the
+    document embedded as ``{"d": doc}`` keeps its order; its bytes are then cut out (after the
+    length, the type byte and the key ``d\\0``, before the final NUL)."""
+    try:
+        return bson.encode({"d": doc if doc is not None else {}})[7:-1]
+    except Exception as e:  # InvalidDocument, UnicodeEncodeError, OverflowError, ...
+        raise BsonError(str(e)) from None
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Decodes a document from the host (see :data:`CODEC_OPTIONS`)."""
+    try:
+        return bson.decode(data, codec_options=CODEC_OPTIONS)
+    except Exception as e:
+        raise BsonError(str(e)) from None
+
+
+def _opt(doc: Optional[Document]) -> Optional[bytes]:
+    return None if doc is None else encode(doc)
+
+
+def _decode_id(data: bytes) -> Any:
+    doc = decode(data)
+    if "_id" not in doc:
+        raise BsonError("the host returned an id document without _id")
+    return doc["_id"]
+
+
+@dataclass
+class UpdateResult:
+    """The outcome of an update or replacement."""
+
+    matched: int
+    modified: int
+    #: The ``_id`` of the inserted document, when an upsert inserted one.
+    upserted_id: Any = None
+
+
+def _update_result(r: _database.UpdateResult) -> UpdateResult:
+    upserted = None if r.upserted_id is None else _decode_id(r.upserted_id)
+    return UpdateResult(r.matched, r.modified, upserted)
+
+
+# ---- database ---------------------------------------------------------------------------
+
+
+def tenant() -> "Db":
+    """The invocation's tenant database."""
+    return Db(_database.tenant())
+
+
+def open_db(name: str) -> "Db":
+    """Another database, if the plugin's manifest grants it; :class:`DeniedError` otherwise."""
+    return Db(_call(lambda: _database.open(name)))
+
+
+class Db:
+    """A database the plugin may use."""
+
+    def __init__(self, raw: _database.Db) -> None:
+        #: The raw WIT resource, for calls that bypass the SDK.
+        self.raw = raw
+
+    @property
+    def name(self) -> str:
+        """The database name."""
+        return self.raw.name()
+
+    def collection(self, name: str) -> "Collection":
+        """The collection ``name`` (documents are dicts; BSON types from ``bson``)."""
+        return Collection(self.raw, name)
+
+    def list_collections(self) -> list[str]:
+        """Names of the collections in this database."""
+        return _call(self.raw.list_collections)
+
+
+class Collection:
+    """A collection of a :class:`Db`."""
+
+    def __init__(self, raw: _database.Db, name: str) -> None:
+        self.raw = raw
+        self.name = name
+
+    def find(
+        self,
+        filter: Optional[Document] = None,
+        *,
+        sort: Optional[Document] = None,
+        projection: Optional[Document] = None,
+        skip: Optional[int] = None,
+        limit: Optional[int] = None,
+        batch_size: Optional[int] = None,
+    ) -> "Cursor":
+        """Documents matching ``filter``, as a :class:`Cursor` (iterate it, or ``to_list()``)."""
+        options = _database.FindOptions(_opt(sort), _opt(projection), skip, limit, batch_size)
+        raw = _call(lambda: self.raw.find(self.name, encode(filter), options))
+        return Cursor(raw, batch_size or DEFAULT_BATCH)
+
+    def find_one(
+        self,
+        filter: Optional[Document] = None,
+        *,
+        sort: Optional[Document] = None,
+        projection: Optional[Document] = None,
+        skip: Optional[int] = None,
+    ) -> Optional[dict[str, Any]]:
+        """The first document matching ``filter`` (in ``sort`` order), or ``None``."""
+        options = _database.FindOptions(_opt(sort), _opt(projection), skip, None, None)
+        found = _call(lambda: self.raw.find_one(self.name, encode(filter), options))
+        return None if found is None else decode(found)
+
+    def insert_one(self, doc: Document) -> Any:
+        """Inserts ``doc``; returns its ``_id`` (generated by the host when ``doc`` has none)."""
+        return _decode_id(_call(lambda: self.raw.insert_one(self.name, encode(doc))))
+
+    def insert_many(self, docs: Sequence[Document]) -> list[Any]:
+        """Inserts ``docs`` in order; returns their ``_id``s in the same order."""
+        encoded = [encode(d) for d in docs]
+        return [_decode_id(i) for i in _call(lambda: self.raw.insert_many(self.name, encoded))]
+
+    def update_one(
+        self, filter: Document, update: Union[Document, Sequence[Document]], *, upsert: bool = False
+    ) -> UpdateResult:
+        """Updates the first document matching ``filter``."""
+        options = _database.UpdateOptions(upsert)
+        return _update_result(
+            _call(lambda: self.raw.update_one(self.name, encode(filter), encode(update), options))
+        )
+
+    def update_many(
+        self, filter: Document, update: Document, *, upsert: bool = False
+    ) -> UpdateResult:
+        """Updates every document matching ``filter``."""
+        options = _database.UpdateOptions(upsert)
+        return _update_result(
+            _call(lambda: self.raw.update_many(self.name, encode(filter), encode(update), options))
+        )
+
+    def replace_one(
+        self, filter: Document, replacement: Document, *, upsert: bool = False
+    ) -> UpdateResult:
+        """Replaces the first document matching ``filter`` (keeping its ``_id``)."""
+        options = _database.UpdateOptions(upsert)
+        return _update_result(
+            _call(
+                lambda: self.raw.replace_one(
+                    self.name, encode(filter), encode(replacement), options
+                )
+            )
+        )
+
+    def delete_one(self, filter: Document) -> int:
+        """Deletes the first document matching ``filter``; returns how many (0 or 1)."""
+        return _call(lambda: self.raw.delete_one(self.name, encode(filter)))
+
+    def delete_many(self, filter: Document) -> int:
+        """Deletes every document matching ``filter``; returns how many."""
+        return _call(lambda: self.raw.delete_many(self.name, encode(filter)))
+
+    def count(self, filter: Optional[Document] = None) -> int:
+        """Counts the documents matching ``filter``."""
+        return _call(lambda: self.raw.count_documents(self.name, encode(filter)))
+
+    def aggregate(self, pipeline: Sequence[Document], *, batch_size: int = DEFAULT_BATCH) -> "Cursor":
+        """Runs an aggregation pipeline; returns a :class:`Cursor` over the results."""
+        stages = [encode(s) for s in pipeline]
+        return Cursor(_call(lambda: self.raw.aggregate(self.name, stages)), batch_size)
+
+    def distinct(self, field: str, filter: Optional[Document] = None) -> list[Any]:
+        """The distinct values of ``field`` among documents matching ``filter``."""
+        doc = decode(_call(lambda: self.raw.distinct(self.name, field, encode(filter))))
+        values = doc.get("values")
+        if not isinstance(values, list):
+            raise BsonError("distinct: the host's answer has no `values` array")
+        return values
+
+    def find_one_and_update(
+        self,
+        filter: Document,
+        update: Document,
+        *,
+        sort: Optional[Document] = None,
+        projection: Optional[Document] = None,
+        upsert: bool = False,
+        return_after: bool = False,
+    ) -> Optional[dict[str, Any]]:
+        """Updates the first matching document and returns it as it was before (or after,
+        with ``return_after``); ``None`` when nothing matched."""
+        options = _database.FindOneAndUpdateOptions(
+            _opt(sort), _opt(projection), upsert, return_after
+        )
+        found = _call(
+            lambda: self.raw.find_one_and_update(
+                self.name, encode(filter), encode(update), options
+            )
+        )
+        return None if found is None else decode(found)
+
+    def create_index(
+        self,
+        keys: Document,
+        *,
+        name: Optional[str] = None,
+        unique: bool = False,
+        expire_after_seconds: Optional[int] = None,
+    ) -> str:
+        """Creates an index on ``keys``; returns its name (a no-op if it already exists)."""
+        options = _database.IndexOptions(name, unique, expire_after_seconds)
+        return _call(lambda: self.raw.create_index(self.name, encode(keys), options))
+
+
+class Cursor:
+    """Results of ``find`` or ``aggregate``, fetched in batches; iterable."""
+
+    def __init__(self, raw: _database.Cursor, batch_size: int = DEFAULT_BATCH) -> None:
+        self.raw = raw
+        self.batch_size = batch_size
+        self._done = False
+
+    def next_batch(self, max: Optional[int] = None) -> list[dict[str, Any]]:
+        """Up to ``max`` further documents; ``[]`` once the cursor is exhausted."""
+        if self._done:
+            return []
+        size = max or self.batch_size
+        batch = _call(lambda: self.raw.next_batch(size))
+        if not batch:
+            self._done = True
+        return [decode(d) for d in batch]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            batch = self.next_batch()
+            if not batch:
+                return
+            yield from batch
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """Every remaining document."""
+        return list(self)
+
+
+# ---- logging ----------------------------------------------------------------------------
+
+
+class log:  # noqa: N801 (used like a module: log.info("..."))
+    """Logging into the host's log (tagged with the plugin and the tenant)."""
+
+    @staticmethod
+    def trace(message: str) -> None:
+        _log.log(_log.Level.TRACE, str(message))
+
+    @staticmethod
+    def debug(message: str) -> None:
+        _log.log(_log.Level.DEBUG, str(message))
+
+    @staticmethod
+    def info(message: str) -> None:
+        _log.log(_log.Level.INFO, str(message))
+
+    @staticmethod
+    def warn(message: str) -> None:
+        _log.log(_log.Level.WARN, str(message))
+
+    @staticmethod
+    def error(message: str) -> None:
+        _log.log(_log.Level.ERROR, str(message))
+
+
+# ---- HTTP -------------------------------------------------------------------------------
+
+
+def percent_decode(s: str, plus_is_space: bool = False) -> str:
+    """Decodes ``%XX`` escapes (and ``+`` as a space when ``plus_is_space``); malformed
+    escapes are kept, invalid UTF-8 becomes U+FFFD (as the Rust SDK)."""
+    if plus_is_space:
+        s = s.replace("+", " ")
+    return unquote_to_bytes(s).decode("utf-8", errors="replace")
+
+
+def _check_text(value: Any) -> None:
+    """Rejects strings that are not valid Unicode (unpaired surrogate escapes), as serde_json."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k)
+            _check_text(v)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@dataclass
+class Request:
+    """An HTTP request routed to the plugin."""
+
+    method: str
+    path: str
+    query: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    tenant: str = ""
+
+    def json(self) -> Any:
+        """The body parsed as (strict) JSON; raises ``HttpError(400, "invalid JSON body: ...")``."""
+        try:
+            value = _json.loads(self.body.decode("utf-8"), parse_constant=_reject_constant)
+            _check_text(value)
+        except (ValueError, UnicodeError, RecursionError) as e:
+            raise HttpError(400, f"invalid JSON body: {e}") from None
+        return value
+
+    def text(self) -> str:
+        """The body as text (invalid UTF-8 replaced by U+FFFD)."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def query_params(self) -> list[tuple[str, str]]:
+        """Every query parameter, decoded as ``application/x-www-form-urlencoded``, in order."""
+        out = []
+        for pair in self.query.split("&"):
+            if not pair:
+                continue
+            k, eq, v = pair.partition("=")
+            out.append((percent_decode(k, True), percent_decode(v, True) if eq else ""))
+        return out
+
+    def query_param(self, name: str) -> Optional[str]:
+        """The first query parameter called ``name``, decoded; ``None`` if absent."""
+        for k, v in self.query_params():
+            if k == name:
+                return v
+        return None
+
+    def header(self, name: str) -> Optional[str]:
+        """The first header called ``name`` (case-insensitive)."""
+        lower = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lower:
+                return v
+        return None
+
+
+@dataclass
+class Response:
+    """The plugin's answer."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @staticmethod
+    def json(status: int, value: Any) -> "Response":
+        """``status`` with ``value`` as compact JSON (``content-type: application/json``)."""
+        body = _json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return Response(status, [("content-type", "application/json")], body.encode("utf-8"))
+
+    @staticmethod
+    def text(status: int, text: str) -> "Response":
+        """``status`` with a plain-text body."""
+        return Response(status, [("content-type", "text/plain; charset=utf-8")], text.encode())
+
+    @staticmethod
+    def empty(status: int) -> "Response":
+        """``status`` without body or headers (e.g. 204)."""
+        return Response(status)
+
+    @staticmethod
+    def error(status: int, message: str) -> "Response":
+        """``{"error": message}`` with ``status``."""
+        return Response.json(status, {"error": str(message)})
+
+    def with_header(self, name: str, value: str) -> "Response":
+        """Adds a header (builder style)."""
+        self.headers.append((name, value))
+        return self
+
+
+def error_response(e: BaseException) -> Response:
+    """The response for an exception a handler raised: :class:`HttpError` and
+    :class:`PolymongoError` keep their status; anything else is a 500."""
+    if isinstance(e, HttpError):
+        resp = Response.error(e.status, e.message)
+        resp.headers.extend(e.headers)
+        return resp
+    if isinstance(e, PolymongoError):
+        return Response.error(e.status, str(e))
+    return Response.error(500, f"internal error: {type(e).__name__}: {e}")
+
+
+# ---- routing ----------------------------------------------------------------------------
+
+Handler = Callable[[Request, dict[str, str]], Response]
+
+
+def _split(path: str) -> list[str]:
+    p = path[1:] if path.startswith("/") else path
+    p = p[:-1] if p.endswith("/") else p
+    return p.split("/") if p else []
+
+
+class Router:
+    """Routes requests by method and path pattern (``/users/:id``), like the Rust SDK's
+    ``Router``: routes are tried in order; methods compare case-insensitively; one trailing
+    ``/`` is ignored. No match: 405 ``{"error": "method not allowed"}`` with ``allow`` when
+    the path matches with another method, else 404 ``{"error": "not found"}``. Handlers take
+    ``(req, params)`` and return a :class:`Response`; what they raise becomes one
+    (:func:`error_response`)."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, list[tuple[bool, str]], Handler]] = []
+
+    def route(self, method: str, pattern: str, handler: Optional[Handler] = None) -> Any:
+        """Adds a route; usable as a decorator when ``handler`` is omitted."""
+        if not pattern.startswith("/"):
+            raise ValueError(f"route pattern must start with '/': {pattern!r}")
+        segments = [(s.startswith(":"), s[1:] if s.startswith(":") else s) for s in _split(pattern)]
+
+        def add(h: Handler) -> Handler:
+            self._routes.append((method.upper(), segments, h))
+            return h
+
+        return add if handler is None else (add(handler), self)[1]
+
+    def get(self, pattern: str, handler: Optional[Handler] = None) -> Any:
+        return self.route("GET", pattern, handler)
+
+    def post(self, pattern: str, handler: Optional[Handler] = None) -> Any:
+        return self.route("POST", pattern, handler)
+
+    def put(self, pattern: str, handler: Optional[Handler] = None) -> Any:
+        return self.route("PUT", pattern, handler)
+
+    def patch(self, pattern: str, handler: Optional[Handler] = None) -> Any:
+        return self.route("PATCH", pattern, handler)
+
+    def delete(self, pattern: str, handler: Optional[Handler] = None) -> Any:
+        return self.route("DELETE", pattern, handler)
+
+    @staticmethod
+    def _match(segments: list[tuple[bool, str]], path: str) -> Optional[dict[str, str]]:
+        parts = _split(path)
+        if len(parts) != len(segments):
+            return None
+        params = {}
+        for (is_param, name), part in zip(segments, parts):
+            if not is_param:
+                if name != part:
+                    return None
+            elif not part:
+                return None
+            else:
+                params[name] = percent_decode(part)
+        return params
+
+    def handle(self, req: Request) -> Response:
+        """Routes ``req`` to the first matching handler."""
+        allowed: list[str] = []
+        for method, segments, handler in self._routes:
+            params = self._match(segments, req.path)
+            if params is None:
+                continue
+            if method == req.method.upper():
+                try:
+                    return handler(req, params)
+                except Exception as e:
+                    return error_response(e)
+            if method not in allowed:
+                allowed.append(method)
+        if not allowed:
+            return Response.error(404, "not found")
+        return Response.error(405, "method not allowed").with_header("allow", ", ".join(allowed))
+
+
+# ---- export -----------------------------------------------------------------------------
+
+
+_seeded = False
+
+
+def _reseed() -> None:
+    """Gives this instance its own ObjectId randomness.
+
+    componentize-py snapshots the interpreter after importing the app, so every instance
+    (one per request) starts with the random bytes and counter bson drew at build time:
+    ObjectIds made in the same second by two requests would collide. Forcing a new "process"
+    makes bson draw fresh random bytes (WASI random) on next use."""
+    global _seeded
+    if not _seeded:
+        ObjectId._pid = -1  # type: ignore[attr-defined]
+        ObjectId._inc = _random.SystemRandom().randint(0, 0xFFFFFF)  # type: ignore[attr-defined]
+        _seeded = True
+
+
+class Plugin(_exports.Handler):
+    """Base class of the component's ``Handler`` export: subclass it in ``app.py`` as
+    ``class Handler(Plugin)`` and implement :meth:`serve`."""
+
+    def serve(self, req: Request) -> Response:
+        """Answers ``req``; exceptions become responses (:func:`error_response`)."""
+        raise NotImplementedError
+
+    def handle(self, req: _handler.Request) -> _handler.Response:
+        _reseed()
+        try:
+            resp = self.serve(
+                Request(req.method, req.path, req.query, list(req.headers), bytes(req.body), req.tenant)
+            )
+        except Exception as e:
+            resp = error_response(e)
+        return _handler.Response(resp.status, list(resp.headers), bytes(resp.body))

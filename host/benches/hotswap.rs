@@ -1,0 +1,247 @@
+//! Hot-swap benchmarks (a bench binary printing a markdown report):
+//!
+//! - time from the rename of a new version into the plugins folder until that version serves
+//!   (watcher + rescan + load + publish), with the compile cache warm (`cached`) and disabled
+//!   (`uncached`), for a small Rust component and large JS and Python ones;
+//! - the cost of one eviction-scoring decision at 1,000 and 10,000 evictable pools: the
+//!   built-in seed policy (the manager's ordered index, and a full `score_all` scan for
+//!   comparison) and wasm scorers (`scorer-seed`, `scorer-adaptive`).
+//!
+//! Run: `cargo xtask bench -- --bench hotswap` (after `cargo xtask build-plugins`).
+//! Needs a database only for the manager's metadata (FerretDB from the test harness).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use polymongo::plugins::{PluginRegistry, WatchConfig};
+use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, PoolStats, SeedPolicy};
+use polymongo::runtime::{Loaded, Runtime, RuntimeConfig};
+use sha2::Digest;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else if us >= 1.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{:.0} ns", us * 1000.0)
+    }
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// Alternates `a` and `b` as `svc.wasm` in a watched folder and times rename → serving.
+async fn reload_times(
+    manager: &PolyMongo,
+    a: &Path,
+    b: &Path,
+    cache: Option<PathBuf>,
+    rounds: usize,
+) -> Vec<Duration> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = Runtime::new(
+        manager.clone(),
+        RuntimeConfig {
+            cache_dir: cache,
+            ..RuntimeConfig::default()
+        },
+    )
+    .expect("runtime");
+    let registry = Arc::new(PluginRegistry::new(runtime, dir.path()));
+    let versions = [std::fs::read(a).expect("a"), std::fs::read(b).expect("b")];
+    let shas = [sha(&versions[0]), sha(&versions[1])];
+    std::fs::write(dir.path().join("svc.wasm"), &versions[0]).expect("deploy a");
+    registry.load_all().await.expect("load");
+    let _watcher = registry.watch(WatchConfig::default()).expect("watch");
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let next = (round + 1) % 2;
+        let tmp = dir.path().join("svc.wasm.tmp");
+        std::fs::write(&tmp, &versions[next]).expect("write tmp");
+        let started = Instant::now();
+        std::fs::rename(&tmp, dir.path().join("svc.wasm")).expect("rename");
+        loop {
+            let serving = registry
+                .get("svc")
+                .map(|p| p.sha256() == shas[next])
+                .unwrap_or(false)
+                || registry
+                    .scorer("svc")
+                    .map(|s| s.sha256() == shas[next])
+                    .unwrap_or(false);
+            if serving {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "version never served"
+            );
+            // Yield rather than sleep: the timer's 1 ms granularity would dominate.
+            tokio::task::yield_now().await;
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times
+}
+
+fn pools(n: usize) -> Vec<PoolStats<'static>> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            PoolStats {
+                pool_id: i as u64,
+                db_name: "",
+                priority: 100,
+                use_count: 1 + x % 500,
+                avg_interval_ms: 1.0 + (x % 10_000) as f64,
+                last_used_ms: 1_700_000_000_000 + (x >> 20) % 600_000,
+                opened_at_ms: 1_700_000_000_000,
+                in_flight: 0,
+                watch_count: 0,
+            }
+        })
+        .collect()
+}
+
+fn time_per_call(iters: usize, mut f: impl FnMut()) -> Duration {
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let started = Instant::now();
+        f();
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    percentile(&samples, 0.5)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let uri = polymongo_tests::test_uri();
+    let manager = rt.block_on(async {
+        PolyMongo::builder(&uri)
+            .metadata_db(polymongo_tests::unique_db("bench-meta"))
+            .build()
+            .await
+            .expect("manager")
+    });
+
+    println!("## Hot reload: rename → new version serving\n");
+    println!("| component | size | cache | rounds | p50 | min | max |");
+    println!("|---|---|---|---|---|---|---|");
+    let pairs: Vec<(&str, PathBuf, PathBuf)> = vec![
+        (
+            "small Rust (version-a/b)",
+            polymongo_tests::fixture_wasm("version-a"),
+            polymongo_tests::fixture_wasm("version-b"),
+        ),
+        (
+            "large JS (users-js/bench-js)",
+            polymongo_tests::bundled_wasm("users-js"),
+            polymongo_tests::fixture_wasm("bench-js"),
+        ),
+        (
+            "large Python (users-py/bench-py)",
+            polymongo_tests::bundled_wasm("users-py"),
+            polymongo_tests::fixture_wasm("bench-py"),
+        ),
+    ];
+    for (label, a, b) in &pairs {
+        let size = std::fs::metadata(a).map(|m| m.len()).unwrap_or(0);
+        let cache = tempfile::tempdir().expect("cache dir");
+        // Warm the cache with both versions.
+        rt.block_on(reload_times(
+            &manager,
+            a,
+            b,
+            Some(cache.path().to_path_buf()),
+            2,
+        ));
+        for (mode, cache_dir, rounds) in [
+            ("cached", Some(cache.path().to_path_buf()), 20),
+            ("uncached", None, if size > 5 << 20 { 3 } else { 10 }),
+        ] {
+            let times = rt.block_on(reload_times(&manager, a, b, cache_dir, rounds));
+            println!(
+                "| {label} | {:.1} MB | {mode} | {rounds} | {} | {} | {} |",
+                size as f64 / 1e6,
+                fmt(percentile(&times, 0.5)),
+                fmt(times[0]),
+                fmt(times[times.len() - 1])
+            );
+        }
+    }
+
+    println!("\n## One eviction decision\n");
+    println!("| policy | evictable pools | p50 per decision |");
+    println!("|---|---|---|");
+    let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).expect("runtime");
+    let scorer_policy = |name: &str| {
+        let bytes = std::fs::read(polymongo_tests::bundled_wasm(name)).expect("scorer");
+        match runtime.load_bytes(name, &bytes, None).expect("load scorer") {
+            Loaded::Scorer(s) => {
+                let config = runtime.config();
+                Arc::new(s).policy(config.scorer_budget * 50, config.epoch_tick)
+            }
+            Loaded::Tenant(_) => panic!("{name} is not a scorer"),
+        }
+    };
+    let wasm_seed = scorer_policy("scorer-seed");
+    let wasm_adaptive = scorer_policy("scorer-adaptive");
+    for n in [1_000usize, 10_000] {
+        let stats = pools(n);
+        let now = 1_700_000_700_000;
+        let mut index = EvictionIndex::new();
+        for p in &stats {
+            index.insert(
+                SeedPolicy.stable_key(p).expect("key"),
+                p.pool_id,
+                Arc::from("x"),
+            );
+        }
+        let indexed = time_per_call(2_000, || {
+            std::hint::black_box(index.choose(|_| true));
+        });
+        let scan = time_per_call(200, || {
+            std::hint::black_box(SeedPolicy.score_all(&stats, now));
+        });
+        for p in &stats {
+            wasm_adaptive.on_open(p.pool_id, "x", p.opened_at_ms);
+        }
+        let seed = time_per_call(100, || {
+            let scores = wasm_seed.score_all(&stats, now);
+            assert_eq!(scores.len(), n);
+        });
+        let adaptive = time_per_call(100, || {
+            let scores = wasm_adaptive.score_all(&stats, now);
+            assert_eq!(scores.len(), n);
+        });
+        println!(
+            "| built-in seed, ordered index (what the manager does) | {n} | {} |",
+            fmt(indexed)
+        );
+        println!(
+            "| built-in seed, full `score_all` scan | {n} | {} |",
+            fmt(scan)
+        );
+        println!("| wasm `scorer-seed` | {n} | {} |", fmt(seed));
+        println!("| wasm `scorer-adaptive` | {n} | {} |", fmt(adaptive));
+    }
+    rt.block_on(manager.destroy()).expect("destroy");
+}

@@ -1,0 +1,433 @@
+//! The same plugin in Rust, JavaScript and Python: what each language costs the host.
+//!
+//! The `bench` fixture (`plugins/fixtures/bench`, Rust) and its JavaScript and Python twins
+//! (`plugins/fixtures/bench-js`, `bench-py`: same routes) are loaded through one polymongo
+//! `Runtime` (the host's engine: pooling allocator, epoch interruption, compile cache) and
+//! measured, each beside a bare wasmtime baseline in the same run (same engine and component,
+//! a minimal host: WASI, a no-op `log`, traps for the database):
+//!
+//! - size of the component, and of its compiled artifact;
+//! - first load: `Runtime::load_bytes` with an empty compile cache (Cranelift compile,
+//!   `instantiate_pre`, artifact written to the cache);
+//! - restart: `Runtime::load_bytes` of the same bytes again (compile-cache hit), and the bare
+//!   `Component::deserialize` of the artifact alone;
+//! - one request to `/ping` (fresh instance, no host call): `Runtime::invoke` and bare, p50;
+//! - one request doing a find-one by `_id` (`/find-one`), p50, and the driver alone;
+//! - one guest-to-host call with 1 KiB (`/log-loop?n=N` minus `n=0`, divided by N).
+//!
+//! Run: `cargo bench -p polymongo-host --bench languages` after `cargo xtask build-plugins`
+//! (which builds the three fixtures); it starts FerretDB through the test harness. The table
+//! is printed and written to `target/languages-bench.md`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use bson::{doc, oid::ObjectId, Document};
+use polymongo::pool::PolyMongo;
+use polymongo::runtime::{Loaded, Plugin, Request, Response, Runtime, RuntimeConfig};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{
+    Component, ComponentExportIndex, InstancePre, Linker, ResourceTable, ResourceType,
+};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// (language, fixture, `log` calls per `/log-loop` request).
+const LANGUAGES: &[(&str, &str, u32)] = &[
+    ("Rust", "bench", 1000),
+    ("JavaScript", "bench-js", 200),
+    ("Python", "bench-py", 1000),
+];
+
+struct BareState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for BareState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The minimal wasmtime host for the same component.
+struct Bare {
+    engine: Engine,
+    pre: InstancePre<BareState>,
+    handle: ComponentExportIndex,
+}
+
+impl Bare {
+    fn new(engine: &Engine, component: &Component) -> Self {
+        let mut linker: Linker<BareState> = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+        linker
+            .instance("polymongo:plugin/log@0.1.0")
+            .expect("log instance")
+            .func_new("log", |_store, _ty, _params, _results| Ok(()))
+            .expect("log func");
+        stub_database(&mut linker, engine, component);
+        let pre = linker.instantiate_pre(component).expect("instantiate_pre");
+        let iface = component
+            .get_export_index(None, "polymongo:plugin/handler@0.1.0")
+            .expect("handler export");
+        let handle = component
+            .get_export_index(Some(&iface), "handle")
+            .expect("handle export");
+        Self {
+            engine: engine.clone(),
+            pre,
+            handle,
+        }
+    }
+
+    async fn call(&self, request: Request) -> u16 {
+        let state = BareState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+        let func = instance
+            .get_typed_func::<(Request,), (Response,)>(&mut store, &self.handle)
+            .expect("typed handle");
+        let (response,) = func.call_async(&mut store, (request,)).await.expect("call");
+        response.status
+    }
+}
+
+/// Defines the `polymongo:plugin` imports other than `log` (the database) as functions that
+/// trap. (`Linker::define_unknown_imports_as_traps` would also shadow the WASI interfaces
+/// that guests import at a newer patch version than wasmtime-wasi names them.)
+fn stub_database(linker: &mut Linker<BareState>, engine: &Engine, component: &Component) {
+    for (name, item) in component.component_type().imports(engine) {
+        if !name.starts_with("polymongo:plugin/") || name.starts_with("polymongo:plugin/log@") {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        let mut stubs = linker.instance(name).expect("stub instance");
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => stubs
+                    .func_new(export, |_store, _ty, _params, _results| {
+                        wasmtime::bail!("the bare host has no database")
+                    })
+                    .expect("stub func"),
+                ComponentItem::Resource(_) => stubs
+                    .resource(export, ResourceType::host::<()>(), |_, _| Ok(()))
+                    .expect("stub resource"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn request(tenant: &str, path: &str, query: &str) -> Request {
+    Request {
+        method: "GET".into(),
+        path: path.into(),
+        query: query.into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        tenant: tenant.into(),
+    }
+}
+
+/// Median of `f`'s durations: 3 warm-up runs, then runs until `budget` is spent (at least 5,
+/// at most `max`).
+async fn p50<F, Fut>(budget: Duration, max: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..3 {
+        f().await;
+    }
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while samples.len() < 5 || (started.elapsed() < budget && samples.len() < max) {
+        let t = Instant::now();
+        f().await;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn p50_sync(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn mib(n: usize) -> String {
+    if n < 1 << 20 {
+        format!("{:.0} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / 1048576.0)
+    }
+}
+
+#[derive(Default)]
+struct Row {
+    size: usize,
+    artifact: usize,
+    first_load: Duration,
+    restart: Duration,
+    deserialize: Duration,
+    ping: Duration,
+    ping_bare: Duration,
+    find_one: Duration,
+    driver: Duration,
+    call: Duration,
+    call_bare: Duration,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to filter here.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let uri = polymongo_tests::test_uri();
+    // An empty compile cache, so that the first load of each fixture compiles.
+    let cache = polymongo_tests::workspace_root().join("target/languages-bench-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let tenant = polymongo_tests::unique_db("bench-lang");
+    let (manager, runtime) = rt.block_on(async {
+        let manager = PolyMongo::builder(&uri)
+            .metadata_db(polymongo_tests::unique_db("bench-meta"))
+            .build()
+            .await
+            .expect("manager");
+        let config = RuntimeConfig {
+            cache_dir: Some(cache.clone()),
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::new(manager.clone(), config).expect("runtime");
+        (manager, runtime)
+    });
+    let engine = runtime.engine().clone();
+
+    // One document to find, ~1 KiB.
+    let id = ObjectId::new();
+    let client = rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+        client
+            .database(&tenant)
+            .collection::<Document>("items")
+            .insert_one(doc! { "_id": id, "payload": "x".repeat(1000) })
+            .await
+            .expect("insert");
+        client
+    });
+    let items = client.database(&tenant).collection::<Document>("items");
+    let find_query = format!("id={}", id.to_hex());
+
+    // Extra components to compare, e.g. another JavaScript engine's build of the same fixture:
+    // LANGUAGES_BENCH_EXTRA="QuickJS=/tmp/bench-qjs.wasm,..." (same routes as `bench`);
+    // LANGUAGES_BENCH_ONLY_EXTRA=1 measures those alone.
+    let only_extra = std::env::var_os("LANGUAGES_BENCH_ONLY_EXTRA").is_some();
+    let mut cases: Vec<(String, String, std::path::PathBuf, u32)> = LANGUAGES
+        .iter()
+        .filter(|_| !only_extra)
+        .map(|(l, f, n)| {
+            (
+                l.to_string(),
+                f.to_string(),
+                polymongo_tests::fixture_wasm(f),
+                *n,
+            )
+        })
+        .collect();
+    for extra in std::env::var("LANGUAGES_BENCH_EXTRA")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((label, path)) = extra.split_once('=') {
+            cases.push((label.into(), "extra".into(), path.into(), 200));
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (language, fixture, path, calls) in &cases {
+        let fixture = fixture.as_str();
+        eprintln!("languages: {language} ({fixture})");
+        let wasm = std::fs::read(path).expect("fixture");
+        let mut row = Row {
+            size: wasm.len(),
+            ..Row::default()
+        };
+        let load = |bytes: &[u8]| -> Plugin {
+            match runtime.load_bytes(fixture, bytes, None).expect("load") {
+                Loaded::Tenant(plugin) => plugin,
+                _ => panic!("{fixture} is not a tenant plugin"),
+            }
+        };
+        let t = Instant::now();
+        let plugin = load(&wasm);
+        row.first_load = t.elapsed();
+        row.restart = p50_sync(5, || drop(load(&wasm)));
+        let artifact_path = std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(plugin.sha256()) && n.ends_with(".cwasm"))
+            })
+            .expect("the compile cache has the artifact");
+        let artifact = std::fs::read(&artifact_path).expect("artifact");
+        row.artifact = artifact.len();
+        let mut component = None;
+        row.deserialize = p50_sync(10, || {
+            // SAFETY: the artifact was just serialized by this engine (the host's cache).
+            component =
+                Some(unsafe { Component::deserialize(&engine, &artifact) }.expect("deserialize"));
+        });
+        let bare = Bare::new(&engine, &component.expect("component"));
+
+        rt.block_on(async {
+            let r = runtime
+                .invoke(&plugin, request(&tenant, "/ping", ""))
+                .await
+                .expect("ping");
+            assert_eq!(r.status, 200, "{fixture} /ping");
+            assert_eq!(bare.call(request(&tenant, "/ping", "")).await, 200);
+            let r = runtime
+                .invoke(&plugin, request(&tenant, "/find-one", &find_query))
+                .await
+                .expect("find-one");
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let budget = Duration::from_secs(3);
+            row.ping = p50(budget, 2000, || async {
+                runtime
+                    .invoke(&plugin, request(&tenant, "/ping", ""))
+                    .await
+                    .expect("ping");
+            })
+            .await;
+            row.ping_bare = p50(budget, 2000, || async {
+                bare.call(request(&tenant, "/ping", "")).await;
+            })
+            .await;
+            row.find_one = p50(budget, 1000, || async {
+                runtime
+                    .invoke(&plugin, request(&tenant, "/find-one", &find_query))
+                    .await
+                    .expect("find-one");
+            })
+            .await;
+            row.driver = p50(budget, 1000, || async {
+                items.find_one(doc! { "_id": id }).await.expect("find_one");
+            })
+            .await;
+            let loop_n = format!("n={calls}");
+            let base = p50(budget, 500, || async {
+                runtime
+                    .invoke(&plugin, request(&tenant, "/log-loop", "n=0"))
+                    .await
+                    .expect("log-loop");
+            })
+            .await;
+            let full = p50(budget, 500, || async {
+                runtime
+                    .invoke(&plugin, request(&tenant, "/log-loop", &loop_n))
+                    .await
+                    .expect("log-loop");
+            })
+            .await;
+            row.call = full.saturating_sub(base) / *calls;
+            let base = p50(budget, 500, || async {
+                bare.call(request(&tenant, "/log-loop", "n=0")).await;
+            })
+            .await;
+            let full = p50(budget, 500, || async {
+                bare.call(request(&tenant, "/log-loop", &loop_n)).await;
+            })
+            .await;
+            row.call_bare = full.saturating_sub(base) / *calls;
+        });
+        rows.push((language, fixture, row));
+    }
+    rt.block_on(manager.destroy()).expect("destroy");
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| | {} |",
+        rows.iter()
+            .map(|(l, f, _)| format!("{l} (`{f}`)"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}", "---|".repeat(rows.len()));
+    let line = |out: &mut String, label: &str, f: &dyn Fn(&Row) -> String| {
+        let cells: Vec<String> = rows.iter().map(|(_, _, r)| f(r)).collect();
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    };
+    line(&mut out, "component size", &|r| mib(r.size));
+    line(&mut out, "compiled artifact size", &|r| mib(r.artifact));
+    line(
+        &mut out,
+        "first load: compile (`Runtime::load_bytes`, empty cache)",
+        &|r| ms(r.first_load),
+    );
+    line(
+        &mut out,
+        "restart: `Runtime::load_bytes`, compile-cache hit (p50)",
+        &|r| ms(r.restart),
+    );
+    line(
+        &mut out,
+        "`Component::deserialize` of the artifact alone (p50)",
+        &|r| ms(r.deserialize),
+    );
+    line(&mut out, "request `/ping`, `Runtime::invoke` (p50)", &|r| {
+        us(r.ping)
+    });
+    line(&mut out, "request `/ping`, bare wasmtime (p50)", &|r| {
+        us(r.ping_bare)
+    });
+    line(&mut out, "request doing a find-one (p50)", &|r| {
+        us(r.find_one)
+    });
+    line(&mut out, "the same find-one, driver alone (p50)", &|r| {
+        us(r.driver)
+    });
+    line(&mut out, "guest→host call, 1 KiB, polymongo", &|r| {
+        us(r.call)
+    });
+    line(&mut out, "guest→host call, 1 KiB, bare wasmtime", &|r| {
+        us(r.call_bare)
+    });
+    println!("\n{out}");
+    let path = polymongo_tests::workspace_root().join("target/languages-bench.md");
+    let _ = std::fs::write(&path, &out);
+    eprintln!("written to {}", path.display());
+}
