@@ -1,4 +1,9 @@
-//! The host's configuration file (`polymongo.toml`), for `polymongo serve`.
+//! The host's configuration (`polymongo serve`): one TOML file, every key overridable by a
+//! `POLYMONGO_*` environment variable and by a flag (`--set key=value` for any key).
+//!
+//! Precedence: file < environment < flags. Environment names are the key paths upper-cased
+//! with `_` between the parts: `mongo_uri` → `POLYMONGO_MONGO_URI`, `pool.max_connections` →
+//! `POLYMONGO_POOL_MAX_CONNECTIONS`, `limits.memory_mb` → `POLYMONGO_LIMITS_MEMORY_MB`.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
@@ -6,26 +11,33 @@
 //! plugins_dir = "plugins/deploy"
 //! tenant_header = "x-tenant-id"
 //! admin_token = "change-me"
+//! scorer = "seed"            # or "lru", or a scorer component's name, e.g. "scorer-adaptive"
 //!
 //! [pool]
 //! max_connections = 100
 //! idle_timeout_secs = 600
 //! max_pool_size = 5
 //!
-//! scorer = "seed"   # or "lru", or a scorer component's name, e.g. "scorer-adaptive"
-//!
-//! [limits]          # defaults for plugins without a manifest
+//! [limits]                   # defaults for plugins without a manifest
 //! memory_mb = 64
 //! deadline_ms = 5000
+//!
+//! [[routes]]                 # databases matching a pattern go to another cluster
+//! pattern = "eu-*"
+//! uri = "mongodb://eu-cluster.internal:27017"
+//!
+//! [[routes]]                 # per-tenant credentials from the environment
+//! pattern = "vip-*"
+//! uri = "mongodb://{db}:${VIP_PASSWORD_{db}}@vip-cluster.internal/?authSource=admin"
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::gateway::GatewayConfig;
-use crate::pool::Config as PoolConfig;
+use crate::pool::{Config as PoolConfig, RouteRule, Routes, SecretUri, MASK};
 use crate::runtime::{LimitOverrides, Limits, RuntimeConfig};
 
 /// Errors reading or checking the configuration.
@@ -39,26 +51,29 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid configuration in {path}: {message}")]
+    /// The file, a variable or a `--set` is not valid for this schema.
+    #[error("invalid configuration ({origin}): {message}")]
     Parse {
-        /// The file.
-        path: PathBuf,
+        /// Where the bad value came from (a file, an environment variable, a flag).
+        origin: String,
         /// What is wrong.
         message: String,
     },
     /// A required value is missing.
     #[error("missing setting: {0}")]
     Missing(&'static str),
+    /// A value is present but unusable.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }
 
 /// Everything `polymongo serve` needs; every key optional in the file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     /// Address to listen on (default 127.0.0.1:8080).
     pub listen: Option<String>,
-    /// MongoDB base URI (required, here or by flag/env).
+    /// MongoDB base URI (required).
     pub mongo_uri: Option<String>,
     /// The plugins folder (default `plugins/deploy`).
     pub plugins_dir: Option<PathBuf>,
@@ -66,6 +81,8 @@ pub struct ServeConfig {
     pub tenant_header: Option<String>,
     /// Bearer token for `/admin`.
     pub admin_token: Option<String>,
+    /// Bearer token for `/metrics` (none: `/metrics` is open, like `/healthz`).
+    pub metrics_token: Option<String>,
     /// Largest request body, in KiB (default 8192).
     pub max_body_kb: Option<usize>,
     /// The eviction policy: `seed` (default) or `lru`, or the name of a scorer component in
@@ -76,16 +93,21 @@ pub struct ServeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Watch the plugins folder and hot-reload changes (default true).
     pub watch: Option<bool>,
+    /// Log format: `text` (default) or `json`.
+    pub log_format: Option<String>,
     /// Connection-manager settings.
     #[serde(default)]
     pub pool: PoolSection,
     /// Default plugin limits.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Routing rules, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
 }
 
 /// The `[pool]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSection {
     /// Most pools open at once.
@@ -94,6 +116,8 @@ pub struct PoolSection {
     pub idle_timeout_secs: Option<u64>,
     /// Metadata database.
     pub metadata_db: Option<String>,
+    /// Database of `default_db()`.
+    pub default_db: Option<String>,
     /// Sockets per database pool.
     pub max_pool_size: Option<u32>,
     /// Sockets being established at once per pool.
@@ -102,21 +126,139 @@ pub struct PoolSection {
     pub server_selection_timeout_ms: Option<u64>,
     /// How long a request waits for a slot when all pools are protected, ms.
     pub acquire_timeout_ms: Option<u64>,
+    /// Pools opened at once (connection-storm control).
+    pub max_concurrent_opens: Option<usize>,
     /// Allow `admin`, `local`, `config` as tenant databases.
     pub allow_reserved_databases: Option<bool>,
 }
 
-impl ServeConfig {
-    /// Reads a TOML file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// Database-name pattern (`*`, `?`).
+    pub pattern: String,
+    /// URI or URI template (`{db}`, `${ENV_VAR}`).
+    pub uri: String,
+}
+
+/// Every key path, for environment variables (`POLYMONGO_` + path with `.` → `_`, upper case).
+pub const KEYS: &[&str] = &[
+    "listen",
+    "mongo_uri",
+    "plugins_dir",
+    "tenant_header",
+    "admin_token",
+    "metrics_token",
+    "max_body_kb",
+    "scorer",
+    "cache_dir",
+    "watch",
+    "log_format",
+    "pool.max_connections",
+    "pool.idle_timeout_secs",
+    "pool.metadata_db",
+    "pool.default_db",
+    "pool.max_pool_size",
+    "pool.max_connecting",
+    "pool.server_selection_timeout_ms",
+    "pool.acquire_timeout_ms",
+    "pool.max_concurrent_opens",
+    "pool.allow_reserved_databases",
+    "limits.memory_mb",
+    "limits.deadline_ms",
+    "limits.max_result_kb",
+    "limits.max_request_result_kb",
+    "limits.max_open_cursors",
+    "limits.max_concurrent",
+    "routes",
+];
+
+/// The environment variable for a key path.
+pub fn env_name(key: &str) -> String {
+    format!("POLYMONGO_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Builds a configuration from layers: an optional file, then environment variables, then
+/// `key=value` overrides (values in TOML syntax; bare words are strings).
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[String],
+) -> Result<ServeConfig, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+    for key in KEYS {
+        if let Some(value) = env.get(&env_name(key)) {
+            set(&mut table, key, value, &env_name(key))?;
+        }
+    }
+    for item in overrides {
+        let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::Parse {
+            origin: format!("--set {item}"),
+            message: "expected key=value".into(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
+        let key = key.trim();
+        if !KEYS.contains(&key) {
+            return Err(ConfigError::Parse {
+                origin: format!("--set {item}"),
+                message: format!("unknown key {key:?}; known keys: {}", KEYS.join(", ")),
+            });
+        }
+        set(&mut table, key, value, &format!("--set {key}"))?;
+    }
+    let origin = file.map_or_else(
+        || "environment and flags".to_string(),
+        |p| format!("{} + environment and flags", p.display()),
+    );
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            origin,
             message: e.to_string(),
         })
+}
+
+/// Sets `key` (a dotted path) in `table` to `raw`, parsed as a TOML value when it is one.
+fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: format!("{part} is not a table"),
+        })?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+impl ServeConfig {
+    /// Reads a TOML file (no environment or flags).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        load(Some(path), std::iter::empty(), &[])
     }
 
     /// The listen address.
@@ -129,6 +271,17 @@ impl ServeConfig {
         self.plugins_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("plugins/deploy"))
+    }
+
+    /// Whether logs are JSON.
+    pub fn json_logs(&self) -> Result<bool, ConfigError> {
+        match self.log_format.as_deref().unwrap_or("text") {
+            "text" => Ok(false),
+            "json" => Ok(true),
+            other => Err(ConfigError::Invalid(format!(
+                "log_format {other:?}: use \"text\" or \"json\""
+            ))),
+        }
     }
 
     /// The connection manager's configuration.
@@ -145,6 +298,9 @@ impl ServeConfig {
         if let Some(db) = &p.metadata_db {
             c.metadata_db = db.clone();
         }
+        if let Some(db) = &p.default_db {
+            c.default_db = db.clone();
+        }
         c.max_pool_size = p.max_pool_size.unwrap_or(c.max_pool_size);
         c.max_connecting = p.max_connecting.unwrap_or(c.max_connecting);
         if let Some(ms) = p.server_selection_timeout_ms {
@@ -153,7 +309,13 @@ impl ServeConfig {
         if let Some(ms) = p.acquire_timeout_ms {
             c.acquire_timeout = Duration::from_millis(ms);
         }
+        c.max_concurrent_opens = p.max_concurrent_opens.unwrap_or(c.max_concurrent_opens);
         c.allow_reserved_databases = p.allow_reserved_databases.unwrap_or(false);
+        c.routes = self
+            .routes
+            .iter()
+            .map(|r| RouteRule::new(&r.pattern, &r.uri))
+            .collect();
         Ok(c)
     }
 
@@ -167,6 +329,13 @@ impl ServeConfig {
                     .unwrap_or_else(|| PathBuf::from(".cache/polymongo")),
             ),
             ..RuntimeConfig::default()
+        }
+    }
+
+    /// Options of the gateway's router (`/metrics` access).
+    pub fn router_options(&self) -> crate::gateway::RouterOptions {
+        crate::gateway::RouterOptions {
+            metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
         }
     }
 
@@ -185,5 +354,189 @@ impl ServeConfig {
                 .map(|kb| kb * 1024)
                 .unwrap_or(defaults.max_body_bytes),
         }
+    }
+
+    /// Checks everything that can be checked without connecting: required keys, URIs and
+    /// routing rules (syntax), names, limits, the log format.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let pool = self.pool_config()?;
+        mongodb::options::ConnectionString::parse(pool.mongo_uri.expose()).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "mongo_uri {}: {}",
+                pool.mongo_uri.redacted(),
+                e.kind
+            ))
+        })?;
+        Routes::new(pool.routes.clone()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (key, name) in [
+            ("pool.metadata_db", &pool.metadata_db),
+            ("pool.default_db", &pool.default_db),
+        ] {
+            crate::pool::name::validate_syntax(name)
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        }
+        if pool.max_connections == Some(0) {
+            return Err(ConfigError::Invalid(
+                "pool.max_connections must be at least 1".into(),
+            ));
+        }
+        let l = &self.limits;
+        if l.memory_mb == Some(0) || l.deadline_ms == Some(0) || l.max_concurrent == Some(0) {
+            return Err(ConfigError::Invalid(
+                "limits must be greater than zero".into(),
+            ));
+        }
+        self.listen()
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ConfigError::Invalid(format!("listen {:?}: {e}", self.listen())))?;
+        self.json_logs()?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked (URIs' passwords, the admin token).
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.mongo_uri = shown.mongo_uri.map(|u| SecretUri::new(u).redacted());
+        shown.admin_token = shown.admin_token.map(|_| MASK.to_string());
+        shown.metrics_token = shown.metrics_token.map(|_| MASK.to_string());
+        for route in &mut shown.routes {
+            route.uri = SecretUri::new(route.uri.clone()).redacted();
+        }
+        toml::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_key_has_an_environment_variable_that_parses() {
+        let values = [
+            ("listen", "127.0.0.1:9"),
+            ("mongo_uri", "mongodb://h/"),
+            ("plugins_dir", "p"),
+            ("tenant_header", "x-t"),
+            ("admin_token", "t"),
+            ("metrics_token", "m"),
+            ("max_body_kb", "1"),
+            ("scorer", "lru"),
+            ("cache_dir", "c"),
+            ("watch", "false"),
+            ("log_format", "json"),
+            ("pool.max_connections", "3"),
+            ("pool.idle_timeout_secs", "0"),
+            ("pool.metadata_db", "meta"),
+            ("pool.default_db", "def"),
+            ("pool.max_pool_size", "2"),
+            ("pool.max_connecting", "1"),
+            ("pool.server_selection_timeout_ms", "100"),
+            ("pool.acquire_timeout_ms", "100"),
+            ("pool.max_concurrent_opens", "4"),
+            ("pool.allow_reserved_databases", "true"),
+            ("limits.memory_mb", "8"),
+            ("limits.deadline_ms", "100"),
+            ("limits.max_result_kb", "1"),
+            ("limits.max_request_result_kb", "2"),
+            ("limits.max_open_cursors", "3"),
+            ("limits.max_concurrent", "4"),
+            ("routes", r#"[{ pattern = "eu-*", uri = "mongodb://eu/" }]"#),
+        ];
+        assert_eq!(values.len(), KEYS.len());
+        let vars: Vec<(String, String)> = values
+            .iter()
+            .map(|(k, v)| (env_name(k), v.to_string()))
+            .collect();
+        let c = load(None, vars, &[]).unwrap();
+        assert_eq!(c.listen(), "127.0.0.1:9");
+        assert_eq!(c.watch, Some(false));
+        assert_eq!(c.pool.max_connections, Some(3));
+        assert_eq!(c.pool.allow_reserved_databases, Some(true));
+        assert_eq!(c.limits.max_concurrent, Some(4));
+        assert_eq!(c.routes[0].pattern, "eu-*");
+        assert!(c.json_logs().unwrap());
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn flags_override_environment_override_file() {
+        let dir = tempdir();
+        let file = dir.join("polymongo.toml");
+        std::fs::write(
+            &file,
+            "mongo_uri = \"mongodb://file/\"\n[pool]\nmax_connections = 10\nmax_pool_size = 7\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&file),
+            env(&[
+                ("POLYMONGO_POOL_MAX_CONNECTIONS", "20"),
+                ("POLYMONGO_MONGO_URI", "mongodb://env/"),
+            ]),
+            &["pool.max_connections=30".to_string()],
+        )
+        .unwrap();
+        assert_eq!(c.pool.max_connections, Some(30));
+        assert_eq!(c.pool.max_pool_size, Some(7));
+        assert_eq!(c.mongo_uri.as_deref(), Some("mongodb://env/"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn bad_values_say_where_they_came_from() {
+        let err = load(
+            None,
+            env(&[("POLYMONGO_POOL_MAX_CONNECTIONS", "many")]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
+        let err = load(None, Vec::new(), &["nope=1".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("unknown key"), "{err}");
+        let c = load(
+            None,
+            env(&[("POLYMONGO_MONGO_URI", "mongodb://h/")]),
+            &["listen=nowhere".to_string()],
+        )
+        .unwrap();
+        assert!(c.check().unwrap_err().to_string().contains("listen"));
+        let c = load(None, Vec::new(), &[]).unwrap();
+        assert!(matches!(c.check(), Err(ConfigError::Missing(_))));
+    }
+
+    #[test]
+    fn the_printed_configuration_masks_secrets() {
+        let c = load(
+            None,
+            env(&[
+                ("POLYMONGO_MONGO_URI", "mongodb://u:hunter2@h/"),
+                ("POLYMONGO_ADMIN_TOKEN", "tok-secret"),
+            ]),
+            &[r#"routes=[{ pattern = "eu-*", uri = "mongodb://e:eu-pass@eu/" }]"#.to_string()],
+        )
+        .unwrap();
+        let shown = c.to_masked_toml();
+        for secret in ["hunter2", "tok-secret", "eu-pass"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("mongodb://u:****@h/"), "{shown}");
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "polymongo-config-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

@@ -4,11 +4,15 @@
 //! - [`pool`]: the connection manager (one pool per tenant database, eviction, priorities).
 //! - [`runtime`]: wasmtime and the `polymongo:plugin` WIT host implementation.
 //! - [`plugins`]: the registry of deployed plugins.
-//! - [`gateway`]: HTTP routes to plugins, the admin API.
+//! - [`gateway`]: HTTP routes to plugins, the admin API, `/metrics`, the dashboard.
+//! - [`metrics`]: Prometheus metrics of the manager, the registry and plugin requests.
+//! - [`replay`]: eviction replay on traces (no database), with LRU and MIN as bounds.
 //! - [`config`]: the `polymongo serve` configuration file.
 
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod plugins;
 pub mod pool;
+pub mod replay;
 pub mod runtime;

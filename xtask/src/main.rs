@@ -283,11 +283,46 @@ fn start_db(data: &Path, port: Option<u16>) -> Result<FerretDb> {
     FerretDb::start_in(data, port).context("starting FerretDB")
 }
 
-/// Installs FerretDB and the wasm target if they are missing. Quick when already done.
+/// Installs FerretDB, the wasm target and Chromium (for the dashboard test) if they are
+/// missing. Quick when already done.
 fn setup(root: &Path) -> Result<()> {
     install_ferretdb(root)?;
     add_wasm_target()?;
+    install_chromium();
     Ok(())
+}
+
+/// Debian's `chromium`, which the dashboard's end-to-end test drives headless. Installed with
+/// apt-get when missing and running as root; otherwise a warning says how (the test itself
+/// then fails with the same advice rather than passing silently).
+fn install_chromium() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if Path::new(CHROMIUM).exists() || std::env::var_os("POLYMONGO_CHROMIUM").is_some() {
+        return;
+    }
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let have_apt = Command::new("apt-get").arg("--version").output().is_ok();
+    if !(root_user && have_apt) {
+        eprintln!(
+            "warning: {CHROMIUM} is missing; the dashboard test needs it: \
+             `sudo apt-get update && sudo apt-get install -y chromium` (or set POLYMONGO_CHROMIUM)"
+        );
+        return;
+    }
+    eprintln!("installing Debian's chromium for the dashboard test (apt-get) ...");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "chromium"])) {
+        eprintln!("warning: `apt-get install -y chromium` failed; the dashboard test will fail");
+    }
 }
 
 fn install_ferretdb(root: &Path) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Command-line interface of the `polymongo` binary.
 
+pub mod config;
 pub mod demo;
+pub mod replay;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -12,6 +14,14 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `polymongo=debug`.
     #[arg(long, env = "POLYMONGO_LOG", default_value = "warn", global = true)]
     pub log: String,
+    /// Log format: `text` or `json` (structured, with tenant and plugin fields).
+    #[arg(
+        long,
+        env = "POLYMONGO_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -26,14 +36,37 @@ pub enum Command {
     /// Serve the plugins folder over HTTP: `/{plugin}/...` for the tenant in the tenant
     /// header, `/admin/...`, `/healthz`.
     Serve(serve::ServeArgs),
+    /// Replay a tenant-traffic trace (synthetic and seeded, or a file) against eviction
+    /// policies (built-in or wasm scorers) with LRU and Bélády's MIN as bounds; prints pool hit
+    /// ratios as a markdown table. No database needed.
+    Replay(replay::ReplayArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+/// Log output formats.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event, with span fields (tenant, plugin).
+    Json,
 }
 
 /// Sets up `tracing` output on stderr.
-pub fn init_logging(filter: &str) {
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

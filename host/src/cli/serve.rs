@@ -5,65 +5,93 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use polymongo::config::ServeConfig;
+use polymongo::config::{self, ServeConfig};
 use polymongo::gateway::{self, AppState};
 use polymongo::plugins::{ComponentKind, PluginRegistry, WatchConfig};
 use polymongo::pool::PolyMongo;
 use polymongo::runtime::Runtime;
 
-/// Options of `serve`; each overrides the config file.
-#[derive(Args, Debug)]
+/// Options of `serve` (and `config check`). Precedence: the file, then `POLYMONGO_*`
+/// environment variables (one per key, e.g. `POLYMONGO_POOL_MAX_CONNECTIONS`), then these flags.
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Configuration file (TOML).
+    /// Configuration file (TOML). Env: POLYMONGO_CONFIG.
     #[arg(long, short, env = "POLYMONGO_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "POLYMONGO_LISTEN")]
+    /// Address to listen on (default 127.0.0.1:8080). Env: POLYMONGO_LISTEN.
+    #[arg(long)]
     pub listen: Option<String>,
-    /// MongoDB base URI.
-    #[arg(long, env = "POLYMONGO_MONGO_URI")]
+    /// MongoDB base URI. Env: POLYMONGO_MONGO_URI.
+    #[arg(long)]
     pub mongo_uri: Option<String>,
-    /// Plugins folder.
-    #[arg(long, env = "POLYMONGO_PLUGINS_DIR")]
+    /// Plugins folder (default plugins/deploy). Env: POLYMONGO_PLUGINS_DIR.
+    #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
-    /// Bearer token for the admin API.
-    #[arg(long, env = "POLYMONGO_ADMIN_TOKEN", hide_env_values = true)]
+    /// Bearer token for the admin API. Env: POLYMONGO_ADMIN_TOKEN.
+    #[arg(long)]
     pub admin_token: Option<String>,
-    /// Header naming the tenant.
-    #[arg(long, env = "POLYMONGO_TENANT_HEADER")]
+    /// Header naming the tenant (default x-tenant-id). Env: POLYMONGO_TENANT_HEADER.
+    #[arg(long)]
     pub tenant_header: Option<String>,
-    /// Most database pools open at once.
-    #[arg(long, env = "POLYMONGO_MAX_CONNECTIONS")]
+    /// Most database pools open at once. Env: POLYMONGO_POOL_MAX_CONNECTIONS.
+    #[arg(long)]
     pub max_connections: Option<usize>,
     /// Eviction policy: `seed`, `lru`, or a scorer component's name (e.g. `scorer-adaptive`).
-    #[arg(long, env = "POLYMONGO_SCORER")]
+    /// Env: POLYMONGO_SCORER.
+    #[arg(long)]
     pub scorer: Option<String>,
-    /// Folder for compiled components.
-    #[arg(long, env = "POLYMONGO_CACHE_DIR")]
+    /// Folder for compiled components (default .cache/polymongo). Env: POLYMONGO_CACHE_DIR.
+    #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Do not watch the plugins folder (no hot reload).
+    /// Do not watch the plugins folder (no hot reload). Env: POLYMONGO_WATCH=false.
     #[arg(long)]
     pub no_watch: bool,
+    /// Sets any configuration key, e.g. `--set pool.idle_timeout_secs=60` or
+    /// `--set 'routes=[{pattern="eu-*", uri="mongodb://eu/"}]'` (values in TOML syntax).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The effective configuration: file, environment, then flags.
+    pub fn effective_config(&self) -> Result<ServeConfig> {
+        let mut config = config::load(self.config.as_deref(), std::env::vars(), &self.set)?;
+        let flag = |v: &Option<String>| v.clone();
+        if let Some(v) = flag(&self.listen) {
+            config.listen = Some(v);
+        }
+        if let Some(v) = flag(&self.mongo_uri) {
+            config.mongo_uri = Some(v);
+        }
+        if let Some(v) = &self.plugins_dir {
+            config.plugins_dir = Some(v.clone());
+        }
+        if let Some(v) = flag(&self.admin_token) {
+            config.admin_token = Some(v);
+        }
+        if let Some(v) = flag(&self.tenant_header) {
+            config.tenant_header = Some(v);
+        }
+        if let Some(v) = self.max_connections {
+            config.pool.max_connections = Some(v);
+        }
+        if let Some(v) = flag(&self.scorer) {
+            config.scorer = Some(v);
+        }
+        if let Some(v) = &self.cache_dir {
+            config.cache_dir = Some(v.clone());
+        }
+        if self.no_watch {
+            config.watch = Some(false);
+        }
+        Ok(config)
+    }
 }
 
 /// Runs the server until SIGTERM or ctrl-c, then drains requests and closes pools.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let mut config = match &args.config {
-        Some(path) => ServeConfig::from_file(path)?,
-        None => ServeConfig::default(),
-    };
-    config.listen = args.listen.or(config.listen);
-    config.mongo_uri = args.mongo_uri.or(config.mongo_uri);
-    config.plugins_dir = args.plugins_dir.or(config.plugins_dir);
-    config.admin_token = args.admin_token.or(config.admin_token);
-    config.tenant_header = args.tenant_header.or(config.tenant_header);
-    config.pool.max_connections = args.max_connections.or(config.pool.max_connections);
-    config.scorer = args.scorer.or(config.scorer);
-    config.cache_dir = args.cache_dir.or(config.cache_dir);
-    if args.no_watch {
-        config.watch = Some(false);
-    }
-
+    let config = args.effective_config()?;
+    config.check()?;
     let manager = PolyMongo::builder("unused")
         .config(config.pool_config()?)
         .build()
@@ -124,7 +152,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         registry,
         config: Arc::new(config.gateway_config()),
     };
-    gateway::serve(listener, state, shutdown_signal()).await?;
+    gateway::serve_with(listener, state, config.router_options(), shutdown_signal()).await?;
     println!("shutting down: closing database pools");
     manager.destroy().await?;
     Ok(())

@@ -21,30 +21,39 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/pools/{db}/close", post(close))
         .route("/plugins", get(plugins))
         .route_layer(middleware::from_fn_with_state(state, require_token))
+        // The dashboard's static files hold no data, so they are served without the token
+        // (a browser cannot attach one to a page load); every request the page makes for
+        // data goes to the routes above, with the token.
+        .merge(super::ui::router())
 }
 
 /// Refuses requests without the configured bearer token.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(expected) = &state.config.admin_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-            let mut reply = reply::error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "admin API needs a valid bearer token",
-            );
-            reply.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return reply;
+        if !bearer_matches(request.headers(), expected) {
+            return unauthorized("admin API needs a valid bearer token");
         }
     }
     next.run(request).await
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>` (compared in constant time).
+pub(super) fn bearer_matches(headers: &header::HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+}
+
+/// A 401 with `WWW-Authenticate: Bearer`.
+pub(super) fn unauthorized(message: &str) -> Response {
+    let mut reply = reply::error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    reply.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    reply
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

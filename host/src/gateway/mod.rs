@@ -2,18 +2,24 @@
 //!
 //! - `/{plugin}/{rest...}`: runs `plugin` for the tenant named by the tenant header.
 //! - `/admin/...`: stats, priorities, open/close, plugin list (bearer token when configured).
+//! - `/admin/ui`: the live dashboard (static page; every data request it makes carries the
+//!   admin token).
+//! - `/metrics`: Prometheus metrics (open unless [`RouterOptions::metrics_token`] is set).
 //! - `/healthz`: liveness.
 
 mod admin;
+mod metrics;
 mod reply;
 mod tenant;
+mod ui;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
-use axum::Router;
+use axum::{Extension, Router};
 
+use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::pool::PolyMongo;
 
@@ -49,21 +55,40 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
 }
 
-/// The gateway's router.
+/// Settings of the router beyond [`GatewayConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct RouterOptions {
+    /// Bearer token `/metrics` requires. `None` (the default): `/metrics` is open, like
+    /// `/healthz` — it holds aggregate counts and plugin names, never tenant names or
+    /// secrets. A separate token from the admin token, so that the scraper's configuration
+    /// does not hold admin rights.
+    pub metrics_token: Option<String>,
+}
+
+/// The gateway's router, with default [`RouterOptions`].
 pub fn router(state: AppState) -> Router {
+    router_with(state, RouterOptions::default())
+}
+
+/// The gateway's router.
+pub fn router_with(state: AppState, options: RouterOptions) -> Router {
     if state.config.admin_token.is_none() {
         tracing::warn!(
             "no admin token configured: the /admin API is open to anyone who can reach this port"
         );
     }
+    let metrics = Arc::new(Metrics::new(state.manager.clone(), state.registry.clone()));
     let admin = admin::router(state.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::scrape))
         .nest("/admin", admin)
         .route("/{plugin}", any(tenant::invoke_root))
         .route("/{plugin}/", any(tenant::invoke_root))
         .route("/{plugin}/{*rest}", any(tenant::invoke))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(Extension(metrics))
+        .layer(Extension(Arc::new(options)))
         .with_state(state)
 }
 
@@ -73,7 +98,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    serve_with(listener, state, RouterOptions::default(), shutdown).await
+}
+
+/// [`serve`] with [`RouterOptions`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    options: RouterOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with(state, options))
         .with_graceful_shutdown(shutdown)
         .await
 }

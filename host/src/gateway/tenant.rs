@@ -1,41 +1,51 @@
 //! Tenant routes: `/{plugin}/{rest...}` runs the plugin for the tenant in the tenant header.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::reply;
 use super::AppState;
+use crate::metrics::{Metrics, Outcome};
 use crate::pool::name;
 use crate::runtime::Request;
 
 /// `/{plugin}` and `/{plugin}/`.
 pub async fn invoke_root(
     State(state): State<AppState>,
+    Extension(metrics): Extension<Arc<Metrics>>,
     Path(plugin): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run(state, plugin, String::new(), method, uri, headers, body).await
+    let rest = String::new();
+    run(state, &metrics, plugin, rest, method, uri, headers, body).await
 }
 
 /// `/{plugin}/{rest...}`.
 pub async fn invoke(
     State(state): State<AppState>,
+    Extension(metrics): Extension<Arc<Metrics>>,
     Path((plugin, rest)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run(state, plugin, rest, method, uri, headers, body).await
+    run(state, &metrics, plugin, rest, method, uri, headers, body).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     state: AppState,
+    metrics: &Metrics,
     plugin_name: String,
     rest: String,
     method: Method,
@@ -86,7 +96,27 @@ async fn run(
         body: body.to_vec(),
         tenant: tenant.to_string(),
     };
-    match state.registry.runtime().invoke(&plugin, request).await {
+    let started = Instant::now();
+    // Every log event of the request carries its tenant and plugin (JSON logs show them).
+    let span = tracing::info_span!("request", tenant = %request.tenant, plugin = %plugin_name);
+    let (result, timings) = tracing::Instrument::instrument(
+        state.registry.runtime().invoke_timed(&plugin, request),
+        span,
+    )
+    .await;
+    // Only deployed plugins get here, so the `plugin` label stays bounded.
+    let outcome = match &result {
+        Ok(r) if StatusCode::from_u16(r.status).is_ok() => Outcome::Ok,
+        Ok(_) => Outcome::InvalidResponse,
+        Err(e) => Outcome::Failed(e.kind()),
+    };
+    metrics.record_invocation(
+        &plugin_name,
+        outcome,
+        started.elapsed(),
+        timings.instantiate,
+    );
+    match result {
         Ok(response) => into_http(&plugin_name, response),
         Err(e) => {
             let status =

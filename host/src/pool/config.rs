@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::routing::RouteRule;
 use super::secret::SecretUri;
 
 /// Settings of a [`PolyMongo`](super::PolyMongo) manager. Build one with
@@ -11,6 +12,9 @@ use super::secret::SecretUri;
 pub struct Config {
     /// Base MongoDB URI (`mongodb://` or `mongodb+srv://`); the database is set per pool.
     pub mongo_uri: SecretUri,
+    /// Routing rules: database-name patterns mapped to other URIs (first match wins; the
+    /// base URI serves the rest and the metadata database).
+    pub routes: Vec<RouteRule>,
     /// Most per-database pools open at once (a hard cap); `None` = unlimited.
     pub max_connections: Option<usize>,
     /// Close a pool idle this long; `None` disables idle closing.
@@ -48,6 +52,7 @@ impl Config {
     pub fn new(mongo_uri: impl Into<String>) -> Self {
         Self {
             mongo_uri: SecretUri::new(mongo_uri),
+            routes: Vec::new(),
             max_connections: None,
             idle_timeout: Some(Duration::from_secs(600)),
             sweep_interval: None,

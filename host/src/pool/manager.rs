@@ -25,7 +25,8 @@ use super::index::EvictionIndex;
 use super::metadata::MetadataStore;
 use super::name;
 use super::policy::{EvictionPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY};
-use super::secret::Redactor;
+use super::routing::{RouteRule, Routes, Target};
+use super::secret::{Redactor, SecretUri};
 use super::stats::{ConnectionStats, ManagerStats, Protection, Usage};
 
 /// Capacity of the event channel; slow subscribers miss old events rather than block.
@@ -158,6 +159,13 @@ impl Builder {
         self
     }
 
+    /// Routes databases matching `pattern` (`*`, `?` wildcards) to `uri`, which may be a
+    /// template with `{db}` and `${ENV_VAR}` placeholders (see [`RouteRule`]).
+    pub fn route(mut self, pattern: impl Into<String>, uri: impl Into<String>) -> Self {
+        self.config.routes.push(RouteRule::new(pattern, uri));
+        self
+    }
+
     /// Replaces the whole configuration (the URI included).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -190,12 +198,16 @@ impl Builder {
                 }
                 other => other,
             })?;
-        options.app_name = Some(config.app_name.clone());
-        options.max_pool_size = Some(config.max_pool_size);
-        options.min_pool_size = Some(0);
-        options.max_connecting = Some(config.max_connecting);
-        options.server_selection_timeout = Some(config.server_selection_timeout);
-        options.connect_timeout = Some(config.connect_timeout);
+        apply_pool_settings(&mut options, &config);
+        let routes = Routes::new(config.routes.clone())?;
+        let mut route_options = Vec::with_capacity(routes.rules().len());
+        for (i, rule) in routes.rules().iter().enumerate() {
+            redactor.add(&rule.uri);
+            route_options.push(match routes.is_template_rule(i) {
+                true => None,
+                false => Some(parse_options(&rule.uri, &config, &redactor).await?),
+            });
+        }
 
         let metadata = MetadataStore::new(options.clone(), &config.metadata_db, redactor.clone())?;
         let priorities = metadata.load_priorities().await?;
@@ -206,6 +218,8 @@ impl Builder {
             open_permits: Semaphore::new(config.max_concurrent_opens),
             config,
             base_options: options,
+            routes,
+            route_options,
             redactor,
             clock: self.clock,
             state: Mutex::new(State {
@@ -231,6 +245,35 @@ impl Builder {
             "polymongo connection manager started");
         Ok(PolyMongo { inner })
     }
+}
+
+/// The driver settings every pool gets, whatever its URI.
+fn apply_pool_settings(options: &mut ClientOptions, config: &Config) {
+    options.app_name = Some(config.app_name.clone());
+    options.max_pool_size = Some(config.max_pool_size);
+    options.min_pool_size = Some(0);
+    options.max_connecting = Some(config.max_connecting);
+    options.server_selection_timeout = Some(config.server_selection_timeout);
+    options.connect_timeout = Some(config.connect_timeout);
+}
+
+/// Parses a route's URI (resolving `mongodb+srv` records) and applies the pool settings.
+async fn parse_options(
+    uri: &SecretUri,
+    config: &Config,
+    redactor: &Redactor,
+) -> Result<ClientOptions> {
+    let mut options =
+        ClientOptions::parse(uri.expose()).await.map_err(|e| {
+            match Error::from_driver(e, redactor) {
+                Error::InvalidArgument(m) | Error::Driver(m) => {
+                    Error::Config(format!("URI {}: {m}", uri.redacted()))
+                }
+                other => other,
+            }
+        })?;
+    apply_pool_settings(&mut options, config);
+    Ok(options)
 }
 
 fn validate_config(config: &Config) -> Result<()> {
@@ -273,6 +316,9 @@ fn policy_is_ordered(policy: &dyn EvictionPolicy) -> bool {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     base_options: ClientOptions,
+    routes: Routes,
+    /// Parsed options of each route without placeholders (`None` for templates).
+    route_options: Vec<Option<ClientOptions>>,
     pub(crate) redactor: Redactor,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
@@ -441,18 +487,28 @@ impl State {
             return None;
         }
         let stats: Vec<PoolStats<'_>> = candidates.iter().map(|(n, e)| e.stats(n)).collect();
-        let mut scores = policy.score_all(&stats, now_ms);
-        if scores.len() != stats.len() || scores.iter().any(|s| s.is_nan()) {
+        let scores = policy.score_all(&stats, now_ms);
+        let (ranks, scores) = if scores.len() != stats.len() || scores.iter().any(|s| s.is_nan()) {
             tracing::warn!(policy = policy.name(), expected = stats.len(), got = scores.len(),
                 "eviction policy returned an invalid score list; using the seed formula for this decision");
             fallbacks.fetch_add(1, SeqCst);
-            scores = SeedPolicy.score_all(&stats, now_ms);
-        }
-        candidates
+            // Rank by the seed policy's stable key, exactly as the built-in seed policy does
+            // (its score and key order pools alike, but rounding can split near-ties).
+            let keys = stats
+                .iter()
+                .map(|p| SeedPolicy.stable_key(p).unwrap_or(f64::NAN))
+                .collect();
+            (keys, SeedPolicy.score_all(&stats, now_ms))
+        } else {
+            (scores.clone(), scores)
+        };
+        let victim = candidates
             .iter()
-            .zip(scores)
-            .min_by(|((_, a), sa), ((_, b), sb)| sa.total_cmp(sb).then(a.seq.cmp(&b.seq)))
-            .map(|((n, _), s)| ((*n).clone(), s))
+            .zip(&ranks)
+            .enumerate()
+            .min_by(|(_, ((_, a), ra)), (_, ((_, b), rb))| ra.total_cmp(rb).then(a.seq.cmp(&b.seq)))
+            .map(|(i, _)| i)?;
+        Some((candidates[victim].0.clone(), scores[victim]))
     }
 }
 
@@ -795,7 +851,22 @@ impl Inner {
             .await
             .map_err(|_| Error::Destroyed)?;
         self.check_alive()?;
-        let mut options = self.base_options.clone();
+        let mut options = match self.routes.target(name)? {
+            Target::Default => self.base_options.clone(),
+            Target::Static(i) => match self.route_options.get(i).cloned().flatten() {
+                Some(options) => options,
+                None => {
+                    return Err(Error::Config(format!(
+                        "route {} has no parsed options",
+                        i + 1
+                    )))
+                }
+            },
+            Target::Rendered(_, uri) => {
+                self.redactor.add(&uri);
+                parse_options(&uri, &self.config, &self.redactor).await?
+            }
+        };
         options.default_database = Some(name.to_string());
         let client =
             Client::with_options(options).map_err(|e| Error::from_driver(e, &self.redactor))?;

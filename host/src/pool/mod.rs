@@ -34,6 +34,7 @@ mod manager;
 mod metadata;
 pub mod name;
 mod policy;
+mod routing;
 mod secret;
 mod stats;
 mod support;
@@ -51,6 +52,7 @@ pub use policy::{
     builtin_policy, EvictionPolicy, LruPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY,
     PINNED_PRIORITY,
 };
+pub use routing::{glob_match, RouteRule, Routes, Target};
 pub use secret::{Redactor, SecretUri, MASK};
 pub use stats::{ConnectionStats, ManagerStats, Protection};
 pub use support::{ServerCaps, Topology};

@@ -5,6 +5,7 @@
 //! [`Redactor`] scrubs those secrets from any text (driver error messages included).
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 /// The mask printed in place of a secret.
 pub const MASK: &str = "****";
@@ -36,6 +37,13 @@ impl SecretUri {
 
     /// A redactor that removes this URI's secrets from any text.
     pub fn redactor(&self) -> Redactor {
+        let redactor = Redactor::default();
+        redactor.add(self);
+        redactor
+    }
+
+    /// This URI's secrets: the password (raw and decoded) and secret option values.
+    fn secrets(&self) -> Vec<String> {
         let mut secrets = Vec::new();
         if let Some(password) = uri_password(&self.raw) {
             secrets.push(password.to_string());
@@ -48,9 +56,7 @@ impl SecretUri {
             secrets.push(value.to_string());
         }
         secrets.retain(|s| !s.is_empty());
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
+        secrets
     }
 }
 
@@ -66,17 +72,35 @@ impl fmt::Display for SecretUri {
     }
 }
 
-/// Removes known secrets from text before it is logged or returned.
+/// Removes known secrets from text before it is logged or returned. Clones share one set of
+/// secrets, which grows as URIs are added (e.g. per-tenant URIs rendered from a template).
 #[derive(Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: Arc<RwLock<Vec<String>>>,
 }
 
 impl Redactor {
+    /// Adds `uri`'s secrets.
+    pub fn add(&self, uri: &SecretUri) {
+        let new = uri.secrets();
+        if new.is_empty() {
+            return;
+        }
+        let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        for secret in new {
+            if !secrets.contains(&secret) {
+                secrets.push(secret);
+            }
+        }
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
     /// Returns `text` with every known secret replaced by [`MASK`].
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for secret in &self.secrets {
+        let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        for secret in secrets.iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), MASK);
             }
@@ -87,7 +111,8 @@ impl Redactor {
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redactor({} secrets)", self.secrets.len())
+        let n = self.secrets.read().map(|s| s.len()).unwrap_or(0);
+        write!(f, "Redactor({n} secrets)")
     }
 }
 

@@ -28,6 +28,14 @@ use super::scorer::ScorerComponent;
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
 use crate::pool::PolyMongo;
 
+/// What [`Runtime::invoke_timed`] measured of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvokeTimings {
+    /// Time to instantiate the component in a fresh store (`None` if the request failed
+    /// before or during instantiation).
+    pub instantiate: Option<Duration>,
+}
+
 /// Settings of the plugin runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -328,6 +336,27 @@ impl Runtime {
     /// Runs one request in a fresh instance of `plugin`, with the database scoped to
     /// `request.tenant`. The tenant name must already be validated.
     pub async fn invoke(&self, plugin: &Plugin, request: Request) -> Result<Response, InvokeError> {
+        self.invoke_timed(plugin, request).await.0
+    }
+
+    /// [`invoke`](Self::invoke), also reporting how long instantiation took (for metrics).
+    /// Behaves exactly like `invoke`; the timings are only observed.
+    pub async fn invoke_timed(
+        &self,
+        plugin: &Plugin,
+        request: Request,
+    ) -> (Result<Response, InvokeError>, InvokeTimings) {
+        let mut timings = InvokeTimings::default();
+        let result = self.invoke_inner(plugin, request, &mut timings).await;
+        (result, timings)
+    }
+
+    async fn invoke_inner(
+        &self,
+        plugin: &Plugin,
+        request: Request,
+        timings: &mut InvokeTimings,
+    ) -> Result<Response, InvokeError> {
         let limits = plugin.scope.limits;
         let _plugin_permit = plugin
             .permits
@@ -383,7 +412,10 @@ impl Runtime {
 
         let outcome = {
             let run = async {
+                // Timing hook for metrics: measures instantiation only, changes nothing.
+                let started = Instant::now();
                 let instance = plugin.pre.instantiate_async(&mut store).await?;
+                timings.instantiate = Some(started.elapsed());
                 instance
                     .polymongo_plugin_handler()
                     .call_handle(&mut store, &request)

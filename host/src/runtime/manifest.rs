@@ -33,7 +33,7 @@ pub struct Manifest {
 }
 
 /// Limits a manifest may set.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     /// Memory of one instance, in MiB.

@@ -14,7 +14,8 @@ mod state;
 
 pub use bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
 pub use engine::{
-    new_engine, spawn_epoch_ticker, valid_plugin_name, Loaded, Plugin, Runtime, RuntimeConfig,
+    new_engine, spawn_epoch_ticker, valid_plugin_name, InvokeTimings, Loaded, Plugin, Runtime,
+    RuntimeConfig,
 };
 pub use error::{InvokeError, LoadError};
 pub use manifest::{LimitOverrides, Limits, Manifest};

@@ -1,0 +1,319 @@
+//! The replayer: drives an [`EvictionPolicy`] over a trace with capacity K, deciding as the
+//! connection manager does (host/src/pool/manager.rs):
+//!
+//! - a request for an open pool is a hit: its usage is recorded, it is re-filed in the
+//!   ordered index, and the policy's `on_access` hook runs;
+//! - a miss with K pools open closes one first (`on_close`), then opens the requested pool
+//!   with one use recorded (`on_open`; the first operation is not an `on_access`);
+//! - the victim is the evictable pool with the lowest score, ties to the pool opened first:
+//!   through the policy's `stable_key` ordered index ([`EvictionIndex`]) when it has one, else
+//!   one `score_all` call over the evictable pools; an answer of the wrong length or with NaN
+//!   falls back to the seed formula for that decision (and is counted);
+//! - pinned pools (priority -1) are never evicted and hold capacity; nothing is ever busy or
+//!   watched (one operation at a time);
+//! - time advances by a fixed step per request, so idle times mean something.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::trace::Trace;
+use crate::pool::{
+    EvictionIndex, EvictionPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,
+};
+
+/// How to replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Most pools open at once (K).
+    pub capacity: usize,
+    /// Milliseconds between consecutive requests.
+    pub step_ms: u64,
+    /// Clock at the first request, epoch milliseconds.
+    pub start_ms: u64,
+    /// Keep the sequence of evicted keys in [`SimResult::victims`].
+    pub record_victims: bool,
+}
+
+impl SimConfig {
+    /// Capacity `capacity`, 10 ms per request, starting at 2023-11-14T22:13:20Z.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            step_ms: 10,
+            start_ms: 1_700_000_000_000,
+            record_victims: false,
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimResult {
+    /// Requests replayed.
+    pub requests: u64,
+    /// Requests that found their pool open.
+    pub hits: u64,
+    /// Pools opened (= misses).
+    pub opens: u64,
+    /// Pools closed to make room.
+    pub closes: u64,
+    /// Decisions in which the policy's answer was unusable and the seed formula decided.
+    pub policy_fallbacks: u64,
+    /// Misses with K pools open and none evictable (all pinned): opened over capacity.
+    pub over_capacity: u64,
+    /// Evicted keys, in order (when asked for).
+    pub victims: Vec<u32>,
+    /// Wall-clock time of the replay.
+    pub elapsed: Duration,
+}
+
+impl SimResult {
+    /// Hits per request (0 for an empty trace).
+    pub fn hit_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.requests as f64
+        }
+    }
+}
+
+/// An open pool, as the manager's `OpenPool` + `Usage` (host/src/pool/stats.rs).
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    seq: u64,
+    priority: i32,
+    use_count: u64,
+    first_used_ms: u64,
+    last_used_ms: u64,
+    opened_at_ms: u64,
+    /// Where it is in the index, if it is.
+    index_key: Option<f64>,
+    /// Position in the dense list of open keys.
+    pos: usize,
+}
+
+impl Open {
+    fn record(&mut self, now_ms: u64) {
+        if self.use_count == 0 {
+            self.first_used_ms = now_ms;
+        }
+        self.use_count += 1;
+        self.last_used_ms = self.last_used_ms.max(now_ms);
+    }
+
+    fn avg_interval_ms(&self) -> f64 {
+        if self.use_count < 2 {
+            0.0
+        } else {
+            self.last_used_ms.saturating_sub(self.first_used_ms) as f64
+                / (self.use_count - 1) as f64
+        }
+    }
+
+    fn stats<'a>(&self, name: &'a str) -> PoolStats<'a> {
+        PoolStats {
+            pool_id: self.seq,
+            db_name: name,
+            priority: self.priority,
+            use_count: self.use_count,
+            avg_interval_ms: self.avg_interval_ms(),
+            last_used_ms: self.last_used_ms,
+            opened_at_ms: self.opened_at_ms,
+            in_flight: 0,
+            watch_count: 0,
+        }
+    }
+}
+
+fn is_ordered(policy: &dyn EvictionPolicy) -> bool {
+    let probe = PoolStats {
+        pool_id: 0,
+        db_name: "",
+        priority: DEFAULT_PRIORITY,
+        use_count: 0,
+        avg_interval_ms: 0.0,
+        last_used_ms: 0,
+        opened_at_ms: 0,
+        in_flight: 0,
+        watch_count: 0,
+    };
+    policy.stable_key(&probe).is_some()
+}
+
+struct Sim<'t> {
+    trace: &'t Trace,
+    policy: &'t dyn EvictionPolicy,
+    ordered: bool,
+    open: Vec<Option<Open>>,
+    dense: Vec<u32>,
+    index: EvictionIndex,
+    key_of: HashMap<Arc<str>, u32>,
+    next_seq: u64,
+}
+
+impl Sim<'_> {
+    fn reindex(&mut self, k: u32) {
+        let entry = self.open[k as usize].as_mut().expect("open");
+        let name = &self.trace.names[k as usize];
+        let new_key = if self.ordered && entry.priority != PINNED_PRIORITY {
+            self.policy.stable_key(&entry.stats(name))
+        } else {
+            None
+        };
+        match (entry.index_key, new_key) {
+            (Some(old), Some(new)) => self.index.update(old, new, entry.seq),
+            (Some(old), None) => self.index.remove(old, entry.seq),
+            (None, Some(new)) => self.index.insert(new, entry.seq, name.clone()),
+            (None, None) => {}
+        }
+        entry.index_key = new_key;
+    }
+
+    /// The victim key, and whether the policy's answer had to be replaced.
+    fn choose_victim(&self, now_ms: u64) -> Option<(u32, bool)> {
+        if self.ordered {
+            let name = self.index.choose(|_| true)?;
+            return Some((self.key_of[&name], false));
+        }
+        let candidates: Vec<u32> = self
+            .dense
+            .iter()
+            .copied()
+            .filter(|&k| self.open[k as usize].is_some_and(|e| e.priority != PINNED_PRIORITY))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let entries: Vec<Open> = candidates
+            .iter()
+            .map(|&k| self.open[k as usize].expect("open"))
+            .collect();
+        let stats: Vec<PoolStats<'_>> = candidates
+            .iter()
+            .zip(&entries)
+            .map(|(&k, e)| e.stats(&self.trace.names[k as usize]))
+            .collect();
+        let mut scores = self.policy.score_all(&stats, now_ms);
+        let mut fell_back = false;
+        if scores.len() != stats.len() || scores.iter().any(|s| s.is_nan()) {
+            fell_back = true;
+            scores = SeedPolicy.score_all(&stats, now_ms);
+        }
+        candidates
+            .iter()
+            .zip(&entries)
+            .zip(scores)
+            .min_by(|((_, a), sa), ((_, b), sb)| sa.total_cmp(sb).then(a.seq.cmp(&b.seq)))
+            .map(|((&k, _), _)| (k, fell_back))
+    }
+
+    fn close(&mut self, k: u32, now_ms: u64) {
+        let entry = self.open[k as usize].take().expect("open");
+        if let Some(key) = entry.index_key {
+            self.index.remove(key, entry.seq);
+        }
+        let last = self.dense.pop().expect("dense holds every open key");
+        if last != k {
+            self.dense[entry.pos] = last;
+            self.open[last as usize].as_mut().expect("open").pos = entry.pos;
+        }
+        self.policy
+            .on_close(entry.seq, &self.trace.names[k as usize], now_ms);
+    }
+}
+
+/// Replays `trace` against `policy` with the settings of `config`.
+pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) -> SimResult {
+    let started = Instant::now();
+    let ordered = is_ordered(policy);
+    let mut sim = Sim {
+        trace,
+        policy,
+        ordered,
+        open: vec![None; trace.keys()],
+        dense: Vec::with_capacity(config.capacity + 1),
+        index: EvictionIndex::new(),
+        key_of: if ordered {
+            trace
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect()
+        } else {
+            HashMap::new()
+        },
+        next_seq: 0,
+    };
+    let mut result = SimResult {
+        requests: trace.requests.len() as u64,
+        ..SimResult::default()
+    };
+    for (i, &k) in trace.requests.iter().enumerate() {
+        let now = config.start_ms + i as u64 * config.step_ms;
+        if let Some(entry) = sim.open[k as usize].as_mut() {
+            result.hits += 1;
+            entry.record(now);
+            let seq = entry.seq;
+            sim.reindex(k);
+            policy.on_access(seq, &trace.names[k as usize], now);
+            continue;
+        }
+        if sim.dense.len() >= config.capacity {
+            match sim.choose_victim(now) {
+                Some((victim, fell_back)) => {
+                    if fell_back {
+                        result.policy_fallbacks += 1;
+                    }
+                    sim.close(victim, now);
+                    result.closes += 1;
+                    if config.record_victims {
+                        result.victims.push(victim);
+                    }
+                }
+                None => result.over_capacity += 1,
+            }
+        }
+        let mut entry = Open {
+            seq: sim.next_seq,
+            priority: trace.priorities[k as usize],
+            use_count: 0,
+            first_used_ms: now,
+            last_used_ms: now,
+            opened_at_ms: now,
+            index_key: None,
+            pos: sim.dense.len(),
+        };
+        sim.next_seq += 1;
+        entry.record(now);
+        let seq = entry.seq;
+        sim.open[k as usize] = Some(entry);
+        sim.dense.push(k);
+        sim.reindex(k);
+        policy.on_open(seq, &trace.names[k as usize], now);
+        result.opens += 1;
+    }
+    result.elapsed = started.elapsed();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::LruPolicy;
+
+    #[test]
+    fn lru_by_hand() {
+        // capacity 2: a b a c (evicts b) b (evicts a) a (evicts c)
+        let trace = Trace::from_keys(["a", "b", "a", "c", "b", "a"]);
+        let mut config = SimConfig::new(2);
+        config.record_victims = true;
+        let r = simulate(&trace, &LruPolicy, &config);
+        assert_eq!(r.hits, 1);
+        assert_eq!(r.opens, 5);
+        assert_eq!(r.closes, 3);
+        assert_eq!(r.victims, vec![1, 0, 2]);
+    }
+}
