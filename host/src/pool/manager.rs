@@ -24,7 +24,10 @@ use super::handle::{KeepAlive, Lease, PoolHandle, SlotSignal, SlotWaiter};
 use super::index::EvictionIndex;
 use super::metadata::MetadataStore;
 use super::name;
-use super::policy::{EvictionPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY};
+use super::policy::{
+    has_stable_key, lowest_score, EvictionPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY,
+    PINNED_PRIORITY,
+};
 use super::routing::{RouteRule, Routes, Target};
 use super::secret::{Redactor, SecretUri};
 use super::stats::{ConnectionStats, ManagerStats, Protection, Usage};
@@ -212,7 +215,7 @@ impl Builder {
         let metadata = MetadataStore::new(options.clone(), &config.metadata_db, redactor.clone())?;
         let priorities = metadata.load_priorities().await?;
 
-        let ordered = policy_is_ordered(self.policy.as_ref());
+        let ordered = has_stable_key(self.policy.as_ref());
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let inner = Arc::new(Inner {
             open_permits: Semaphore::new(config.max_concurrent_opens),
@@ -296,21 +299,6 @@ fn validate_config(config: &Config) -> Result<()> {
     name::validate_syntax(&config.default_db)
         .map_err(|e| Error::Config(format!("default_db: {e}")))?;
     Ok(())
-}
-
-fn policy_is_ordered(policy: &dyn EvictionPolicy) -> bool {
-    let probe = PoolStats {
-        pool_id: 0,
-        db_name: "",
-        priority: DEFAULT_PRIORITY,
-        use_count: 0,
-        avg_interval_ms: 0.0,
-        last_used_ms: 0,
-        opened_at_ms: 0,
-        in_flight: 0,
-        watch_count: 0,
-    };
-    policy.stable_key(&probe).is_some()
 }
 
 pub(crate) struct Inner {
@@ -487,28 +475,16 @@ impl State {
             return None;
         }
         let stats: Vec<PoolStats<'_>> = candidates.iter().map(|(n, e)| e.stats(n)).collect();
-        let scores = policy.score_all(&stats, now_ms);
-        let (ranks, scores) = if scores.len() != stats.len() || scores.iter().any(|s| s.is_nan()) {
-            tracing::warn!(policy = policy.name(), expected = stats.len(), got = scores.len(),
-                "eviction policy returned an invalid score list; using the seed formula for this decision");
+        let choice = lowest_score(policy, &stats, now_ms)?;
+        if choice.fell_back {
+            tracing::warn!(
+                policy = policy.name(),
+                candidates = stats.len(),
+                "eviction policy returned an unusable score list; the seed formula decided"
+            );
             fallbacks.fetch_add(1, SeqCst);
-            // Rank by the seed policy's stable key, exactly as the built-in seed policy does
-            // (its score and key order pools alike, but rounding can split near-ties).
-            let keys = stats
-                .iter()
-                .map(|p| SeedPolicy.stable_key(p).unwrap_or(f64::NAN))
-                .collect();
-            (keys, SeedPolicy.score_all(&stats, now_ms))
-        } else {
-            (scores.clone(), scores)
-        };
-        let victim = candidates
-            .iter()
-            .zip(&ranks)
-            .enumerate()
-            .min_by(|(_, ((_, a), ra)), (_, ((_, b), rb))| ra.total_cmp(rb).then(a.seq.cmp(&b.seq)))
-            .map(|(i, _)| i)?;
-        Some((candidates[victim].0.clone(), scores[victim]))
+        }
+        Some((candidates[choice.index].0.clone(), choice.score))
     }
 }
 
@@ -1126,7 +1102,7 @@ impl PolyMongo {
 
     /// Replaces the eviction policy; the next decision uses the new one.
     pub fn set_policy(&self, policy: Arc<dyn EvictionPolicy>) {
-        let ordered = policy_is_ordered(policy.as_ref());
+        let ordered = has_stable_key(policy.as_ref());
         let mut guard = self.inner.lock_state();
         let st = &mut *guard;
         st.index.clear();

@@ -49,10 +49,11 @@ pub use index::EvictionIndex;
 pub use manager::{Builder, PolyMongo};
 pub use metadata::DATABASES_COLLECTION;
 pub use policy::{
-    builtin_policy, EvictionPolicy, LruPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY,
-    PINNED_PRIORITY,
+    builtin_policy, has_stable_key, lowest_score, Choice, EvictionPolicy, LruPolicy, PoolStats,
+    SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,
 };
 pub use routing::{glob_match, RouteRule, Routes, Target};
 pub use secret::{Redactor, SecretUri, MASK};
+pub(crate) use stats::Usage;
 pub use stats::{ConnectionStats, ManagerStats, Protection};
 pub use support::{ServerCaps, Topology};

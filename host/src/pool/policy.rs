@@ -128,6 +128,67 @@ impl EvictionPolicy for LruPolicy {
     }
 }
 
+/// Whether `policy` ranks pools by a stable key (see [`EvictionPolicy::stable_key`]).
+pub fn has_stable_key(policy: &dyn EvictionPolicy) -> bool {
+    let probe = PoolStats {
+        pool_id: 0,
+        db_name: "",
+        priority: DEFAULT_PRIORITY,
+        use_count: 0,
+        avg_interval_ms: 0.0,
+        last_used_ms: 0,
+        opened_at_ms: 0,
+        in_flight: 0,
+        watch_count: 0,
+    };
+    policy.stable_key(&probe).is_some()
+}
+
+/// The outcome of one scored eviction decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// Index of the victim in the candidates.
+    pub index: usize,
+    /// Its score (the seed formula's when the policy's answer was unusable).
+    pub score: f64,
+    /// Whether the policy's answer was unusable (wrong length, NaN) and the seed formula chose.
+    pub fell_back: bool,
+}
+
+/// Chooses the victim among `candidates` with one `score_all` call: the lowest score, ties
+/// to the lowest `pool_id` (the pool opened first). An unusable answer falls back to the seed
+/// formula, ranked by its stable key exactly as the built-in seed policy ranks pools.
+pub fn lowest_score(
+    policy: &dyn EvictionPolicy,
+    candidates: &[PoolStats<'_>],
+    now_ms: u64,
+) -> Option<Choice> {
+    if candidates.is_empty() {
+        return None;
+    }
+    let scores = policy.score_all(candidates, now_ms);
+    let usable = scores.len() == candidates.len() && !scores.iter().any(|s| s.is_nan());
+    let (ranks, scores) = if usable {
+        (scores.clone(), scores)
+    } else {
+        let keys = candidates
+            .iter()
+            .map(|p| SeedPolicy.stable_key(p).unwrap_or(f64::NAN))
+            .collect::<Vec<_>>();
+        (keys, SeedPolicy.score_all(candidates, now_ms))
+    };
+    let index = (0..candidates.len()).min_by(|&a, &b| {
+        ranks[a]
+            .total_cmp(&ranks[b])
+            .then(candidates[a].pool_id.cmp(&candidates[b].pool_id))
+    })?;
+    Some(Choice {
+        index,
+        score: scores[index],
+        fell_back: !usable,
+    })
+}
+
 /// Looks up a built-in policy by name (`seed` or `lru`).
 pub fn builtin_policy(name: &str) -> Option<Arc<dyn EvictionPolicy>> {
     match name {
@@ -170,6 +231,40 @@ mod tests {
         let important = stats(1, 0.0, 0, 5);
         let archive = stats(1, 0.0, 0, 150);
         assert!(SeedPolicy.score(&important, 0) > SeedPolicy.score(&archive, 0));
+    }
+
+    #[test]
+    fn lowest_score_breaks_ties_by_age_and_falls_back_on_bad_answers() {
+        struct Constant(Vec<f64>);
+        impl EvictionPolicy for Constant {
+            fn name(&self) -> &str {
+                "constant"
+            }
+            fn score(&self, _pool: &PoolStats<'_>, _now: u64) -> f64 {
+                0.0
+            }
+            fn score_all(&self, _pools: &[PoolStats<'_>], _now: u64) -> Vec<f64> {
+                self.0.clone()
+            }
+        }
+        let mut pools = vec![
+            stats(1, 0.0, 900, 100),
+            stats(1, 0.0, 500, 100),
+            stats(1, 0.0, 800, 100),
+        ];
+        for (i, p) in pools.iter_mut().enumerate() {
+            p.pool_id = [7, 3, 5][i];
+        }
+        // A tie between the first two: the lower pool id (opened first) goes.
+        let c = lowest_score(&Constant(vec![1.0, 1.0, 2.0]), &pools, 1_000).unwrap();
+        assert_eq!((c.index, c.fell_back), (1, false));
+        // Wrong length or NaN: the seed formula decides (the least recently used here).
+        for bad in [vec![1.0], vec![f64::NAN, 0.0, 0.0]] {
+            let c = lowest_score(&Constant(bad), &pools, 1_000).unwrap();
+            assert_eq!((c.index, c.fell_back), (1, true));
+            assert_eq!(c.score, SeedPolicy.score(&pools[1], 1_000));
+        }
+        assert!(lowest_score(&SeedPolicy, &[], 0).is_none());
     }
 
     #[test]

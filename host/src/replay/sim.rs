@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::trace::Trace;
 use crate::pool::{
-    EvictionIndex, EvictionPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,
+    has_stable_key, lowest_score, EvictionIndex, EvictionPolicy, PoolStats, Usage, PINNED_PRIORITY,
 };
 
 /// How to replay.
@@ -79,14 +79,12 @@ impl SimResult {
     }
 }
 
-/// An open pool, as the manager's `OpenPool` + `Usage` (host/src/pool/stats.rs).
+/// An open pool, as the manager's `OpenPool` (with the manager's own `Usage`).
 #[derive(Debug, Clone, Copy)]
 struct Open {
     seq: u64,
     priority: i32,
-    use_count: u64,
-    first_used_ms: u64,
-    last_used_ms: u64,
+    usage: Usage,
     opened_at_ms: u64,
     /// Where it is in the index, if it is.
     index_key: Option<f64>,
@@ -96,20 +94,7 @@ struct Open {
 
 impl Open {
     fn record(&mut self, now_ms: u64) {
-        if self.use_count == 0 {
-            self.first_used_ms = now_ms;
-        }
-        self.use_count += 1;
-        self.last_used_ms = self.last_used_ms.max(now_ms);
-    }
-
-    fn avg_interval_ms(&self) -> f64 {
-        if self.use_count < 2 {
-            0.0
-        } else {
-            self.last_used_ms.saturating_sub(self.first_used_ms) as f64
-                / (self.use_count - 1) as f64
-        }
+        self.usage.record(now_ms);
     }
 
     fn stats<'a>(&self, name: &'a str) -> PoolStats<'a> {
@@ -117,29 +102,14 @@ impl Open {
             pool_id: self.seq,
             db_name: name,
             priority: self.priority,
-            use_count: self.use_count,
-            avg_interval_ms: self.avg_interval_ms(),
-            last_used_ms: self.last_used_ms,
+            use_count: self.usage.use_count,
+            avg_interval_ms: self.usage.avg_interval_ms(),
+            last_used_ms: self.usage.last_used_ms,
             opened_at_ms: self.opened_at_ms,
             in_flight: 0,
             watch_count: 0,
         }
     }
-}
-
-fn is_ordered(policy: &dyn EvictionPolicy) -> bool {
-    let probe = PoolStats {
-        pool_id: 0,
-        db_name: "",
-        priority: DEFAULT_PRIORITY,
-        use_count: 0,
-        avg_interval_ms: 0.0,
-        last_used_ms: 0,
-        opened_at_ms: 0,
-        in_flight: 0,
-        watch_count: 0,
-    };
-    policy.stable_key(&probe).is_some()
 }
 
 struct Sim<'t> {
@@ -195,18 +165,8 @@ impl Sim<'_> {
             .zip(&entries)
             .map(|(&k, e)| e.stats(&self.trace.names[k as usize]))
             .collect();
-        let mut scores = self.policy.score_all(&stats, now_ms);
-        let mut fell_back = false;
-        if scores.len() != stats.len() || scores.iter().any(|s| s.is_nan()) {
-            fell_back = true;
-            scores = SeedPolicy.score_all(&stats, now_ms);
-        }
-        candidates
-            .iter()
-            .zip(&entries)
-            .zip(scores)
-            .min_by(|((_, a), sa), ((_, b), sb)| sa.total_cmp(sb).then(a.seq.cmp(&b.seq)))
-            .map(|((&k, _), _)| (k, fell_back))
+        let choice = lowest_score(self.policy, &stats, now_ms)?;
+        Some((candidates[choice.index], choice.fell_back))
     }
 
     fn close(&mut self, k: u32, now_ms: u64) {
@@ -227,7 +187,7 @@ impl Sim<'_> {
 /// Replays `trace` against `policy` with the settings of `config`.
 pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) -> SimResult {
     let started = Instant::now();
-    let ordered = is_ordered(policy);
+    let ordered = has_stable_key(policy);
     let mut sim = Sim {
         trace,
         policy,
@@ -279,9 +239,7 @@ pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) 
         let mut entry = Open {
             seq: sim.next_seq,
             priority: trace.priorities[k as usize],
-            use_count: 0,
-            first_used_ms: now,
-            last_used_ms: now,
+            usage: Usage::new(now),
             opened_at_ms: now,
             index_key: None,
             pos: sim.dense.len(),
