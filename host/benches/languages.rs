@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, oid::ObjectId, Document};
 use polymongo::pool::PolyMongo;
-use polymongo::runtime::{Loaded, Plugin, Request, Response, Runtime, RuntimeConfig};
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{
-    Component, ComponentExportIndex, InstancePre, Linker, ResourceTable, ResourceType,
-};
-use wasmtime::{Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use polymongo::runtime::{Loaded, Plugin, Runtime, RuntimeConfig};
+use wasmtime::component::Component;
+
+#[path = "support/bare.rs"]
+mod bare;
+
+use bare::{request, Bare};
 
 /// (language, fixture, `log` calls per `/log-loop` request).
 const LANGUAGES: &[(&str, &str, u32)] = &[
@@ -38,110 +38,6 @@ const LANGUAGES: &[(&str, &str, u32)] = &[
     ("JavaScript", "bench-js", 200),
     ("Python", "bench-py", 1000),
 ];
-
-struct BareState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for BareState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// The minimal wasmtime host for the same component.
-struct Bare {
-    engine: Engine,
-    pre: InstancePre<BareState>,
-    handle: ComponentExportIndex,
-}
-
-impl Bare {
-    fn new(engine: &Engine, component: &Component) -> Self {
-        let mut linker: Linker<BareState> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
-        linker
-            .instance("polymongo:plugin/log@0.1.0")
-            .expect("log instance")
-            .func_new("log", |_store, _ty, _params, _results| Ok(()))
-            .expect("log func");
-        stub_database(&mut linker, engine, component);
-        let pre = linker.instantiate_pre(component).expect("instantiate_pre");
-        let iface = component
-            .get_export_index(None, "polymongo:plugin/handler@0.1.0")
-            .expect("handler export");
-        let handle = component
-            .get_export_index(Some(&iface), "handle")
-            .expect("handle export");
-        Self {
-            engine: engine.clone(),
-            pre,
-            handle,
-        }
-    }
-
-    async fn call(&self, request: Request) -> u16 {
-        let state = BareState {
-            wasi: WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.set_epoch_deadline(u64::MAX / 2);
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("instantiate");
-        let func = instance
-            .get_typed_func::<(Request,), (Response,)>(&mut store, &self.handle)
-            .expect("typed handle");
-        let (response,) = func.call_async(&mut store, (request,)).await.expect("call");
-        response.status
-    }
-}
-
-/// Defines the `polymongo:plugin` imports other than `log` (the database) as functions that
-/// trap. (`Linker::define_unknown_imports_as_traps` would also shadow the WASI interfaces
-/// that guests import at a newer patch version than wasmtime-wasi names them.)
-fn stub_database(linker: &mut Linker<BareState>, engine: &Engine, component: &Component) {
-    for (name, item) in component.component_type().imports(engine) {
-        if !name.starts_with("polymongo:plugin/") || name.starts_with("polymongo:plugin/log@") {
-            continue;
-        }
-        let ComponentItem::ComponentInstance(instance) = item.ty else {
-            continue;
-        };
-        let mut stubs = linker.instance(name).expect("stub instance");
-        for (export, item) in instance.exports(engine) {
-            match item.ty {
-                ComponentItem::ComponentFunc(_) => stubs
-                    .func_new(export, |_store, _ty, _params, _results| {
-                        wasmtime::bail!("the bare host has no database")
-                    })
-                    .expect("stub func"),
-                ComponentItem::Resource(_) => stubs
-                    .resource(export, ResourceType::host::<()>(), |_, _| Ok(()))
-                    .expect("stub resource"),
-                _ => {}
-            }
-        }
-    }
-}
-
-fn request(tenant: &str, path: &str, query: &str) -> Request {
-    Request {
-        method: "GET".into(),
-        path: path.into(),
-        query: query.into(),
-        headers: Vec::new(),
-        body: Vec::new(),
-        tenant: tenant.into(),
-    }
-}
 
 /// Median of `f`'s durations: 3 warm-up runs, then runs until `budget` is spent (at least 5,
 /// at most `max`).

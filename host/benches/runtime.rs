@@ -18,132 +18,15 @@ use std::time::{Duration, Instant};
 use bson::{doc, oid::ObjectId, Document};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use polymongo::pool::PolyMongo;
-use polymongo::runtime::{Request, Runtime, RuntimeConfig};
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, ResourceTable, ResourceType};
-use wasmtime::Store;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use polymongo::runtime::{Runtime, RuntimeConfig};
+use wasmtime::component::Component;
+
+#[path = "support/bare.rs"]
+mod bare;
+
+use bare::{request, Bare};
 
 const LOG_CALLS: u32 = 1000;
-
-/// The WIT `log.level` enum, for the baseline's typed `log` import.
-#[allow(dead_code)] // constructed by the lifting code only
-#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift, Clone, Copy)]
-#[component(enum)]
-#[repr(u8)]
-enum Level {
-    #[component(name = "trace")]
-    Trace,
-    #[component(name = "debug")]
-    Debug,
-    #[component(name = "info")]
-    Info,
-    #[component(name = "warn")]
-    Warn,
-    #[component(name = "error")]
-    Error,
-}
-
-struct BareState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for BareState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// The minimal wasmtime host for the same component: WASI, a no-op `log`, traps for the rest.
-struct Bare {
-    engine: wasmtime::Engine,
-    pre: wasmtime::component::InstancePre<BareState>,
-    handle: wasmtime::component::ComponentExportIndex,
-}
-
-impl Bare {
-    fn new(engine: &wasmtime::Engine, bytes: &[u8]) -> Self {
-        let component = Component::from_binary(engine, bytes).expect("component");
-        let mut linker: Linker<BareState> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
-        linker
-            .instance("polymongo:plugin/log@0.1.0")
-            .expect("log instance")
-            .func_wrap("log", |_store, (_level, _message): (Level, String)| Ok(()))
-            .expect("log func");
-        // The database imports are stubbed (the baseline routes make no database calls).
-        // (`define_unknown_imports_as_traps` would also stub WASI interfaces imported at a
-        // newer patch version, clashing with the real ones.)
-        for (name, item) in component.component_type().imports(engine) {
-            if !name.starts_with("polymongo:plugin/database") {
-                continue;
-            }
-            let ComponentItem::ComponentInstance(instance) = item.ty else {
-                continue;
-            };
-            let mut stubs = linker.instance(name).expect("database instance");
-            for (export, item) in instance.exports(engine) {
-                match item.ty {
-                    ComponentItem::ComponentFunc(_) => stubs
-                        .func_new(export, |_store, _ty, _params, _results| {
-                            Err(wasmtime::Error::msg("the bare baseline has no database"))
-                        })
-                        .expect("stub func"),
-                    ComponentItem::Resource(_) => stubs
-                        .resource(export, ResourceType::host::<u32>(), |_, _| Ok(()))
-                        .expect("stub resource"),
-                    _ => {}
-                }
-            }
-        }
-        let pre = linker.instantiate_pre(&component).expect("instantiate_pre");
-        let iface = component
-            .get_export_index(None, "polymongo:plugin/handler@0.1.0")
-            .expect("handler export");
-        let handle = component
-            .get_export_index(Some(&iface), "handle")
-            .expect("handle export");
-        Self {
-            engine: engine.clone(),
-            pre,
-            handle,
-        }
-    }
-
-    async fn call(&self, request: Request) -> u16 {
-        let state = BareState {
-            wasi: WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.set_epoch_deadline(u64::MAX / 2);
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("instantiate");
-        let func = instance
-            .get_typed_func::<(Request,), (polymongo::runtime::Response,)>(&mut store, &self.handle)
-            .expect("typed handle");
-        let (response,) = func.call_async(&mut store, (request,)).await.expect("call");
-        response.status
-    }
-}
-
-fn request(tenant: &str, path: &str, query: &str) -> Request {
-    Request {
-        method: "GET".into(),
-        path: path.into(),
-        query: query.into(),
-        headers: Vec::new(),
-        body: Vec::new(),
-        tenant: tenant.into(),
-    }
-}
 
 /// Measures `f` `iters` times inside the runtime and returns the total elapsed time.
 fn timed<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, f: F) -> Duration
@@ -182,7 +65,10 @@ fn runtime_benches(c: &mut Criterion) {
         };
         (manager, runtime, plugin)
     });
-    let bare = Bare::new(runtime.engine(), &wasm);
+    let bare = Bare::new(
+        runtime.engine(),
+        &Component::from_binary(runtime.engine(), &wasm).expect("component"),
+    );
 
     // Sanity: both hosts answer.
     rt.block_on(async {
