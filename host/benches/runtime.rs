@@ -165,6 +165,37 @@ fn runtime_benches(c: &mut Criterion) {
             })
         })
     });
+    // A find-one that matches nothing: the same round trip without a document to carry back.
+    let missing = format!("id={}", ObjectId::new().to_hex());
+    group.bench_function("plugin_request_no_match", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, || async {
+                black_box(
+                    runtime
+                        .invoke(&plugin, request(&tenant, "/find-one", &missing))
+                        .await
+                        .expect("find-one"),
+                );
+            })
+        })
+    });
+    // The same find-one through the connection manager without wasm (lease + driver).
+    let managed = manager
+        .db(&tenant)
+        .expect("db")
+        .collection::<Document>("items");
+    group.bench_function("manager_direct", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, || async {
+                black_box(
+                    managed
+                        .find_one(doc! { "_id": id }, None)
+                        .await
+                        .expect("find_one"),
+                );
+            })
+        })
+    });
     group.bench_function("driver_direct", |b| {
         b.iter_custom(|iters| {
             timed(&rt, iters, || async {

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::options::{
     FindOneAndUpdateOptions, FindOneOptions, FindOptions, IndexOptions, ReturnDocument,
     UpdateModifications, UpdateOptions,
@@ -348,9 +348,16 @@ impl HostDb for RequestState {
             .projection(wit_try!(decode_opt(&options.projection, "projection")))
             .skip(options.skip)
             .build();
-        let coll = db.collection::<Document>(&collection);
+        // Raw documents: the server's bytes go to the guest as they are, with no decoding
+        // and re-encoding in between.
+        let coll = db.collection::<RawDocumentBuf>(&collection);
         let found = wit_try!(bounded(self.deadline, coll.find_one(filter, options)).await);
-        Ok(found.map(|d| self.encode_charged(&d)).transpose())
+        Ok(found
+            .map(|raw| {
+                let bytes = raw.into_bytes();
+                self.charge(bytes.len()).map(|()| bytes)
+            })
+            .transpose())
     }
 
     async fn insert_one(
