@@ -212,6 +212,22 @@ impl RequestState {
         Ok(self.table.get(handle)?.db.clone())
     }
 
+    /// The checked collection and decoded filter of an operation on `handle`'s database.
+    fn filtered(
+        &self,
+        handle: &Resource<DbHandle>,
+        collection: &str,
+        filter: &[u8],
+    ) -> wasmtime::Result<WitResult<(pool::Collection<Document>, Document)>> {
+        let db = self.db_of(handle)?;
+        Ok(check_collection(collection).and_then(|()| {
+            Ok((
+                db.collection::<Document>(collection),
+                decode(filter, "filter")?,
+            ))
+        }))
+    }
+
     /// Counts `bytes` of results against the per-call and per-request caps.
     fn charge(&mut self, bytes: usize) -> WitResult<()> {
         let limits = self.scope.limits;
@@ -424,9 +440,7 @@ impl HostDb for RequestState {
         replacement: Vec<u8>,
         options: WitUpdateOptions,
     ) -> wasmtime::Result<WitResult<WitUpdateResult>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         let replacement = wit_try!(decode(&replacement, "replacement"));
         if replacement.keys().any(|k| k.starts_with('$')) {
             return Ok(Err(invalid(
@@ -436,7 +450,6 @@ impl HostDb for RequestState {
         let options = mongodb::options::ReplaceOptions::builder()
             .upsert(options.upsert)
             .build();
-        let coll = db.collection::<Document>(&collection);
         let result = wit_try!(
             bounded(
                 self.deadline,
@@ -453,10 +466,7 @@ impl HostDb for RequestState {
         collection: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<u64>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
-        let coll = db.collection::<Document>(&collection);
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         Ok(bounded(self.deadline, coll.delete_one(filter)).await)
     }
 
@@ -466,10 +476,7 @@ impl HostDb for RequestState {
         collection: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<u64>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
-        let coll = db.collection::<Document>(&collection);
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         Ok(bounded(self.deadline, coll.delete_many(filter)).await)
     }
 
@@ -479,10 +486,7 @@ impl HostDb for RequestState {
         collection: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<u64>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
-        let coll = db.collection::<Document>(&collection);
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         Ok(bounded(self.deadline, coll.count_documents(filter)).await)
     }
 
@@ -513,10 +517,7 @@ impl HostDb for RequestState {
         field: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<Vec<u8>>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
-        let coll = db.collection::<Document>(&collection);
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         let values = wit_try!(bounded(self.deadline, coll.distinct(&field, filter)).await);
         Ok(self.encode_charged(&doc! { "values": values }))
     }
@@ -529,9 +530,7 @@ impl HostDb for RequestState {
         update: Vec<u8>,
         options: WitFindOneAndUpdateOptions,
     ) -> wasmtime::Result<WitResult<Option<Vec<u8>>>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         let update = wit_try!(update_modifications(&update));
         let opts = FindOneAndUpdateOptions::builder()
             .sort(wit_try!(decode_opt(&options.sort, "sort")))
@@ -543,7 +542,6 @@ impl HostDb for RequestState {
                 ReturnDocument::Before
             })
             .build();
-        let coll = db.collection::<Document>(&collection);
         let found = wit_try!(
             bounded(
                 self.deadline,
@@ -612,12 +610,9 @@ impl RequestState {
         options: WitUpdateOptions,
         many: bool,
     ) -> wasmtime::Result<WitResult<WitUpdateResult>> {
-        let db = self.db_of(&this)?;
-        wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
         let update = wit_try!(update_modifications(&update));
         let options = UpdateOptions::builder().upsert(options.upsert).build();
-        let coll = db.collection::<Document>(&collection);
         let result = if many {
             wit_try!(bounded(self.deadline, coll.update_many(filter, update, options)).await)
         } else {
