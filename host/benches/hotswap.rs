@@ -15,9 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polymongo::plugins::{PluginRegistry, WatchConfig};
-use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, PoolStats, SeedPolicy};
+use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, SeedPolicy};
 use polymongo::runtime::{Loaded, Runtime, RuntimeConfig};
 use sha2::Digest;
+
+#[path = "support/pools.rs"]
+mod pools;
+
+use pools::synthetic_pools;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -91,28 +96,6 @@ async fn reload_times(
     }
     times.sort();
     times
-}
-
-fn pools(n: usize) -> Vec<PoolStats<'static>> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            PoolStats {
-                pool_id: i as u64,
-                db_name: "",
-                priority: 100,
-                use_count: 1 + x % 500,
-                avg_interval_ms: 1.0 + (x % 10_000) as f64,
-                last_used_ms: 1_700_000_000_000 + (x >> 20) % 600_000,
-                opened_at_ms: 1_700_000_000_000,
-                in_flight: 0,
-                watch_count: 0,
-            }
-        })
-        .collect()
 }
 
 fn time_per_call(iters: usize, mut f: impl FnMut()) -> Duration {
@@ -205,7 +188,7 @@ fn main() {
     let wasm_seed = scorer_policy("scorer-seed");
     let wasm_adaptive = scorer_policy("scorer-adaptive");
     for n in [1_000usize, 10_000] {
-        let stats = pools(n);
+        let stats = synthetic_pools(n, 0x9E37_79B9_7F4A_7C15);
         let now = 1_700_000_700_000;
         let mut index = EvictionIndex::new();
         for p in &stats {

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, PoolStats, SeedPolicy};
 
+#[path = "support/pools.rs"]
+mod pools;
+
+use pools::synthetic_pools;
+
 const POOLS: usize = 10_000;
 
 struct FakePool {
@@ -29,23 +34,8 @@ struct FakePool {
 fn fake_pools(protected_low: usize) -> (Vec<Arc<str>>, HashMap<Arc<str>, FakePool>) {
     let mut names = Vec::with_capacity(POOLS);
     let mut pools = HashMap::with_capacity(POOLS);
-    let mut x: u64 = 0x1234_5678;
-    for i in 0..POOLS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+    for (i, stats) in synthetic_pools(POOLS, 0x1234_5678).into_iter().enumerate() {
         let name: Arc<str> = Arc::from(format!("tenant-{i:05}"));
-        let stats = PoolStats {
-            pool_id: i as u64,
-            db_name: "",
-            priority: 100,
-            use_count: 1 + x % 500,
-            avg_interval_ms: 1.0 + (x % 10_000) as f64,
-            last_used_ms: 1_700_000_000_000 + (x >> 20) % 600_000,
-            opened_at_ms: 1_700_000_000_000,
-            in_flight: 0,
-            watch_count: 0,
-        };
         names.push(name.clone());
         pools.insert(
             name,
