@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use polymongo::plugins::{PluginRegistry, WatchConfig};
 use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, SeedPolicy};
-use polymongo::runtime::{Loaded, Runtime, RuntimeConfig};
-use sha2::Digest;
+use polymongo::runtime::{ContentHash, Loaded, Runtime, RuntimeConfig};
 
 #[path = "support/pools.rs"]
 mod pools;
@@ -39,8 +38,8 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-fn sha(bytes: &[u8]) -> String {
-    format!("{:x}", sha2::Sha256::digest(bytes))
+fn version(bytes: &[u8]) -> String {
+    ContentHash::of(bytes).to_hex()
 }
 
 /// Alternates `a` and `b` as `svc.wasm` in a watched folder and times rename → serving.
@@ -62,7 +61,7 @@ async fn reload_times(
     .expect("runtime");
     let registry = Arc::new(PluginRegistry::new(runtime, dir.path()));
     let versions = [std::fs::read(a).expect("a"), std::fs::read(b).expect("b")];
-    let shas = [sha(&versions[0]), sha(&versions[1])];
+    let versions_served = [version(&versions[0]), version(&versions[1])];
     std::fs::write(dir.path().join("svc.wasm"), &versions[0]).expect("deploy a");
     registry.load_all().await.expect("load");
     let _watcher = registry.watch(WatchConfig::default()).expect("watch");
@@ -76,11 +75,11 @@ async fn reload_times(
         loop {
             let serving = registry
                 .get("svc")
-                .map(|p| p.sha256() == shas[next])
+                .map(|p| p.version() == versions_served[next])
                 .unwrap_or(false)
                 || registry
                     .scorer("svc")
-                    .map(|s| s.sha256() == shas[next])
+                    .map(|s| s.version() == versions_served[next])
                     .unwrap_or(false);
             if serving {
                 break;

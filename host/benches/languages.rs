@@ -195,7 +195,7 @@ fn main() {
             .find(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(plugin.sha256()) && n.ends_with(".cwasm"))
+                    .is_some_and(|n| n.starts_with(plugin.version()) && n.ends_with(".cwasm"))
             })
             .expect("the compile cache has the artifact");
         let artifact = std::fs::read(&artifact_path).expect("artifact");

@@ -36,12 +36,11 @@ async fn version(host: &Host) -> (StatusCode, serde_json::Value) {
 }
 
 fn serving(host: &Host, name: &str) -> Option<String> {
-    host.registry.get(name).map(|p| p.sha256().to_string())
+    host.registry.get(name).map(|p| p.version().to_string())
 }
 
-fn sha_of(path: &std::path::Path) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
+fn version_of(path: &std::path::Path) -> String {
+    polymongo::runtime::ContentHash::of(&std::fs::read(path).unwrap()).to_hex()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,9 +72,9 @@ async fn replacing_a_plugin_under_load_loses_no_request() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let b = fixture_wasm("version-b");
     host.deploy("svc", &b);
-    let b_sha = sha_of(&b);
+    let b_version = version_of(&b);
     eventually(SETTLE, "version b serving", || {
-        serving(&host, "svc").as_deref() == Some(&b_sha)
+        serving(&host, "svc").as_deref() == Some(&b_version)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -257,7 +256,7 @@ async fn the_compile_cache_serves_known_components_and_survives_corruption() {
     let artifact = entries[0].clone();
     let name = artifact.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        name.starts_with(&sha_of(&fixture_wasm("version-a"))) && name.ends_with(".cwasm"),
+        name.starts_with(&version_of(&fixture_wasm("version-a"))) && name.ends_with(".cwasm"),
         "{name}"
     );
 
@@ -364,12 +363,12 @@ async fn deploying_a_scorer_changes_eviction_decisions() {
 
     // Deploy the LRU scorer under the active name: the next decision uses it.
     let lru = bundled_wasm("scorer-lru");
-    let lru_sha = sha_of(&lru);
+    let lru_version = version_of(&lru);
     host.deploy("policy", &lru);
     eventually(SETTLE, "LRU scorer loaded", || {
         host.registry
             .scorer("policy")
-            .is_some_and(|s| s.sha256() == lru_sha)
+            .is_some_and(|s| s.version() == lru_version)
     })
     .await;
     close_all(&host).await;

@@ -14,11 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::pool::{builtin_policy, EvictionPolicy, SeedPolicy};
 use crate::runtime::{
-    valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
+    valid_plugin_name, ContentHash, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
 };
 
 /// Whether a deployed file is serving.
@@ -217,8 +216,20 @@ impl PluginRegistry {
         {
             return;
         }
-        let bytes = match tokio::fs::read(path).await {
-            Ok(b) => b,
+        let manifest_text = match tokio::fs::read_to_string(path.with_extension("toml")).await {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.record_failure(name, None, "io".into(), LoadError::Manifest(format!("{e}")));
+                return;
+            }
+        };
+        let hashing = path.to_path_buf();
+        let hashed = tokio::task::spawn_blocking(move || ContentHash::of_file(&hashing))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let (hash, size) = match hashed {
+            Ok(hashed) => hashed,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
                 self.record_failure(
@@ -230,18 +241,9 @@ impl PluginRegistry {
                 return;
             }
         };
-        let manifest_text = match tokio::fs::read_to_string(path.with_extension("toml")).await {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                self.record_failure(name, None, "io".into(), LoadError::Manifest(format!("{e}")));
-                return;
-            }
-        };
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
         let fingerprint = match &manifest_text {
-            Some(text) => format!("{sha256}+{:x}", Sha256::digest(text.as_bytes())),
-            None => sha256.clone(),
+            Some(text) => format!("{hash}+{}", ContentHash::of(text.as_bytes())),
+            None => hash.to_hex(),
         };
         if let Some(file) = self.lock_files().get_mut(name) {
             if file.fingerprint == fingerprint {
@@ -260,8 +262,9 @@ impl PluginRegistry {
                 Ok(manifest) => {
                     let runtime = self.runtime.clone();
                     let owned = name.to_string();
+                    let path = path.to_path_buf();
                     tokio::task::spawn_blocking(move || {
-                        runtime.load_bytes_with_hash(&owned, &bytes, sha256, manifest)
+                        runtime.load_file_hashed(&owned, &path, hash, size, manifest)
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -312,7 +315,7 @@ impl PluginRegistry {
             Loaded::Tenant(plugin) => {
                 tracing::info!(
                     plugin = plugin.name(),
-                    version = plugin.sha256(),
+                    version = plugin.version(),
                     size = plugin.size(),
                     "tenant plugin published"
                 );
@@ -328,7 +331,7 @@ impl PluginRegistry {
             Loaded::Scorer(component) => {
                 tracing::info!(
                     scorer = component.name(),
-                    version = component.sha256(),
+                    version = component.version(),
                     "scorer published"
                 );
                 let name = component.name().to_string();
@@ -436,7 +439,7 @@ impl PluginRegistry {
                 if let Some(p) = plugins.get(name) {
                     PluginInfo {
                         kind: Some(ComponentKind::Tenant),
-                        version: Some(p.sha256().to_string()),
+                        version: Some(p.version().to_string()),
                         size: Some(p.size()),
                         loaded_at_ms: Some(epoch_ms(p.loaded_at())),
                         grants: p.grants().to_vec(),
@@ -446,7 +449,7 @@ impl PluginRegistry {
                 } else if let Some(s) = scorers.get(name) {
                     PluginInfo {
                         kind: Some(ComponentKind::Scorer),
-                        version: Some(s.component.sha256().to_string()),
+                        version: Some(s.component.version().to_string()),
                         size: Some(s.component.size()),
                         loaded_at_ms: Some(epoch_ms(s.loaded_at)),
                         active_scorer: self.active_scorer.as_deref() == Some(name.as_str()),

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::runtime::{ScorerComponent, WasmScorer};
@@ -78,14 +76,8 @@ impl ScorerLoader {
 
     /// Compiles `bytes` as scorer `name` and checks it implements the `scorer` world.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<ScorerComponent>> {
-        let sha256: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
-        let scorer = ScorerComponent::new(&self.engine, name, sha256, bytes.len(), &component)
-            .map_err(|e| anyhow::anyhow!("{name} is not a scorer: {e}"))?;
+        let scorer = ScorerComponent::from_bytes(&self.engine, name, bytes)
+            .map_err(|e| anyhow::anyhow!("loading scorer {name}: {e}"))?;
         Ok(Arc::new(scorer))
     }
 

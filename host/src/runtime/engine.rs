@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
@@ -22,6 +21,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
 use super::bindings::{TenantPlugin, TenantPluginPre};
+use super::content_hash::ContentHash;
 use super::error::{InvokeError, LoadError};
 use super::manifest::{Limits, Manifest};
 use super::scorer::ScorerComponent;
@@ -92,7 +92,7 @@ impl Drop for RuntimeInner {
 /// One compiled version of a tenant plugin, ready to instantiate.
 pub struct Plugin {
     name: Arc<str>,
-    sha256: String,
+    version: String,
     size: usize,
     loaded_at: SystemTime,
     scope: Arc<PluginScope>,
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin")
             .field("name", &self.name)
-            .field("sha256", &self.sha256)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -115,9 +115,9 @@ impl Plugin {
         &self.name
     }
 
-    /// Hex SHA-256 of the component bytes: the version.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
+    /// The version: hex BLAKE3 of the component bytes.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Size of the component in bytes.
@@ -144,6 +144,25 @@ impl Plugin {
     pub fn in_flight(&self) -> u32 {
         self.scope.limits.max_concurrent - self.permits.available_permits() as u32
     }
+}
+
+/// Where the bytes of a component to load come from.
+enum Source<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A file the caller already hashed (and measured).
+    File {
+        path: &'a Path,
+        hash: ContentHash,
+        size: u64,
+    },
+}
+
+/// A compiled component with the hash and size of the bytes it was compiled from.
+struct Compiled {
+    component: Component,
+    hash: ContentHash,
+    size: usize,
 }
 
 /// A component loaded from the plugins folder: its kind is told by its exports.
@@ -202,18 +221,20 @@ impl Runtime {
         &self.inner.manager
     }
 
-    /// Loads `path` (and the manifest beside it) as component `name`, compiling off the
-    /// async runtime.
+    /// Loads `path` (and the manifest beside it) as component `name`, hashing and compiling
+    /// off the async runtime.
     pub async fn load_file(&self, name: &str, path: &Path) -> Result<Loaded, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
         let manifest = Manifest::load_beside(path)?;
         let this = self.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || this.load_bytes(&name, &bytes, manifest))
-            .await
-            .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let (hash, size) = ContentHash::of_file(&path)
+                .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+            this.load_file_hashed(&name, &path, hash, size, manifest)
+        })
+        .await
+        .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
     }
 
     /// Compiles `bytes` (or takes it from the compile cache) as component `name` and checks
@@ -225,15 +246,28 @@ impl Runtime {
         bytes: &[u8],
         manifest: Option<Manifest>,
     ) -> Result<Loaded, LoadError> {
-        self.load_bytes_with_hash(name, bytes, hex(&Sha256::digest(bytes)), manifest)
+        self.load(name, Source::Bytes(bytes), manifest)
     }
 
-    /// [`load_bytes`](Self::load_bytes) when the hex SHA-256 of `bytes` is already known.
-    pub fn load_bytes_with_hash(
+    /// Loads the component file at `path`, whose content hash and size the caller computed
+    /// with [`ContentHash::of_file`], as component `name`. On a compile-cache hit the file is not
+    /// read again; on a miss it is read, re-hashed (the version is what was compiled, even if
+    /// the file changed since it was hashed) and compiled. Blocking.
+    pub fn load_file_hashed(
         &self,
         name: &str,
-        bytes: &[u8],
-        sha256: String,
+        path: &Path,
+        hash: ContentHash,
+        size: u64,
+        manifest: Option<Manifest>,
+    ) -> Result<Loaded, LoadError> {
+        self.load(name, Source::File { path, hash, size }, manifest)
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        source: Source<'_>,
         manifest: Option<Manifest>,
     ) -> Result<Loaded, LoadError> {
         if !valid_plugin_name(name) {
@@ -252,7 +286,11 @@ impl Runtime {
                 self.inner.config.max_memory_bytes >> 20
             )));
         }
-        let component = self.compile(bytes, &sha256)?;
+        let Compiled {
+            component,
+            hash,
+            size,
+        } = self.compile(source)?;
         let as_tenant = self
             .inner
             .linker
@@ -263,8 +301,8 @@ impl Runtime {
             Ok(pre) => {
                 return Ok(Loaded::Tenant(Plugin {
                     name: Arc::from(name),
-                    sha256,
-                    size: bytes.len(),
+                    version: hash.to_hex(),
+                    size,
                     loaded_at: SystemTime::now(),
                     scope: Arc::new(PluginScope {
                         plugin: Arc::from(name),
@@ -277,7 +315,7 @@ impl Runtime {
             }
             Err(e) => e,
         };
-        match ScorerComponent::new(&self.inner.engine, name, sha256, bytes.len(), &component) {
+        match ScorerComponent::new(&self.inner.engine, name, hash, size, &component) {
             Ok(scorer) => Ok(Loaded::Scorer(scorer)),
             Err(scorer_error) => Err(LoadError::WrongWorld(format!(
                 "neither a tenant plugin ({tenant_error}) nor a scorer ({scorer_error})"
@@ -286,33 +324,83 @@ impl Runtime {
     }
 
     /// Compiles a component, or loads the artifact compiled earlier for the same bytes.
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
+    fn compile(&self, source: Source<'_>) -> Result<Compiled, LoadError> {
         let engine = &self.inner.engine;
-        let Some(dir) = &self.inner.config.cache_dir else {
-            return Component::from_binary(engine, bytes)
-                .map_err(|e| LoadError::Compile(format!("{e:#}")));
-        };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
-        if path.exists() {
-            // SAFETY: the cache folder holds only artifacts this host serialized with a
-            // compatible engine (the file name carries the engine's compatibility hash), and
-            // the configuration requires that only the host writes there. The file is mapped,
-            // not copied (a large component loads in a few ms instead of tens): the host never
-            // modifies an entry in place (new entries are renamed into place, bad ones are
-            // unlinked), and nothing else may either, or a mapped file could be truncated
-            // under a running component.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "discarding an unusable compile-cache entry");
-                    let _ = std::fs::remove_file(&path);
-                }
+        let cache = self.inner.config.cache_dir.as_deref();
+        if let (Some(dir), Source::File { hash, size, .. }) = (cache, &source) {
+            if let Some(component) = self.cached(dir, hash) {
+                return Ok(Compiled {
+                    component,
+                    hash: *hash,
+                    size: *size as usize,
+                });
             }
+        }
+        let read;
+        let bytes = match source {
+            Source::Bytes(bytes) => bytes,
+            Source::File { path, .. } => {
+                read = std::fs::read(path)
+                    .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+                &read[..]
+            }
+        };
+        let hash = ContentHash::of(bytes);
+        if let Some(component) = cache.and_then(|dir| self.cached(dir, &hash)) {
+            return Ok(Compiled {
+                component,
+                hash,
+                size: bytes.len(),
+            });
         }
         let component = Component::from_binary(engine, bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        if let Some(dir) = cache {
+            self.store_in_cache(dir, &hash, &component);
+        }
+        Ok(Compiled {
+            component,
+            hash,
+            size: bytes.len(),
+        })
+    }
+
+    /// Where the artifact of the component with `hash` is cached for this engine.
+    fn cache_path(&self, dir: &Path, hash: &ContentHash) -> PathBuf {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    /// The cached artifact of the component with `hash`, if there is a usable one.
+    fn cached(&self, dir: &Path, hash: &ContentHash) -> Option<Component> {
+        let path = self.cache_path(dir, hash);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the cache folder holds only artifacts this host serialized with a
+        // compatible engine (the file name carries the engine's compatibility hash), and
+        // the configuration requires that only the host writes there. The file is mapped,
+        // not copied (a large component loads in a few ms instead of tens): the host never
+        // modifies an entry in place (new entries are renamed into place, bad ones are
+        // unlinked), and nothing else may either, or a mapped file could be truncated
+        // under a running component.
+        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "discarding an unusable compile-cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Writes the artifact of a freshly compiled component to the cache (best effort).
+    fn store_in_cache(&self, dir: &Path, hash: &ContentHash, component: &Component) {
+        let path = self.cache_path(dir, hash);
         let stored = component
             .serialize()
             .map_err(|e| e.to_string())
@@ -325,7 +413,6 @@ impl Runtime {
         if let Err(e) = stored {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compile cache");
         }
-        Ok(component)
     }
 
     /// The runtime's configuration.
@@ -490,8 +577,4 @@ pub fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>)
             "cannot start the epoch ticker; plugin deadlines will not be enforced: {e}"
         );
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

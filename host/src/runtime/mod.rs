@@ -4,6 +4,7 @@
 //! Doors run one way: the gateway calls the runtime, the runtime calls the pool.
 
 mod bindings;
+mod content_hash;
 mod engine;
 mod error;
 mod host_db;
@@ -13,6 +14,7 @@ mod scorer;
 mod state;
 
 pub use bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
+pub use content_hash::ContentHash;
 pub use engine::{
     new_engine, spawn_epoch_ticker, valid_plugin_name, InvokeTimings, Loaded, Plugin, Runtime,
     RuntimeConfig,

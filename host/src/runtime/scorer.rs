@@ -19,6 +19,7 @@ use super::bindings::scorer::exports::polymongo::plugin::scoring::{
     Event, EventKind, PoolStats as WitPoolStats,
 };
 use super::bindings::scorer::{Scorer, ScorerPre};
+use super::content_hash::ContentHash;
 use super::error::LoadError;
 use super::state::MemoryLimiter;
 use crate::pool::{EvictionPolicy, PoolStats};
@@ -48,7 +49,7 @@ impl WasiView for ScorerState {
 /// A compiled scorer component, ready to instantiate.
 pub struct ScorerComponent {
     name: String,
-    sha256: String,
+    version: String,
     size: usize,
     engine: Engine,
     pre: ScorerPre<ScorerState>,
@@ -58,7 +59,7 @@ impl std::fmt::Debug for ScorerComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScorerComponent")
             .field("name", &self.name)
-            .field("sha256", &self.sha256)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -67,21 +68,22 @@ impl ScorerComponent {
     /// Compiles `bytes` on `engine` (see [`new_engine`](super::new_engine)) and checks that
     /// it implements the `scorer` world: for tools that score without a host (trace replay).
     pub fn from_bytes(engine: &Engine, name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
-        use sha2::Digest;
         let component = Component::from_binary(engine, bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let sha256 = sha2::Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Self::new(engine, name, sha256, bytes.len(), &component)
+        Self::new(
+            engine,
+            name,
+            ContentHash::of(bytes),
+            bytes.len(),
+            &component,
+        )
     }
 
     /// Checks that `component` implements the `scorer` world.
     pub(crate) fn new(
         engine: &Engine,
         name: &str,
-        sha256: String,
+        hash: ContentHash,
         size: usize,
         component: &Component,
     ) -> Result<Self, LoadError> {
@@ -95,7 +97,7 @@ impl ScorerComponent {
             ScorerPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(Self {
             name: name.to_string(),
-            sha256,
+            version: hash.to_hex(),
             size,
             engine: engine.clone(),
             pre,
@@ -107,9 +109,9 @@ impl ScorerComponent {
         &self.name
     }
 
-    /// Hex SHA-256 of the component: the version.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
+    /// The version: hex BLAKE3 of the component bytes.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Size of the component in bytes.
