@@ -43,7 +43,12 @@ fn version(bytes: &[u8]) -> String {
 }
 
 /// Alternates `a` and `b` as `svc.wasm` in a watched folder and times rename → serving.
-async fn reload_times(
+///
+/// The watcher runs on `rt`; this thread polls the registry every 50 µs while sleeping in
+/// between, so that the observer takes no CPU from the reload it measures (the machine has
+/// two cores, and hashing uses both).
+fn reload_times(
+    rt: &tokio::runtime::Runtime,
     manager: &PolyMongo,
     a: &Path,
     b: &Path,
@@ -63,8 +68,11 @@ async fn reload_times(
     let versions = [std::fs::read(a).expect("a"), std::fs::read(b).expect("b")];
     let versions_served = [version(&versions[0]), version(&versions[1])];
     std::fs::write(dir.path().join("svc.wasm"), &versions[0]).expect("deploy a");
-    registry.load_all().await.expect("load");
-    let _watcher = registry.watch(WatchConfig::default()).expect("watch");
+    rt.block_on(registry.load_all()).expect("load");
+    let _watcher = {
+        let _context = rt.enter();
+        registry.watch(WatchConfig::default()).expect("watch")
+    };
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let next = (round + 1) % 2;
@@ -88,8 +96,7 @@ async fn reload_times(
                 started.elapsed() < Duration::from_secs(120),
                 "version never served"
             );
-            // Yield rather than sleep: the timer's 1 ms granularity would dominate.
-            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_micros(50));
         }
         times.push(started.elapsed());
     }
@@ -109,7 +116,17 @@ fn time_per_call(iters: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; ignore arguments.
+    // `cargo bench` passes `--bench`; other arguments are words that select rows: a row runs
+    // when each word is a word of "<component> <cache>" (or of "decision" for the scoring
+    // section), e.g. `-- Python cached`.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |row: &str| {
+        let words: Vec<&str> = row.split(|c: char| !c.is_alphanumeric()).collect();
+        filter.iter().all(|f| words.contains(&f.as_str()))
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -145,21 +162,21 @@ fn main() {
         ),
     ];
     for (label, a, b) in &pairs {
+        if !wanted(&format!("{label} cached")) && !wanted(&format!("{label} uncached")) {
+            continue;
+        }
         let size = std::fs::metadata(a).map(|m| m.len()).unwrap_or(0);
         let cache = tempfile::tempdir().expect("cache dir");
         // Warm the cache with both versions.
-        rt.block_on(reload_times(
-            &manager,
-            a,
-            b,
-            Some(cache.path().to_path_buf()),
-            2,
-        ));
+        reload_times(&rt, &manager, a, b, Some(cache.path().to_path_buf()), 2);
         for (mode, cache_dir, rounds) in [
             ("cached", Some(cache.path().to_path_buf()), 20),
             ("uncached", None, if size > 5 << 20 { 3 } else { 10 }),
         ] {
-            let times = rt.block_on(reload_times(&manager, a, b, cache_dir, rounds));
+            if !wanted(&format!("{label} {mode}")) {
+                continue;
+            }
+            let times = reload_times(&rt, &manager, a, b, cache_dir, rounds);
             println!(
                 "| {label} | {:.1} MB | {mode} | {rounds} | {} | {} | {} |",
                 size as f64 / 1e6,
@@ -170,6 +187,10 @@ fn main() {
         }
     }
 
+    if !wanted("decision") {
+        rt.block_on(manager.destroy()).expect("destroy");
+        return;
+    }
     println!("\n## One eviction decision\n");
     println!("| policy | evictable pools | p50 per decision |");
     println!("|---|---|---|");

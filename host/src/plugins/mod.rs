@@ -7,6 +7,7 @@
 //! writing `NAME.wasm.tmp` and renaming it to `NAME.wasm`.
 
 mod registry;
+mod scan;
 mod watcher;
 
 pub use registry::{ComponentKind, PluginInfo, PluginRegistry, PluginStatus, ReloadCounts};

@@ -15,9 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use super::scan::{self, Changed, ReadError, Stamp};
 use crate::pool::{builtin_policy, EvictionPolicy, SeedPolicy};
 use crate::runtime::{
-    valid_plugin_name, ContentHash, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
+    valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
 };
 
 /// Whether a deployed file is serving.
@@ -172,30 +173,23 @@ impl PluginRegistry {
     /// so a broken file is not recompiled at every scan.
     pub async fn rescan(&self) -> std::io::Result<()> {
         let _serial = self.scan_lock.lock().await;
-        let mut present = BTreeMap::new();
-        let mut entries = tokio::fs::read_dir(&self.dir).await?;
-        while let Some(entry) = entries.next_entry().await? {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
-                continue;
-            }
-            let Some(name) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            present.insert(name, path);
-        }
-        for (name, path) in &present {
-            self.consider(name, path).await;
+        let known: HashMap<String, Option<Stamp>> = self
+            .lock_files()
+            .iter()
+            .map(|(name, file)| (name.clone(), file.stamp))
+            .collect();
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || scan::scan(&dir, &known))
+            .await
+            .map_err(std::io::Error::other)??;
+        for changed in found.changed {
+            self.consider(changed).await;
         }
         let gone: Vec<String> = {
             let files = self.lock_files();
             files
                 .keys()
-                .filter(|n| !present.contains_key(*n))
+                .filter(|n| !found.present.contains(*n))
                 .cloned()
                 .collect()
         };
@@ -205,78 +199,41 @@ impl PluginRegistry {
         Ok(())
     }
 
-    /// Loads `path` as component `name` if its content changed since the last try.
-    async fn consider(&self, name: &str, path: &Path) {
-        let stamp = Stamp::of(path).await;
-        if stamp.is_some()
-            && self
-                .lock_files()
-                .get(name)
-                .is_some_and(|f| f.stamp == stamp)
-        {
-            return;
-        }
-        let manifest_text = match tokio::fs::read_to_string(path.with_extension("toml")).await {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                self.record_failure(name, None, "io".into(), LoadError::Manifest(format!("{e}")));
-                return;
-            }
-        };
-        let hashing = path.to_path_buf();
-        let hashed = tokio::task::spawn_blocking(move || ContentHash::of_file(&hashing))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        let (hash, size) = match hashed {
-            Ok(hashed) => hashed,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                self.record_failure(
-                    name,
-                    None,
-                    "io".into(),
-                    LoadError::Io(format!("{}: {e}", path.display())),
-                );
-                return;
-            }
-        };
-        let fingerprint = match &manifest_text {
-            Some(text) => format!("{hash}+{}", ContentHash::of(text.as_bytes())),
-            None => hash.to_hex(),
-        };
-        if let Some(file) = self.lock_files().get_mut(name) {
-            if file.fingerprint == fingerprint {
-                file.stamp = stamp;
-                return;
-            }
-        }
-        let result = if !valid_plugin_name(name) {
-            Err(LoadError::InvalidName(name.to_string()))
-        } else {
-            match manifest_text.as_deref().map(Manifest::parse).transpose() {
-                Err(e) => Err(LoadError::Manifest(format!(
-                    "{}: {e}",
-                    path.with_extension("toml").display()
-                ))),
-                Ok(manifest) => {
-                    let runtime = self.runtime.clone();
-                    let owned = name.to_string();
-                    let path = path.to_path_buf();
-                    tokio::task::spawn_blocking(move || {
-                        runtime.load_file_hashed(&owned, &path, hash, size, manifest)
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(LoadError::Compile(format!("compile task failed: {e}")))
-                    })
+    /// Loads a changed file if its content (bytes or manifest) changed since the last try.
+    async fn consider(&self, file: Changed) {
+        let known = self
+            .lock_files()
+            .get(&file.name)
+            .map(|f| f.fingerprint.clone());
+        let runtime = self.runtime.clone();
+        let name = file.name.clone();
+        let path = file.path.clone();
+        let attempt =
+            tokio::task::spawn_blocking(move || load_changed(&runtime, &name, &path, known))
+                .await
+                .unwrap_or_else(|e| Attempt::Failed {
+                    fingerprint: "io".into(),
+                    error: LoadError::Compile(format!("load task failed: {e}")),
+                });
+        let Changed { name, stamp, .. } = file;
+        match attempt {
+            Attempt::Gone => {}
+            Attempt::Unchanged => {
+                if let Some(state) = self.lock_files().get_mut(&name) {
+                    state.stamp = stamp;
                 }
             }
-        };
-        match result {
-            Ok(loaded) => {
+            Attempt::Failed { fingerprint, error } => {
+                // Without a trustworthy stamp the file is read again at the next scan.
+                let stamp = if fingerprint == "io" { None } else { stamp };
+                self.record_failure(&name, stamp, fingerprint, error)
+            }
+            Attempt::Loaded {
+                fingerprint,
+                loaded,
+            } => {
                 self.lock_files().insert(
-                    name.to_string(),
+                    name,
                     FileState {
                         stamp,
                         fingerprint,
@@ -285,7 +242,6 @@ impl PluginRegistry {
                 );
                 self.publish(loaded);
             }
-            Err(e) => self.record_failure(name, stamp, fingerprint, e),
         }
     }
 
@@ -467,34 +423,73 @@ impl PluginRegistry {
     }
 }
 
-/// Identity of a file's current content as far as metadata tells: (size, mtime, inode) of
-/// the wasm file and of its manifest, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    wasm: (u64, SystemTime, u64),
-    manifest: Option<(u64, SystemTime, u64)>,
+/// What came of reading and loading one changed file.
+enum Attempt {
+    /// The file disappeared meanwhile.
+    Gone,
+    /// Same bytes and manifest as last tried (only the metadata changed).
+    Unchanged,
+    /// Reading or loading failed (`fingerprint` is `io` when the content could not be read).
+    Failed {
+        fingerprint: String,
+        error: LoadError,
+    },
+    /// A new version, ready to publish.
+    Loaded { fingerprint: String, loaded: Loaded },
 }
 
-impl Stamp {
-    async fn of(wasm: &Path) -> Option<Self> {
-        async fn one(path: &Path) -> std::io::Result<(u64, SystemTime, u64)> {
-            let m = tokio::fs::metadata(path).await?;
-            #[cfg(unix)]
-            let ino = std::os::unix::fs::MetadataExt::ino(&m);
-            #[cfg(not(unix))]
-            let ino = 0;
-            Ok((m.len(), m.modified()?, ino))
+/// Reads `path` (hash and manifest) and, unless its fingerprint is `known`, loads it as
+/// component `name`. Blocking.
+fn load_changed(runtime: &Runtime, name: &str, path: &Path, known: Option<String>) -> Attempt {
+    let content = match scan::read_content(path) {
+        Ok(content) => content,
+        Err(ReadError::Gone) => return Attempt::Gone,
+        Err(ReadError::Wasm(e)) => {
+            return Attempt::Failed {
+                fingerprint: "io".into(),
+                error: LoadError::Io(format!("{}: {e}", path.display())),
+            }
         }
-        let wasm_stamp = one(wasm).await.ok()?;
-        let manifest = match one(&wasm.with_extension("toml")).await {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(_) => return None,
-        };
-        Some(Self {
-            wasm: wasm_stamp,
-            manifest,
-        })
+        Err(ReadError::Manifest(e)) => {
+            return Attempt::Failed {
+                fingerprint: "io".into(),
+                error: LoadError::Manifest(format!(
+                    "{}: {e}",
+                    path.with_extension("toml").display()
+                )),
+            }
+        }
+    };
+    if known.as_deref() == Some(content.fingerprint.as_str()) {
+        return Attempt::Unchanged;
+    }
+    let loaded = if !valid_plugin_name(name) {
+        Err(LoadError::InvalidName(name.to_string()))
+    } else {
+        match content
+            .manifest_text
+            .as_deref()
+            .map(Manifest::parse)
+            .transpose()
+        {
+            Err(e) => Err(LoadError::Manifest(format!(
+                "{}: {e}",
+                path.with_extension("toml").display()
+            ))),
+            Ok(manifest) => {
+                runtime.load_file_hashed(name, path, content.hash, content.size, manifest)
+            }
+        }
+    };
+    match loaded {
+        Ok(loaded) => Attempt::Loaded {
+            fingerprint: content.fingerprint,
+            loaded,
+        },
+        Err(error) => Attempt::Failed {
+            fingerprint: content.fingerprint,
+            error,
+        },
     }
 }
 

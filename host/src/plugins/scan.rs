@@ -1,0 +1,190 @@
+//! Reading the plugins folder: which component files exist, which changed since they were
+//! last read, and what a changed one holds now.
+//!
+//! Blocking file-system work: the registry runs a whole scan in one blocking task and each
+//! changed file's read-hash-load in another, so a redeploy costs two thread hand-offs, not
+//! one per metadata call.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::runtime::ContentHash;
+
+/// Identity of a file's current content as far as metadata tells: (size, mtime, inode) of
+/// the wasm file and of its manifest, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    wasm: (u64, SystemTime, u64),
+    manifest: Option<(u64, SystemTime, u64)>,
+}
+
+impl Stamp {
+    /// The stamp of `wasm` and of the manifest beside it; `None` if either cannot be read.
+    fn of(wasm: &Path) -> Option<Self> {
+        fn one(path: &Path) -> io::Result<(u64, SystemTime, u64)> {
+            let m = std::fs::metadata(path)?;
+            #[cfg(unix)]
+            let ino = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let ino = 0;
+            Ok((m.len(), m.modified()?, ino))
+        }
+        let wasm_stamp = one(wasm).ok()?;
+        let manifest = match one(&wasm.with_extension("toml")) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(_) => return None,
+        };
+        Some(Self {
+            wasm: wasm_stamp,
+            manifest,
+        })
+    }
+}
+
+/// A component file whose stamp differs from the one last read (or cannot be taken).
+#[derive(Debug)]
+pub(crate) struct Changed {
+    /// The component name (the file name without `.wasm`).
+    pub name: String,
+    /// The `.wasm` file.
+    pub path: PathBuf,
+    /// Its stamp now.
+    pub stamp: Option<Stamp>,
+}
+
+/// What a scan of the folder found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Names of every component file present.
+    pub present: BTreeSet<String>,
+    /// The files that changed since their stamp in `known`, by name.
+    pub changed: Vec<Changed>,
+}
+
+/// Lists the `NAME.wasm` files of `dir` and picks those whose stamp is not the one in
+/// `known` (the stamps of the files as last read).
+pub(crate) fn scan(dir: &Path, known: &HashMap<String, Option<Stamp>>) -> io::Result<Scan> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+            files.insert(name.to_string(), path.clone());
+        }
+    }
+    let mut scan = Scan::default();
+    for (name, path) in files {
+        let stamp = Stamp::of(&path);
+        let unchanged = stamp.is_some() && known.get(&name).is_some_and(|k| *k == stamp);
+        if !unchanged {
+            scan.changed.push(Changed {
+                name: name.clone(),
+                path,
+                stamp,
+            });
+        }
+        scan.present.insert(name);
+    }
+    Ok(scan)
+}
+
+/// The content of a component file and of its manifest.
+#[derive(Debug)]
+pub(crate) struct Content {
+    /// Hash of the wasm bytes.
+    pub hash: ContentHash,
+    /// Size of the wasm file in bytes.
+    pub size: u64,
+    /// The manifest beside it, if any.
+    pub manifest_text: Option<String>,
+    /// Identifies the wasm bytes and the manifest together: a file is reloaded only when
+    /// this changes.
+    pub fingerprint: String,
+}
+
+/// Why the content of a file could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The file was deleted meanwhile (the next scan unloads it).
+    Gone,
+    /// The wasm file could not be read.
+    Wasm(io::Error),
+    /// The manifest exists but could not be read.
+    Manifest(io::Error),
+}
+
+/// Reads the manifest beside `path` and hashes the wasm file (without keeping its bytes).
+pub(crate) fn read_content(path: &Path) -> Result<Content, ReadError> {
+    let manifest_text = match std::fs::read_to_string(path.with_extension("toml")) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(ReadError::Manifest(e)),
+    };
+    let (hash, size) = ContentHash::of_file(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ReadError::Gone,
+        _ => ReadError::Wasm(e),
+    })?;
+    let fingerprint = match &manifest_text {
+        Some(text) => format!("{hash}+{}", ContentHash::of(text.as_bytes())),
+        None => hash.to_hex(),
+    };
+    Ok(Content {
+        hash,
+        size,
+        manifest_text,
+        fingerprint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_reports_only_files_whose_stamp_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.wasm"), b"one").expect("write a");
+        std::fs::write(dir.path().join("b.wasm"), b"two").expect("write b");
+        std::fs::write(dir.path().join("notes.txt"), b"not a component").expect("write txt");
+        let first = scan(dir.path(), &HashMap::new()).expect("scan");
+        assert_eq!(
+            first.present.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(first.changed.len(), 2);
+
+        let known: HashMap<String, Option<Stamp>> = first
+            .changed
+            .iter()
+            .map(|c| (c.name.clone(), c.stamp))
+            .collect();
+        std::fs::write(dir.path().join("b.toml"), b"[limits]\n").expect("write manifest");
+        let second = scan(dir.path(), &known).expect("scan");
+        assert_eq!(second.present.len(), 2);
+        let changed: Vec<&str> = second.changed.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(changed, ["b"], "a manifest change changes the stamp");
+    }
+
+    #[test]
+    fn content_fingerprints_the_manifest_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wasm = dir.path().join("p.wasm");
+        std::fs::write(&wasm, b"bytes").expect("write");
+        let bare = read_content(&wasm).expect("read");
+        assert_eq!(bare.size, 5);
+        assert_eq!(bare.fingerprint, ContentHash::of(b"bytes").to_hex());
+        std::fs::write(dir.path().join("p.toml"), b"databases = []\n").expect("manifest");
+        let with_manifest = read_content(&wasm).expect("read");
+        assert_eq!(with_manifest.hash, bare.hash);
+        assert_ne!(with_manifest.fingerprint, bare.fingerprint);
+        assert!(matches!(
+            read_content(&dir.path().join("absent.wasm")),
+            Err(ReadError::Gone)
+        ));
+    }
+}
