@@ -1,38 +1,35 @@
 //! `scorer-adaptive`: a frequency-aware eviction scorer aiming at the best pool hit ratio.
 //!
-//! It is W-TinyLFU with an adaptive window (the design of Caffeine's cache), driven by the
-//! host's pool events, with three changes that the replay trace (docs/EVICTION.md) rewarded:
+//! It scores every offered pool by the rate at which its database is expected to be used
+//! again, and the host closes the lowest. The rate is the sum of two estimates, both learnt
+//! from the host's pool events:
 //!
-//! - frequency means *visits*, not operations: each database has a visit count decaying
-//!   exponentially (half-life `60 × capacity` requests; kept for closed databases too, keyed by
-//!   name, so a reopened database keeps its history). It is fed by `opened` (a miss) and
-//!   `accessed` (a hit) events; a use within the *visit span* of the previous one is part of
-//!   the same visit (a session's operations) and is not counted again. The visit span is 8
-//!   times the median reuse gap observed in the events. (Exact counts instead of a count-min
-//!   sketch: the number of databases is modest, and a decaying count ages smoothly instead of
-//!   halving in steps.)
-//! - open pools sit in three LRU lists: a small *window* that every newly opened pool enters,
-//!   and a main segmented LRU (*probation*, *protected*: a pool used again while in probation
-//!   is promoted to protected, protected overflow is demoted back to probation);
-//! - at each eviction decision, when the window is full, its LRU pool (the candidate) is
-//!   compared with the main segment's victim: the loser is closed and a winning candidate moves
-//!   to probation. The host always opens the requested database, so this is TinyLFU's
-//!   admission test deferred by one decision. The main victim is the least frequent pool of
-//!   probation (not just its LRU end), and in both choices a pool in the middle of a visit
-//!   loses only to another one;
-//! - the window's share of the capacity (1% at first) is tuned by hill climbing on the hit
-//!   rate observed in the events (hits = `accessed`, misses = `opened`) over samples of
-//!   `30 × capacity` requests: a step (1% of the capacity) in one direction is kept while the
-//!   hit rate improves and reversed when it worsens, with a decaying step. Caffeine's larger
-//!   steps (6.25%) made the window wander on the replay trace and cost hits.
+//! - **the visit in progress** ([`Visits`]): operations come in *visits* (a session's
+//!   operations, close together); a use within the *visit span* of the previous one (8 times
+//!   the median reuse gap) belongs to the same visit. From the events the scorer learns the
+//!   share of operations followed by another one in the same visit (`q`) and the mean gap
+//!   between them (`g`); a pool idle for `t` requests is then still in its visit with
+//!   probability `q·e^(−t/g) / (q·e^(−t/g) + 1 − q)`, and while it is, its next use comes
+//!   within about `g` requests. A pool in the middle of a visit is worth much more than its
+//!   popularity, and the protection fades continuously (a pool of a popular database is kept
+//!   anyway; an unpopular one is let go as soon as its visit is probably over).
+//! - **the popularity of the database** ([`History`]): its share of recent visits, from
+//!   per-database visit counts with exponential decay, kept for closed databases too (keyed
+//!   by name, so a reopened database keeps its history; bounded in number). A long memory
+//!   (half-life `1000 × capacity` requests) is needed to tell apart the databases near the
+//!   capacity boundary, which come back only a few times in that span — but a long memory
+//!   is slow to forget yesterday's favourites when popularity shifts. So a short memory
+//!   (half-life `3 × capacity`) is kept beside it, and each new visit scores both as
+//!   predictions (the log-likelihood of the visited database under each); a CUSUM test on
+//!   the log-likelihood ratio detects when the short memory has become the better predictor
+//!   (popularity shifted), and the long memory is then replaced by the short one (lazily,
+//!   per database). Decisions use the long memory.
 //!
-//! The capacity is learnt as the largest number of pools seen open at once. Pools the host
-//! does not offer (pinned, busy, watched) are parked out of the lists until they are used
-//! again. Pools the scorer has not heard of (it was restarted, or events were dropped) are
-//! adopted into probation in last-use order.
-//!
-//! The answer is 0 for the chosen pool and 1 for every other: the host closes the lowest.
-//! Cost per decision is one hash-map lookup per offered pool plus one pass over probation.
+//! The capacity is learnt as the largest number of pools seen open at once. Pools the scorer
+//! has not heard of (it was restarted, or events were dropped) have no history and go first,
+//! least recently used first. The answer is 0 for the chosen pool and 1 for every other.
+//! Cost per decision is one hash-map lookup and two exponentials per offered pool; per
+//! event, O(1) amortized.
 
 wit_bindgen::generate!({ world: "scorer", path: "../../../wit" });
 
@@ -42,35 +39,29 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
 
-/// Initial share of the capacity given to the window.
-const INITIAL_WINDOW: f64 = 0.01;
-/// Largest share the window may grow to.
-const MAX_WINDOW: f64 = 0.8;
-/// Share of the main segment reserved for protected pools.
-const PROTECTED_SHARE: f64 = 0.2;
-/// Hill-climbing step, as a share of the capacity.
-const STEP: f64 = 0.01;
-/// Step decay when the hit rate barely moved.
-const STEP_DECAY: f64 = 0.98;
-/// A hit-rate change at least this large restarts the climb with a full step.
-const RESTART_THRESHOLD: f64 = 0.05;
-/// Requests per hill-climbing sample, per unit of capacity.
-const CLIMB_SAMPLES_PER_SLOT: u64 = 30;
-
 /// Uses of a pool closer than this many times the median reuse gap to its previous use belong
-/// to the same visit (a session's operations): they are not counted again, and a pool in the
-/// middle of a visit is not closed while another can be (LRU-K's "correlated reference
-/// period"). With exponentially distributed gaps inside a visit, 8 medians cover 99.6% of them.
-const CRP_FACTOR: f64 = 8.0;
+/// to the same visit (a session's operations) and are not counted as a new visit (LRU-K's
+/// "correlated reference period").
+const SPAN_FACTOR: f64 = 8.0;
 /// Visit span used until enough reuse gaps were seen.
-const INITIAL_CRP: u64 = 200;
+const INITIAL_SPAN: u64 = 200;
+/// Idle time, in mean gaps within a visit, after which a visit is over for sure (its
+/// probability, below `e^-50`, is not worth an exponential per pool and decision).
+const FORGOTTEN_VISIT_GAPS: f64 = 50.0;
+/// Weight of one observation in the running estimates of the visit model.
+const VISIT_MODEL_RATE: f64 = 1e-4;
 
-/// Half-life of visit counts, in requests per unit of capacity.
-const HALF_LIFE_PER_SLOT: f64 = 60.0;
+/// Half-life of the long memory of visit counts, in requests per unit of capacity.
+const LONG_HALF_LIFE_PER_SLOT: f64 = 1000.0;
+/// Half-life of the short memory of visit counts, in requests per unit of capacity.
+const SHORT_HALF_LIFE_PER_SLOT: f64 = 3.0;
+/// Evidence (in nats: accumulated log-likelihood ratio) that the short memory predicts visits
+/// better than the long one, above which popularity is deemed to have shifted.
+const SHIFT_EVIDENCE: f64 = 30.0;
+/// Databases with a visit history, per unit of capacity.
+const HISTORY_PER_SLOT: usize = 64;
 
-const NIL: u32 = u32::MAX;
-
-/// A fast multiplicative hasher for `u64` keys (pool ids).
+/// A fast multiplicative hasher for `u64` keys (pool ids, name hashes).
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -108,151 +99,208 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Per-database visit counts with continuous exponential decay (kept for closed databases
-/// too, up to `64 × capacity` of them).
-#[derive(Default)]
-struct Decayed {
-    map: IdMap<(f64, u64)>,
+/// `value` decayed over `since` requests with half-life `half_life`.
+fn decay(value: f64, since: u64, half_life: f64) -> f64 {
+    value * (-(since as f64) / half_life).exp2()
 }
 
-impl Decayed {
-    fn decay(value: f64, since: u64, half_life: f64) -> f64 {
-        value * (-(since as f64) / half_life).exp2()
-    }
-
-    /// The rank key of a count `value` at request `at`: `log2(value) + at / half_life`. Keys
-    /// order databases as their decayed counts do at any later moment.
-    fn key(value: f64, at: u64, half_life: f64) -> f64 {
-        value.log2() + at as f64 / half_life
-    }
-
-    /// The rank key of `hash` (`-inf` if never seen).
-    fn key_of(&self, hash: u64, half_life: f64) -> f64 {
-        self.map
-            .get(&hash)
-            .map_or(f64::NEG_INFINITY, |&(v, at)| Self::key(v, at, half_life))
-    }
-
-    /// Counts one visit of `hash` at request `now`; returns its new rank key.
-    fn increment(&mut self, hash: u64, now: u64, half_life: f64, capacity: usize) -> f64 {
-        let e = self.map.entry(hash).or_insert((0.0, now));
-        *e = (Self::decay(e.0, now - e.1, half_life) + 1.0, now);
-        let key = Self::key(e.0, now, half_life);
-        if self.map.len() > 64 * capacity.max(16) {
-            // Forget databases whose count decayed to almost nothing.
-            self.map
-                .retain(|_, &mut (v, at)| Self::decay(v, now - at, half_life) >= 0.25);
-        }
-        key
-    }
+/// A database's visit counts in both memories, as of request `at`.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    long: f64,
+    short: f64,
+    at: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Seg {
-    Window = 0,
-    Probation = 1,
-    Protected = 2,
+/// Per-database visit counts with a long and a short exponential memory, and the detector
+/// that replaces the long memory by the short one when popularity shifts.
+struct History {
+    map: IdMap<Counts>,
+    /// Sum of all counts (including forgotten databases).
+    total: Counts,
+    /// Half-lives in requests (set from the capacity).
+    long_half_life: f64,
+    short_half_life: f64,
+    /// CUSUM of the log-likelihood ratio of the short memory's predictions of the visited
+    /// databases to the long one's: evidence that popularity shifted.
+    evidence: f64,
+    /// Counts last updated before this request hold a stale long memory: it is replaced by
+    /// the short one when read.
+    reset_at: u64,
+    /// Most databases remembered.
+    limit: usize,
 }
 
-struct Node {
-    hash: u64,
-    prev: u32,
-    next: u32,
-    seg: Seg,
-    /// Not in its segment's list (the host did not offer it: pinned, busy or watched).
-    parked: bool,
-    /// The decision in which the host last offered this pool, and its index there.
-    offered: u64,
-    slot: u32,
-    /// Request count at its last use.
-    last_use: u64,
-    /// Rank key of the database's decayed visit count ([`Decayed::key`]).
-    frequency: f64,
-}
-
-#[derive(Clone, Copy)]
-struct List {
-    /// Least recently used end.
-    head: u32,
-    /// Most recently used end.
-    tail: u32,
-    len: usize,
-}
-
-impl Default for List {
-    fn default() -> Self {
-        Self {
-            head: NIL,
-            tail: NIL,
-            len: 0,
-        }
-    }
-}
-
-/// Hill climbing on the hit rate, moving the window's share of the capacity.
-struct Climber {
-    hits: u64,
-    misses: u64,
-    previous: Option<f64>,
-    step: f64,
-}
-
-impl Climber {
+impl History {
     fn new() -> Self {
-        Self {
-            hits: 0,
-            misses: 0,
-            previous: None,
-            step: STEP,
+        let mut history = Self {
+            map: IdMap::default(),
+            total: Counts::default(),
+            long_half_life: 0.0,
+            short_half_life: 0.0,
+            evidence: 0.0,
+            reset_at: 0,
+            limit: 0,
+        };
+        history.set_capacity(16);
+        history
+    }
+
+    fn set_capacity(&mut self, capacity: usize) {
+        let slots = capacity.max(16);
+        self.long_half_life = LONG_HALF_LIFE_PER_SLOT * slots as f64;
+        self.short_half_life = SHORT_HALF_LIFE_PER_SLOT * slots as f64;
+        self.limit = HISTORY_PER_SLOT * slots;
+    }
+
+    /// The short-memory count of `counts` at request `now`.
+    fn short(&self, counts: Counts, now: u64) -> f64 {
+        decay(counts.short, now - counts.at, self.short_half_life)
+    }
+
+    /// The long-memory count of `counts` at request `now` (the short memory's count at the
+    /// last reset, decayed since, if the long memory is stale).
+    fn long(&self, counts: Counts, now: u64) -> f64 {
+        if counts.at < self.reset_at {
+            let at_reset = self.short(counts, self.reset_at);
+            decay(at_reset, now - self.reset_at, self.long_half_life)
+        } else {
+            decay(counts.long, now - counts.at, self.long_half_life)
         }
     }
 
-    /// Returns the change to the window share when a sampling period ends.
-    fn record(&mut self, hit: bool, period: u64) -> f64 {
-        if hit {
-            self.hits += 1;
-        } else {
-            self.misses += 1;
+    /// `counts` as of request `now`.
+    fn at(&self, counts: Counts, now: u64) -> Counts {
+        Counts {
+            long: self.long(counts, now),
+            short: self.short(counts, now),
+            at: now,
         }
-        let samples = self.hits + self.misses;
-        if samples < period {
-            return 0.0;
-        }
-        let rate = self.hits as f64 / samples as f64;
-        self.hits = 0;
-        self.misses = 0;
-        let Some(previous) = self.previous.replace(rate) else {
-            return self.step;
-        };
-        let change = rate - previous;
-        let amount = if change >= 0.0 { self.step } else { -self.step };
-        self.step = if change.abs() >= RESTART_THRESHOLD {
-            STEP.copysign(amount)
+    }
+
+    /// The counts of `hash` as of request `now` (zero if never seen).
+    fn counts(&self, hash: u64, now: u64) -> Counts {
+        self.map.get(&hash).map_or(
+            Counts {
+                at: now,
+                ..Counts::default()
+            },
+            |&c| self.at(c, now),
+        )
+    }
+
+    /// The long memory's total count at request `now`.
+    fn total_long(&self, now: u64) -> f64 {
+        self.long(self.total, now)
+    }
+
+    /// The share of the visits in the long memory of a database with `counts`, when the
+    /// total count is `total_long` ([`History::total_long`]).
+    fn share(&self, counts: Counts, now: u64, total_long: f64) -> f64 {
+        if total_long > 0.0 {
+            self.long(counts, now) / total_long
         } else {
-            STEP_DECAY * amount
+            0.0
+        }
+    }
+
+    /// Counts one visit of `hash` at request `now`; returns its new counts.
+    fn visit(&mut self, hash: u64, now: u64) -> Counts {
+        self.detect(self.counts(hash, now), self.at(self.total, now), now);
+        let plus_one = |c: Counts| Counts {
+            long: c.long + 1.0,
+            short: c.short + 1.0,
+            at: now,
         };
-        amount
+        let counts = plus_one(self.counts(hash, now));
+        self.map.insert(hash, counts);
+        self.total = plus_one(self.at(self.total, now));
+        if self.map.len() > self.limit {
+            self.forget(now);
+        }
+        counts
+    }
+
+    /// Scores both memories' predictions of a visit of a database with `counts` (of
+    /// `total`), and replaces the long memory by the short one when the evidence that the
+    /// short one predicts better reaches [`SHIFT_EVIDENCE`] (a CUSUM test).
+    fn detect(&mut self, counts: Counts, total: Counts, now: u64) {
+        if total.short <= 0.0 {
+            return;
+        }
+        // Every remembered database keeps a little probability.
+        let floor = 1.0 / self.limit as f64;
+        let long = (counts.long / total.long + floor).ln();
+        let short = (counts.short / total.short + floor).ln();
+        self.evidence = (self.evidence + short - long).max(0.0);
+        if self.evidence > SHIFT_EVIDENCE {
+            self.evidence = 0.0;
+            self.reset_at = now;
+            self.total.long = total.short;
+            self.total.short = total.short;
+            self.total.at = now;
+        }
+    }
+
+    /// Forgets the half of the databases with the smallest long-memory counts.
+    fn forget(&mut self, now: u64) {
+        let mut entries: Vec<(u64, Counts)> = self
+            .map
+            .iter()
+            .map(|(&hash, &counts)| (hash, self.at(counts, now)))
+            .collect();
+        let keep = entries.len() / 2;
+        entries.select_nth_unstable_by(keep, |a, b| b.1.long.total_cmp(&a.1.long));
+        entries.truncate(keep);
+        self.map = entries.into_iter().collect();
     }
 }
 
-/// The distribution of reuse gaps (requests between two uses of a pool), as a decaying
-/// histogram of powers of two; the visit span is [`CRP_FACTOR`] times its median.
-struct Gaps {
+/// What the events teach about visits: the visit span, the share of operations followed by
+/// another in the same visit, and the mean gap between them.
+struct Visits {
+    /// Decaying histogram of reuse gaps (requests between two uses of a pool), by power of
+    /// two.
     buckets: [f64; 64],
     samples: u64,
-    crp: u64,
+    /// Uses closer than this (in requests) to the previous one are the same visit.
+    span: u64,
+    /// Share of operations followed by another one in the same visit.
+    continued: f64,
+    /// Mean gap between operations of a visit, in requests.
+    gap: f64,
 }
 
-impl Gaps {
+impl Visits {
     fn new() -> Self {
         Self {
             buckets: [0.0; 64],
             samples: 0,
-            crp: INITIAL_CRP,
+            span: INITIAL_SPAN,
+            continued: 0.5,
+            gap: INITIAL_SPAN as f64 / SPAN_FACTOR,
         }
     }
 
-    fn record(&mut self, gap: u64) {
+    /// A pool was used again `gap` requests after its previous use; returns whether this use
+    /// starts a new visit.
+    fn reused(&mut self, gap: u64) -> bool {
+        self.record_gap(gap);
+        let same_visit = gap <= self.span;
+        self.operation(same_visit);
+        if same_visit {
+            self.gap += (gap as f64 - self.gap) * VISIT_MODEL_RATE;
+        }
+        !same_visit
+    }
+
+    /// An operation ended the previous one's visit (`false`), or continued it.
+    fn operation(&mut self, continued: bool) {
+        let value = if continued { 1.0 } else { 0.0 };
+        self.continued += (value - self.continued) * VISIT_MODEL_RATE;
+    }
+
+    fn record_gap(&mut self, gap: u64) {
         self.buckets[63 - gap.max(1).leading_zeros() as usize] += 1.0;
         self.samples += 1;
         if self.samples.is_multiple_of(1024) {
@@ -262,7 +310,7 @@ impl Gaps {
                 seen += count;
                 if seen * 2.0 >= total {
                     let median = (b as f64 + 0.5).exp2();
-                    self.crp = (median * CRP_FACTOR).round().max(2.0) as u64;
+                    self.span = (median * SPAN_FACTOR).round().max(2.0) as u64;
                     break;
                 }
             }
@@ -271,21 +319,35 @@ impl Gaps {
             }
         }
     }
+
+    /// Expected uses per request of a pool idle for `idle` requests, from its visit in
+    /// progress (if it still is; after [`FORGOTTEN_VISIT_GAPS`] mean gaps it is not).
+    fn rate(&self, idle: u64) -> f64 {
+        let gap = self.gap.max(1.0);
+        if idle as f64 > FORGOTTEN_VISIT_GAPS * gap {
+            return 0.0;
+        }
+        let going_on = self.continued * (-(idle as f64) / gap).exp();
+        going_on / (going_on + 1.0 - self.continued) / gap
+    }
+}
+
+/// An open pool.
+struct Node {
+    /// Hash of its database name.
+    hash: u64,
+    /// Its database's visit counts (as in [`History`], kept here for fast decisions).
+    counts: Counts,
+    /// Request count at its last use.
+    last_use: u64,
 }
 
 struct Policy {
-    gaps: Gaps,
-    nodes: Vec<Node>,
-    free: Vec<u32>,
-    by_id: IdMap<u32>,
-    lists: [List; 3],
-    decayed: Decayed,
-    climber: Climber,
+    visits: Visits,
+    history: History,
+    open: IdMap<Node>,
     /// Largest number of pools seen open at once: the capacity.
     capacity: usize,
-    parked: usize,
-    window_share: f64,
-    decision: u64,
     /// Requests seen (opened + accessed events).
     requests: u64,
 }
@@ -293,198 +355,11 @@ struct Policy {
 impl Policy {
     fn new() -> Self {
         Self {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            by_id: IdMap::default(),
-            lists: [List::default(); 3],
-            decayed: Decayed::default(),
-            climber: Climber::new(),
-            gaps: Gaps::new(),
+            visits: Visits::new(),
+            history: History::new(),
+            open: IdMap::default(),
             capacity: 0,
-            parked: 0,
-            window_share: INITIAL_WINDOW,
-            decision: 0,
             requests: 0,
-        }
-    }
-
-    fn open_count(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// Slots the lists share (the capacity minus the parked pools).
-    fn usable(&self) -> usize {
-        self.capacity.saturating_sub(self.parked).max(1)
-    }
-
-    fn window_target(&self) -> usize {
-        ((self.window_share * self.usable() as f64).round() as usize).max(1)
-    }
-
-    fn protected_target(&self) -> usize {
-        let main = self.usable().saturating_sub(self.window_target());
-        (main as f64 * PROTECTED_SHARE) as usize
-    }
-
-    fn grow_capacity(&mut self) {
-        let open = self.open_count();
-        if open > self.capacity {
-            self.capacity = open;
-        }
-    }
-
-    fn unlink(&mut self, n: u32) {
-        let (prev, next, seg) = {
-            let node = &self.nodes[n as usize];
-            (node.prev, node.next, node.seg)
-        };
-        let list = &mut self.lists[seg as usize];
-        if prev == NIL {
-            list.head = next;
-        } else {
-            self.nodes[prev as usize].next = next;
-        }
-        if next == NIL {
-            list.tail = prev;
-        } else {
-            self.nodes[next as usize].prev = prev;
-        }
-        list.len -= 1;
-        let node = &mut self.nodes[n as usize];
-        node.prev = NIL;
-        node.next = NIL;
-    }
-
-    fn push_mru(&mut self, n: u32, seg: Seg) {
-        let list = &mut self.lists[seg as usize];
-        let tail = list.tail;
-        list.tail = n;
-        if tail == NIL {
-            list.head = n;
-        } else {
-            self.nodes[tail as usize].next = n;
-        }
-        list.len += 1;
-        let node = &mut self.nodes[n as usize];
-        node.prev = tail;
-        node.next = NIL;
-        node.seg = seg;
-    }
-
-    fn move_to(&mut self, n: u32, seg: Seg) {
-        self.unlink(n);
-        self.push_mru(n, seg);
-    }
-
-    fn add(&mut self, pool_id: u64, hash: u64, seg: Seg) -> u32 {
-        let node = Node {
-            hash,
-            prev: NIL,
-            next: NIL,
-            seg,
-            parked: false,
-            offered: 0,
-            slot: 0,
-            last_use: self.requests,
-            frequency: self.decayed.key_of(hash, self.half_life()),
-        };
-        let n = match self.free.pop() {
-            Some(n) => {
-                self.nodes[n as usize] = node;
-                n
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
-        };
-        if let Some(old) = self.by_id.insert(pool_id, n) {
-            // The same pool id opened twice (should not happen): forget the old node.
-            self.detach(old);
-            self.free.push(old);
-        }
-        self.push_mru(n, seg);
-        n
-    }
-
-    /// Takes a node out of its list (or out of the parked set).
-    fn detach(&mut self, n: u32) {
-        if self.nodes[n as usize].parked {
-            self.nodes[n as usize].parked = false;
-            self.parked -= 1;
-        } else {
-            self.unlink(n);
-        }
-    }
-
-    fn remove(&mut self, pool_id: u64) {
-        if let Some(n) = self.by_id.remove(&pool_id) {
-            self.detach(n);
-            self.free.push(n);
-        }
-    }
-
-    /// Moves window overflow (least recent first) to probation.
-    fn trim_window(&mut self) {
-        let target = self.window_target();
-        while self.lists[Seg::Window as usize].len > target {
-            let n = self.lists[Seg::Window as usize].head;
-            self.move_to(n, Seg::Probation);
-        }
-    }
-
-    fn trim_protected(&mut self) {
-        let target = self.protected_target();
-        while self.lists[Seg::Protected as usize].len > target {
-            let n = self.lists[Seg::Protected as usize].head;
-            self.move_to(n, Seg::Probation);
-        }
-    }
-
-    fn record(&mut self, hit: bool) {
-        let period = CLIMB_SAMPLES_PER_SLOT * self.capacity.max(16) as u64;
-        let delta = self.climber.record(hit, period);
-        if delta != 0.0 {
-            self.window_share = (self.window_share + delta).clamp(0.0, MAX_WINDOW);
-        }
-    }
-
-    fn opened(&mut self, pool_id: u64, db: &str) {
-        self.requests += 1;
-        let hash = hash_name(db);
-        self.count(hash); // before `add`, which reads the new count
-        self.record(false);
-        self.add(pool_id, hash, Seg::Window);
-        self.grow_capacity();
-        self.trim_window();
-    }
-
-    fn accessed(&mut self, pool_id: u64) {
-        self.requests += 1;
-        let Some(&n) = self.by_id.get(&pool_id) else {
-            return;
-        };
-        let hash = self.nodes[n as usize].hash;
-        let gap = self.requests - self.nodes[n as usize].last_use;
-        self.nodes[n as usize].last_use = self.requests;
-        self.gaps.record(gap);
-        if gap > self.gaps.crp {
-            self.nodes[n as usize].frequency = self.count(hash);
-        }
-        self.record(true);
-        let node = &mut self.nodes[n as usize];
-        if node.parked {
-            node.parked = false;
-            self.parked -= 1;
-            let seg = node.seg;
-            self.push_mru(n, seg);
-        }
-        match self.nodes[n as usize].seg {
-            Seg::Window => self.move_to(n, Seg::Window),
-            Seg::Probation | Seg::Protected => {
-                self.move_to(n, Seg::Protected);
-                self.trim_protected();
-            }
         }
     }
 
@@ -492,124 +367,69 @@ impl Policy {
         match &event.kind {
             EventKind::Opened(db) => self.opened(event.pool_id, db),
             EventKind::Accessed => self.accessed(event.pool_id),
-            EventKind::Closed => self.remove(event.pool_id),
+            EventKind::Closed => {
+                self.open.remove(&event.pool_id);
+            }
         }
     }
 
-    /// The least recently used offered pool of `seg`; pools not offered are parked.
-    fn lru_offered(&mut self, seg: Seg) -> Option<u32> {
-        loop {
-            let n = self.lists[seg as usize].head;
-            if n == NIL {
-                return None;
-            }
-            if self.nodes[n as usize].offered == self.decision {
-                return Some(n);
-            }
-            self.unlink(n);
-            self.nodes[n as usize].parked = true;
-            self.parked += 1;
+    fn opened(&mut self, pool_id: u64, db: &str) {
+        self.requests += 1;
+        let hash = hash_name(db);
+        self.visits.operation(false);
+        let counts = self.history.visit(hash, self.requests);
+        self.open.insert(
+            pool_id,
+            Node {
+                hash,
+                counts,
+                last_use: self.requests,
+            },
+        );
+        if self.open.len() > self.capacity {
+            self.capacity = self.open.len();
+            self.history.set_capacity(self.capacity);
         }
     }
 
-    fn half_life(&self) -> f64 {
-        HALF_LIFE_PER_SLOT * self.capacity.max(16) as f64
+    fn accessed(&mut self, pool_id: u64) {
+        self.requests += 1;
+        let Some(node) = self.open.get_mut(&pool_id) else {
+            return;
+        };
+        let gap = self.requests - node.last_use;
+        node.last_use = self.requests;
+        if self.visits.reused(gap) {
+            node.counts = self.history.visit(node.hash, self.requests);
+        }
     }
 
-    fn count(&mut self, hash: u64) -> f64 {
-        let half_life = self.half_life();
-        self.decayed
-            .increment(hash, self.requests, half_life, self.capacity)
+    /// Expected uses per request of an open pool: its visit in progress plus new visits
+    /// (`total_long` is [`History::total_long`] now).
+    fn value(&self, node: &Node, total_long: f64) -> f64 {
+        let visits_per_request = 1.0 - self.visits.continued;
+        let share = self.history.share(node.counts, self.requests, total_long);
+        self.visits.rate(self.requests - node.last_use) + share * visits_per_request
     }
 
-    /// Among the offered pools from `start` towards the most recent end, the one to close:
-    /// not in the middle of a visit if possible, then the least frequent (the least recent on
-    /// ties).
-    fn least_frequent_from(&self, start: u32) -> u32 {
-        let mut best = start;
-        let mut best_key = (self.is_active(start), self.frequency(start));
-        let mut n = self.nodes[start as usize].next;
-        while n != NIL {
-            if self.nodes[n as usize].offered == self.decision {
-                let key = (self.is_active(n), self.frequency(n));
-                if key < best_key {
-                    best = n;
-                    best_key = key;
-                }
+    /// Chooses the pool to close among `pools` (not empty); returns its index. Pools not
+    /// heard of go first, least recently used first; then the lowest value.
+    fn decide(&self, pools: &[PoolStats]) -> usize {
+        let total_long = self.history.total_long(self.requests);
+        let key = |pool: &PoolStats| match self.open.get(&pool.pool_id) {
+            Some(node) => (self.value(node, total_long), 0),
+            None => (f64::NEG_INFINITY, u64::MAX - pool.idle_ms),
+        };
+        let mut best = 0;
+        let mut best_key = key(&pools[0]);
+        for (i, pool) in pools.iter().enumerate().skip(1) {
+            let k = key(pool);
+            if k < best_key {
+                best = i;
+                best_key = k;
             }
-            n = self.nodes[n as usize].next;
         }
         best
-    }
-
-    /// Whether pool `n` is in the middle of a visit (used less than the visit span ago).
-    fn is_active(&self, n: u32) -> bool {
-        self.requests - self.nodes[n as usize].last_use < self.gaps.crp
-    }
-
-    fn frequency(&self, n: u32) -> f64 {
-        self.nodes[n as usize].frequency
-    }
-
-    /// Chooses the pool to close among `pools`; returns its index.
-    fn decide(&mut self, pools: &[PoolStats]) -> usize {
-        self.decision += 1;
-        let mut strangers: Vec<usize> = Vec::new();
-        for (i, pool) in pools.iter().enumerate() {
-            match self.by_id.get(&pool.pool_id) {
-                Some(&n) => {
-                    let node = &mut self.nodes[n as usize];
-                    node.offered = self.decision;
-                    node.slot = i as u32;
-                    if node.parked {
-                        node.parked = false;
-                        self.parked -= 1;
-                        let seg = node.seg;
-                        self.push_mru(n, seg);
-                    }
-                }
-                None => strangers.push(i),
-            }
-        }
-        if !strangers.is_empty() {
-            // Pools opened before this instance started (or whose events were dropped):
-            // adopt them into probation, least recently used first.
-            strangers.sort_by_key(|&i| pools[i].last_used_ms);
-            for i in strangers {
-                let n = self.add(pools[i].pool_id, mix(pools[i].pool_id), Seg::Probation);
-                let node = &mut self.nodes[n as usize];
-                node.offered = self.decision;
-                node.slot = i as u32;
-            }
-            self.grow_capacity();
-        }
-
-        let candidate = if self.lists[Seg::Window as usize].len >= self.window_target() {
-            self.lru_offered(Seg::Window)
-        } else {
-            None
-        };
-        let victim = match self.lru_offered(Seg::Probation) {
-            Some(v) => Some(self.least_frequent_from(v)),
-            None => self.lru_offered(Seg::Protected),
-        };
-        let chosen = match (candidate, victim) {
-            (Some(c), Some(v)) => {
-                if (self.is_active(c), self.frequency(c)) > (self.is_active(v), self.frequency(v)) {
-                    self.move_to(c, Seg::Probation);
-                    v
-                } else {
-                    c
-                }
-            }
-            (Some(c), None) => c,
-            (None, Some(v)) => v,
-            (None, None) => match self.lru_offered(Seg::Window) {
-                Some(n) => n,
-                None => return 0,
-            },
-        };
-        self.nodes[chosen as usize].slot as usize
     }
 }
 
