@@ -7,18 +7,24 @@
 //! - `request/*`: one request to `/ping` (fresh instance per request, no host calls):
 //!   polymongo's `Runtime::invoke` (store, WASI context, limiter, deadline callback,
 //!   concurrency permits, tenant binding) versus a bare wasmtime instantiate + call.
-//! - `find_one/*`: a plugin request doing a find-one by `_id` versus the same find-one through
-//!   the driver directly, both against FerretDB.
+//! - `find_one/*`: a plugin request doing a find-one by `_id` (typed, as the SDK recommends;
+//!   and untyped, `Document` to relaxed extended JSON) versus the same find-one through the
+//!   driver directly, both against FerretDB.
+//!
+//! Every measured loop runs as a task on the runtime's worker threads, as the gateway's
+//! request handlers do (not on the thread that blocks on the runtime).
 //!
 //! Run: `cargo xtask bench -- --bench runtime` (needs `cargo xtask build-plugins` first; the
 //! xtask does it).
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::{doc, oid::ObjectId, Document};
+use bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use polymongo::pool::PolyMongo;
-use polymongo::runtime::{Runtime, RuntimeConfig};
+use polymongo::pool::{self, PolyMongo};
+use polymongo::runtime::{Plugin, Runtime, RuntimeConfig};
 use wasmtime::component::Component;
 
 #[path = "support/bare.rs"]
@@ -28,19 +34,48 @@ use bare::{request, Bare};
 
 const LOG_CALLS: u32 = 1000;
 
-/// Measures `f` `iters` times inside the runtime and returns the total elapsed time.
-fn timed<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, f: F) -> Duration
+/// What the measured loops use, shared with the tasks that run them.
+struct Fixture {
+    runtime: Runtime,
+    plugin: Plugin,
+    bare: Bare,
+    tenant: String,
+    /// `id=<hex>` of the stored item.
+    query: String,
+    /// `id=<hex>` of an item that does not exist.
+    missing: String,
+    id: ObjectId,
+    /// The items collection through the connection manager.
+    managed: pool::Collection<RawDocumentBuf>,
+    /// The items collection through the driver alone.
+    items: mongodb::Collection<Document>,
+}
+
+/// Runs `f` `iters` times in one task on the runtime's workers and returns the elapsed time.
+fn timed<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, fixture: &Arc<Fixture>, f: F) -> Duration
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    F: Fn(Arc<Fixture>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
 {
-    rt.block_on(async {
+    let fixture = fixture.clone();
+    rt.block_on(rt.spawn(async move {
         let start = Instant::now();
         for _ in 0..iters {
-            f().await;
+            f(fixture.clone()).await;
         }
         start.elapsed()
-    })
+    }))
+    .expect("benchmark task")
+}
+
+/// A plugin request to `path?query` (the query taken from the fixture by `query`).
+async fn invoke(fx: Arc<Fixture>, path: &str, query: fn(&Fixture) -> &str) {
+    let response = fx
+        .runtime
+        .invoke(&fx.plugin, request(&fx.tenant, path, query(&fx)))
+        .await
+        .expect("invoke");
+    black_box(response);
 }
 
 fn runtime_benches(c: &mut Criterion) {
@@ -52,7 +87,8 @@ fn runtime_benches(c: &mut Criterion) {
     let uri = polymongo_tests::test_uri();
     let wasm = std::fs::read(polymongo_tests::fixture_wasm("bench")).expect("bench.wasm");
     let tenant = polymongo_tests::unique_db("bench-rt");
-    let (manager, runtime, plugin) = rt.block_on(async {
+    let id = ObjectId::new();
+    let (manager, fx) = rt.block_on(async {
         let manager = PolyMongo::builder(&uri)
             .metadata_db(polymongo_tests::unique_db("bench-meta"))
             .build()
@@ -63,143 +99,149 @@ fn runtime_benches(c: &mut Criterion) {
             polymongo::runtime::Loaded::Tenant(plugin) => plugin,
             polymongo::runtime::Loaded::Scorer(_) => panic!("bench.wasm is a tenant plugin"),
         };
-        (manager, runtime, plugin)
+        let bare = Bare::new(
+            runtime.engine(),
+            &Component::from_binary(runtime.engine(), &wasm).expect("component"),
+        );
+        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+        let items = client.database(&tenant).collection::<Document>("items");
+        items
+            .insert_one(doc! { "_id": id, "payload": "x".repeat(1000) })
+            .await
+            .expect("insert");
+        let managed = manager
+            .db(&tenant)
+            .expect("db")
+            .collection::<RawDocumentBuf>("items");
+        let fx = Fixture {
+            runtime,
+            plugin,
+            bare,
+            tenant: tenant.clone(),
+            query: format!("id={}", id.to_hex()),
+            missing: format!("id={}", ObjectId::new().to_hex()),
+            id,
+            managed,
+            items,
+        };
+        (manager, Arc::new(fx))
     });
-    let bare = Bare::new(
-        runtime.engine(),
-        &Component::from_binary(runtime.engine(), &wasm).expect("component"),
-    );
 
-    // Sanity: both hosts answer.
+    // Sanity: both hosts answer, and the plugin finds the item.
     rt.block_on(async {
-        let ours = runtime
-            .invoke(&plugin, request(&tenant, "/ping", ""))
+        let ours = fx
+            .runtime
+            .invoke(&fx.plugin, request(&tenant, "/ping", ""))
             .await
             .expect("ping");
         assert_eq!(ours.status, 200);
-        assert_eq!(bare.call(request(&tenant, "/ping", "")).await, 200);
+        assert_eq!(fx.bare.call(request(&tenant, "/ping", "")).await, 200);
+        let found = fx
+            .runtime
+            .invoke(&fx.plugin, request(&tenant, "/find-one", &fx.query))
+            .await
+            .expect("find-one");
+        assert_eq!(
+            found.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&found.body)
+        );
     });
 
     let mut group = c.benchmark_group("request");
     group.bench_function("ping_polymongo", |b| {
-        b.iter_custom(|iters| {
-            timed(&rt, iters, || async {
-                black_box(
-                    runtime
-                        .invoke(&plugin, request(&tenant, "/ping", ""))
-                        .await
-                        .expect("ping"),
-                );
-            })
-        })
+        b.iter_custom(|iters| timed(&rt, iters, &fx, |fx| invoke(fx, "/ping", |_| "")))
     });
     group.bench_function("ping_bare_wasmtime", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, iters, || async {
-                black_box(bare.call(request(&tenant, "/ping", "")).await);
+            timed(&rt, iters, &fx, |fx| async move {
+                black_box(fx.bare.call(request(&fx.tenant, "/ping", "")).await);
             })
         })
     });
     group.finish();
 
     let mut group = c.benchmark_group("boundary");
-    let loop_query = format!("n={LOG_CALLS}");
-    for (label, query) in [
-        ("log_0_calls", "n=0".to_string()),
-        (&*format!("log_{LOG_CALLS}_calls_1kib"), loop_query.clone()),
+    for (label, n) in [
+        ("log_0_calls".to_string(), 0),
+        (format!("log_{LOG_CALLS}_calls_1kib"), LOG_CALLS),
     ] {
+        let query = format!("n={n}");
         group.bench_function(format!("{label}_polymongo"), |b| {
             b.iter_custom(|iters| {
-                timed(&rt, iters, || async {
-                    black_box(
-                        runtime
-                            .invoke(&plugin, request(&tenant, "/log-loop", &query))
+                let query = query.clone();
+                timed(&rt, iters, &fx, move |fx| {
+                    let query = query.clone();
+                    async move {
+                        let response = fx
+                            .runtime
+                            .invoke(&fx.plugin, request(&fx.tenant, "/log-loop", &query))
                             .await
-                            .expect("log-loop"),
-                    );
+                            .expect("log-loop");
+                        black_box(response);
+                    }
                 })
             })
         });
         group.bench_function(format!("{label}_bare_wasmtime"), |b| {
             b.iter_custom(|iters| {
-                timed(&rt, iters, || async {
-                    black_box(bare.call(request(&tenant, "/log-loop", &query)).await);
+                let query = query.clone();
+                timed(&rt, iters, &fx, move |fx| {
+                    let query = query.clone();
+                    async move {
+                        black_box(fx.bare.call(request(&fx.tenant, "/log-loop", &query)).await);
+                    }
                 })
             })
         });
     }
     group.finish();
 
-    // find-one by _id: plugin request vs the driver directly.
-    let id = ObjectId::new();
-    let client = rt.block_on(async {
-        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
-        let payload = "x".repeat(1000);
-        client
-            .database(&tenant)
-            .collection::<Document>("items")
-            .insert_one(doc! { "_id": id, "payload": payload })
-            .await
-            .expect("insert");
-        client
-    });
-    let query = format!("id={}", id.to_hex());
-    rt.block_on(async {
-        let r = runtime
-            .invoke(&plugin, request(&tenant, "/find-one", &query))
-            .await
-            .expect("find-one");
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    });
-    let items = client.database(&tenant).collection::<Document>("items");
+    // find-one by _id: plugin requests vs the driver directly.
     let mut group = c.benchmark_group("find_one");
     group.bench_function("plugin_request", |b| {
+        b.iter_custom(|iters| timed(&rt, iters, &fx, |fx| invoke(fx, "/find-one", |f| &f.query)))
+    });
+    // The same document read as an untyped `Document` and answered as relaxed extended JSON.
+    group.bench_function("plugin_request_document", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, iters, || async {
-                black_box(
-                    runtime
-                        .invoke(&plugin, request(&tenant, "/find-one", &query))
-                        .await
-                        .expect("find-one"),
-                );
+            timed(&rt, iters, &fx, |fx| {
+                invoke(fx, "/find-one-document", |f| &f.query)
             })
         })
     });
-    // A find-one that matches nothing: the same round trip without a document to carry back.
-    let missing = format!("id={}", ObjectId::new().to_hex());
+    // A find-one that matches nothing (the server does less work too: not a baseline).
     group.bench_function("plugin_request_no_match", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, iters, || async {
-                black_box(
-                    runtime
-                        .invoke(&plugin, request(&tenant, "/find-one", &missing))
-                        .await
-                        .expect("find-one"),
-                );
+            timed(&rt, iters, &fx, |fx| {
+                invoke(fx, "/find-one", |f| &f.missing)
             })
         })
     });
-    // The same find-one through the connection manager without wasm (lease + driver).
-    let managed = manager
-        .db(&tenant)
-        .expect("db")
-        .collection::<Document>("items");
+    // The same find-one through the connection manager without wasm (lease + driver, raw
+    // BSON as the plugin host reads it).
     group.bench_function("manager_direct", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, iters, || async {
-                black_box(
-                    managed
-                        .find_one(doc! { "_id": id }, None)
-                        .await
-                        .expect("find_one"),
-                );
+            timed(&rt, iters, &fx, |fx| async move {
+                let found = fx
+                    .managed
+                    .find_one(doc! { "_id": fx.id }, None)
+                    .await
+                    .expect("find_one");
+                black_box(found);
             })
         })
     });
     group.bench_function("driver_direct", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, iters, || async {
-                black_box(items.find_one(doc! { "_id": id }).await.expect("find_one"));
+            timed(&rt, iters, &fx, |fx| async move {
+                let found = fx
+                    .items
+                    .find_one(doc! { "_id": fx.id })
+                    .await
+                    .expect("find_one");
+                black_box(found);
             })
         })
     });
