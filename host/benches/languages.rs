@@ -123,6 +123,9 @@ fn main() {
             .expect("manager");
         let config = RuntimeConfig {
             cache_dir: Some(cache.clone()),
+            // "restart" loads the same bytes again: it must find them in the compile cache,
+            // as a new process would, not among the components this one loaded.
+            recent_components: 0,
             ..RuntimeConfig::default()
         };
         let runtime = Runtime::new(manager.clone(), config).expect("runtime");

@@ -24,6 +24,7 @@ use super::bindings::{TenantPlugin, TenantPluginPre};
 use super::content_hash::ContentHash;
 use super::error::{InvokeError, LoadError};
 use super::manifest::{Limits, Manifest};
+use super::recent::RecentComponents;
 use super::scorer::ScorerComponent;
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
 use crate::pool::PolyMongo;
@@ -53,6 +54,10 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Time one eviction-scoring call may take before the decision falls back.
     pub scorer_budget: Duration,
+    /// Compiled components kept in memory by content hash after they were loaded, so that
+    /// redeploying a version loaded a moment ago (a rollback) skips even the compile cache.
+    /// 0 disables it.
+    pub recent_components: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +69,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             cache_dir: None,
             scorer_budget: Duration::from_millis(20),
+            recent_components: 8,
         }
     }
 }
@@ -80,6 +86,7 @@ struct RuntimeInner {
     manager: PolyMongo,
     config: RuntimeConfig,
     instances: Arc<Semaphore>,
+    recent: RecentComponents,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -202,6 +209,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 instances: Arc::new(Semaphore::new(n as usize)),
+                recent: RecentComponents::new(config.recent_components),
                 engine,
                 linker,
                 manager,
@@ -323,12 +331,17 @@ impl Runtime {
         }
     }
 
-    /// Compiles a component, or loads the artifact compiled earlier for the same bytes.
+    /// Compiles a component, or takes the one compiled earlier from the same bytes, and
+    /// records it as the most recently loaded.
     fn compile(&self, source: Source<'_>) -> Result<Compiled, LoadError> {
-        let engine = &self.inner.engine;
-        let cache = self.inner.config.cache_dir.as_deref();
-        if let (Some(dir), Source::File { hash, size, .. }) = (cache, &source) {
-            if let Some(component) = self.cached(dir, hash) {
+        let compiled = self.find_or_compile(source)?;
+        self.inner.recent.insert(compiled.hash, &compiled.component);
+        Ok(compiled)
+    }
+
+    fn find_or_compile(&self, source: Source<'_>) -> Result<Compiled, LoadError> {
+        if let Source::File { hash, size, .. } = &source {
+            if let Some(component) = self.known(hash) {
                 return Ok(Compiled {
                     component,
                     hash: *hash,
@@ -346,22 +359,31 @@ impl Runtime {
             }
         };
         let hash = ContentHash::of(bytes);
-        if let Some(component) = cache.and_then(|dir| self.cached(dir, &hash)) {
+        if let Some(component) = self.known(&hash) {
             return Ok(Compiled {
                 component,
                 hash,
                 size: bytes.len(),
             });
         }
-        let component = Component::from_binary(engine, bytes)
+        let component = Component::from_binary(&self.inner.engine, bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        if let Some(dir) = cache {
+        if let Some(dir) = self.inner.config.cache_dir.as_deref() {
             self.store_in_cache(dir, &hash, &component);
         }
         Ok(Compiled {
             component,
             hash,
             size: bytes.len(),
+        })
+    }
+
+    /// A component compiled earlier from bytes with `hash`: one of the recently loaded, or
+    /// an artifact of the compile cache.
+    fn known(&self, hash: &ContentHash) -> Option<Component> {
+        self.inner.recent.get(hash).or_else(|| {
+            let dir = self.inner.config.cache_dir.as_deref()?;
+            self.cached(dir, hash)
         })
     }
 

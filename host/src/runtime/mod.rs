@@ -10,6 +10,7 @@ mod error;
 mod host_db;
 mod host_log;
 mod manifest;
+mod recent;
 mod scorer;
 mod state;
 
