@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use bson::{doc, Document};
 use polymongo::plugins::{ComponentKind, PluginStatus};
 use polymongo::pool::{ManualClock, PoolEventKind};
+use polymongo::runtime::Probe;
 use polymongo_tests::{bundled_wasm, fixture_wasm, unique_db};
 use serde_json::json;
 
@@ -251,8 +252,15 @@ async fn the_compile_cache_serves_known_components_and_survives_corruption() {
     let entries: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .collect();
     assert_eq!(entries.len(), 1, "one compiled artifact: {entries:?}");
+    let probe = Probe::of_file(&fixture_wasm("version-a")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cache.path().join("hints").join(probe.to_string())).unwrap(),
+        version_of(&fixture_wasm("version-a")),
+        "a hint names the artifact of a file with this size, head and tail"
+    );
     let artifact = entries[0].clone();
     let name = artifact.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
@@ -280,6 +288,58 @@ async fn the_compile_cache_serves_known_components_and_survives_corruption() {
     assert!(
         std::fs::read(&artifact).unwrap().len() > 1000,
         "the artifact was rewritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_compile_cache_hint_costs_nothing_but_a_wasted_load() {
+    let cache = tempfile::tempdir().unwrap();
+    // Without recently loaded components in memory, so that the hint is acted upon.
+    let options = || Options {
+        plugins: vec![("svc".to_string(), fixture_wasm("version-a"))],
+        cache_dir: Some(cache.path().to_path_buf()),
+        watch: true,
+        recent_components: 0,
+        ..Options::default()
+    };
+    // Compile both versions into the cache, then make b's hint name a's artifact.
+    drop(Host::with(options()).await);
+    drop(
+        Host::with(Options {
+            plugins: vec![("svc".to_string(), fixture_wasm("version-b"))],
+            ..options()
+        })
+        .await,
+    );
+    let hint_b = cache.path().join("hints").join(
+        Probe::of_file(&fixture_wasm("version-b"))
+            .unwrap()
+            .to_string(),
+    );
+    std::fs::write(&hint_b, version_of(&fixture_wasm("version-a"))).unwrap();
+    let runtime = Host::with(options()).await.registry.runtime().clone();
+    let hashed = runtime.hash_file(&fixture_wasm("version-b")).unwrap();
+    assert!(!hashed.preloaded(), "a's artifact is not b's");
+    assert_eq!(hashed.hash.to_hex(), version_of(&fixture_wasm("version-b")));
+
+    let host = Host::with(options()).await;
+    assert_eq!(version(&host).await, (StatusCode::OK, json!("a")));
+    host.deploy("svc", &fixture_wasm("version-b"));
+    let b_version = version_of(&fixture_wasm("version-b"));
+    eventually(SETTLE, "version b serving despite the wrong hint", || {
+        serving(&host, "svc").as_deref() == Some(&b_version)
+    })
+    .await;
+    assert_eq!(version(&host).await, (StatusCode::OK, json!("b")));
+    assert_eq!(
+        std::fs::read_to_string(&hint_b).unwrap(),
+        version_of(&fixture_wasm("version-b")),
+        "the hint is corrected"
+    );
+    let hashed = runtime.hash_file(&fixture_wasm("version-b")).unwrap();
+    assert!(
+        hashed.preloaded(),
+        "b's artifact is mapped while b is hashed"
     );
 }
 

@@ -441,7 +441,8 @@ enum Attempt {
 /// Reads `path` (hash and manifest) and, unless its fingerprint is `known`, loads it as
 /// component `name`. Blocking.
 fn load_changed(runtime: &Runtime, name: &str, path: &Path, known: Option<String>) -> Attempt {
-    let content = match scan::read_content(path) {
+    let hashed = scan::read_content(path, |p| runtime.hash_file(p), |f| f.hash);
+    let content = match hashed {
         Ok(content) => content,
         Err(ReadError::Gone) => return Attempt::Gone,
         Err(ReadError::Wasm(e)) => {
@@ -476,9 +477,7 @@ fn load_changed(runtime: &Runtime, name: &str, path: &Path, known: Option<String
                 "{}: {e}",
                 path.with_extension("toml").display()
             ))),
-            Ok(manifest) => {
-                runtime.load_file_hashed(name, path, content.hash, content.size, manifest)
-            }
+            Ok(manifest) => runtime.load_file_hashed(name, path, &content.file, manifest),
         }
     };
     match loaded {

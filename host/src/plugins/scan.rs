@@ -95,11 +95,9 @@ pub(crate) fn scan(dir: &Path, known: &HashMap<String, Option<Stamp>>) -> io::Re
 
 /// The content of a component file and of its manifest.
 #[derive(Debug)]
-pub(crate) struct Content {
-    /// Hash of the wasm bytes.
-    pub hash: ContentHash,
-    /// Size of the wasm file in bytes.
-    pub size: u64,
+pub(crate) struct Content<F> {
+    /// The hashed wasm file.
+    pub file: F,
     /// The manifest beside it, if any.
     pub manifest_text: Option<String>,
     /// Identifies the wasm bytes and the manifest together: a file is reloaded only when
@@ -118,24 +116,29 @@ pub(crate) enum ReadError {
     Manifest(io::Error),
 }
 
-/// Reads the manifest beside `path` and hashes the wasm file (without keeping its bytes).
-pub(crate) fn read_content(path: &Path) -> Result<Content, ReadError> {
+/// Reads the manifest beside `path` and hashes the wasm file with `hash_file` (which
+/// gives the file's [`ContentHash`] with whatever else it computes).
+pub(crate) fn read_content<F>(
+    path: &Path,
+    hash_file: impl FnOnce(&Path) -> io::Result<F>,
+    hash_of: impl FnOnce(&F) -> ContentHash,
+) -> Result<Content<F>, ReadError> {
     let manifest_text = match std::fs::read_to_string(path.with_extension("toml")) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(ReadError::Manifest(e)),
     };
-    let (hash, size) = ContentHash::of_file(path).map_err(|e| match e.kind() {
+    let file = hash_file(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ReadError::Gone,
         _ => ReadError::Wasm(e),
     })?;
+    let hash = hash_of(&file);
     let fingerprint = match &manifest_text {
         Some(text) => format!("{hash}+{}", ContentHash::of(text.as_bytes())),
         None => hash.to_hex(),
     };
     Ok(Content {
-        hash,
-        size,
+        file,
         manifest_text,
         fingerprint,
     })
@@ -175,15 +178,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let wasm = dir.path().join("p.wasm");
         std::fs::write(&wasm, b"bytes").expect("write");
-        let bare = read_content(&wasm).expect("read");
-        assert_eq!(bare.size, 5);
+        let read = |path: &Path| read_content(path, ContentHash::of_file, |(hash, _)| *hash);
+        let bare = read(&wasm).expect("read");
+        assert_eq!(bare.file.1, 5);
         assert_eq!(bare.fingerprint, ContentHash::of(b"bytes").to_hex());
         std::fs::write(dir.path().join("p.toml"), b"databases = []\n").expect("manifest");
-        let with_manifest = read_content(&wasm).expect("read");
-        assert_eq!(with_manifest.hash, bare.hash);
+        let with_manifest = read(&wasm).expect("read");
+        assert_eq!(with_manifest.file.0, bare.file.0);
         assert_ne!(with_manifest.fingerprint, bare.fingerprint);
         assert!(matches!(
-            read_content(&dir.path().join("absent.wasm")),
+            read(&dir.path().join("absent.wasm")),
             Err(ReadError::Gone)
         ));
     }

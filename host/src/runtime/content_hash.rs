@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -42,6 +42,53 @@ impl ContentHash {
     /// Lower-case hex, as shown to operators (the plugin's version).
     pub fn to_hex(&self) -> String {
         self.0.to_hex().to_string()
+    }
+
+    /// Parses [`to_hex`](Self::to_hex)'s output.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        blake3::Hash::from_hex(hex).ok().map(Self)
+    }
+}
+
+/// Bytes a [`Probe`] reads at each end of a file.
+const PROBE_SPAN: u64 = 64 << 10;
+
+/// A cheap guess at a file's identity: its size and the hash of its first and last 64 KiB.
+/// Equal probes do not prove equal content; they only name a likely candidate, to be
+/// confirmed by the full [`ContentHash`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe(blake3::Hash);
+
+impl Probe {
+    /// The probe of the file at `path` (reads at most 128 KiB).
+    pub fn of_file(path: &Path) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&size.to_le_bytes());
+        let mut buffer = vec![0; PROBE_SPAN.min(size) as usize];
+        let head = fill(&mut file, &mut buffer)?;
+        hasher.update(&buffer[..head]);
+        if size > PROBE_SPAN {
+            file.seek(SeekFrom::Start(
+                size.saturating_sub(PROBE_SPAN).max(PROBE_SPAN),
+            ))?;
+            let tail = fill(&mut file, &mut buffer)?;
+            hasher.update(&buffer[..tail]);
+        }
+        Ok(Self(hasher.finalize()))
+    }
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.to_hex().as_str())
+    }
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Probe({self})")
     }
 }
 
@@ -147,6 +194,33 @@ mod tests {
             "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
         assert_eq!(ContentHash::of(b"").to_hex().len(), 64);
+    }
+
+    #[test]
+    fn probes_see_size_head_and_tail_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.wasm");
+        let probe = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).expect("write");
+            Probe::of_file(&path).expect("probe")
+        };
+        let big = pattern(3 * PROBE_SPAN as usize);
+        let mut middle_changed = big.clone();
+        middle_changed[PROBE_SPAN as usize + 10] ^= 1;
+        let mut tail_changed = big.clone();
+        *tail_changed.last_mut().expect("byte") ^= 1;
+        assert_eq!(
+            probe(&big),
+            probe(&middle_changed),
+            "the middle is not read"
+        );
+        assert_ne!(probe(&big), probe(&tail_changed));
+        assert_ne!(probe(&big), probe(&big[..big.len() - 1]));
+        assert_ne!(probe(b"small"), probe(b"smal1"));
+        assert_eq!(probe(b""), probe(b""));
+        let hash = ContentHash::of(&big);
+        assert_eq!(ContentHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(ContentHash::from_hex("zz"), None);
     }
 
     #[test]

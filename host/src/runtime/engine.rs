@@ -5,7 +5,6 @@
 //! version is compiled once into an `InstancePre`; each request gets a fresh `Store`, so no
 //! state leaks between requests or tenants.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +20,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
 use super::bindings::{TenantPlugin, TenantPluginPre};
-use super::content_hash::ContentHash;
+use super::compile_cache::CompileCache;
+use super::content_hash::{ContentHash, Probe};
 use super::error::{InvokeError, LoadError};
 use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
@@ -87,6 +87,7 @@ struct RuntimeInner {
     config: RuntimeConfig,
     instances: Arc<Semaphore>,
     recent: RecentComponents,
+    cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -157,12 +158,39 @@ impl Plugin {
 enum Source<'a> {
     /// Bytes in memory.
     Bytes(&'a [u8]),
-    /// A file the caller already hashed (and measured).
+    /// A file the caller already hashed.
     File {
         path: &'a Path,
-        hash: ContentHash,
-        size: u64,
+        file: &'a HashedFile,
     },
+}
+
+/// A component file hashed by [`Runtime::hash_file`]: its content hash and size, and the
+/// compiled component if a compile-cache hint let it be loaded meanwhile.
+pub struct HashedFile {
+    /// Hash of the bytes.
+    pub hash: ContentHash,
+    /// Size in bytes.
+    pub size: u64,
+    probe: Option<Probe>,
+    preloaded: Option<Component>,
+}
+
+impl HashedFile {
+    /// Whether a compile-cache hint let the component be loaded while the file was hashed.
+    pub fn preloaded(&self) -> bool {
+        self.preloaded.is_some()
+    }
+}
+
+impl std::fmt::Debug for HashedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashedFile")
+            .field("hash", &self.hash)
+            .field("size", &self.size)
+            .field("preloaded", &self.preloaded.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A compiled component with the hash and size of the bytes it was compiled from.
@@ -210,6 +238,10 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 instances: Arc::new(Semaphore::new(n as usize)),
                 recent: RecentComponents::new(config.recent_components),
+                cache: config
+                    .cache_dir
+                    .clone()
+                    .map(|dir| CompileCache::new(dir, &engine)),
                 engine,
                 linker,
                 manager,
@@ -237,9 +269,10 @@ impl Runtime {
         let name = name.to_string();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let (hash, size) = ContentHash::of_file(&path)
+            let file = this
+                .hash_file(&path)
                 .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-            this.load_file_hashed(&name, &path, hash, size, manifest)
+            this.load_file_hashed(&name, &path, &file, manifest)
         })
         .await
         .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
@@ -257,19 +290,54 @@ impl Runtime {
         self.load(name, Source::Bytes(bytes), manifest)
     }
 
-    /// Loads the component file at `path`, whose content hash and size the caller computed
-    /// with [`ContentHash::of_file`], as component `name`. On a compile-cache hit the file is not
-    /// read again; on a miss it is read, re-hashed (the version is what was compiled, even if
-    /// the file changed since it was hashed) and compiled. Blocking.
+    /// Hashes the component file at `path` (see [`ContentHash::of_file`]). When the compile
+    /// cache has a hint for it (a file of the same size, head and tail loaded before), the
+    /// artifact it names is mapped on another thread meanwhile, and kept if the hash agrees.
+    /// Blocking.
+    pub fn hash_file(&self, path: &Path) -> std::io::Result<HashedFile> {
+        let Some(cache) = &self.inner.cache else {
+            let (hash, size) = ContentHash::of_file(path)?;
+            return Ok(HashedFile {
+                hash,
+                size,
+                probe: None,
+                preloaded: None,
+            });
+        };
+        let probe = Probe::of_file(path)?;
+        let candidate = cache
+            .hint(&probe)
+            .filter(|hash| self.inner.recent.get(hash).is_none());
+        let ((hash, size), preloaded) = match candidate {
+            None => (ContentHash::of_file(path)?, None),
+            Some(candidate) => std::thread::scope(|scope| {
+                let loading = scope.spawn(|| cache.load(&candidate));
+                let hashed = ContentHash::of_file(path);
+                let preloaded = loading.join().ok().flatten();
+                hashed.map(|(hash, size)| ((hash, size), preloaded.filter(|_| hash == candidate)))
+            })?,
+        };
+        Ok(HashedFile {
+            hash,
+            size,
+            probe: Some(probe),
+            preloaded,
+        })
+    }
+
+    /// Loads the component file at `path`, hashed by [`hash_file`](Self::hash_file), as
+    /// component `name`. When the component is known (preloaded, recently loaded or in the
+    /// compile cache) the file is not read again; otherwise it is read, re-hashed (the version
+    /// is what was compiled, even if the file changed since it was hashed) and compiled.
+    /// Blocking.
     pub fn load_file_hashed(
         &self,
         name: &str,
         path: &Path,
-        hash: ContentHash,
-        size: u64,
+        file: &HashedFile,
         manifest: Option<Manifest>,
     ) -> Result<Loaded, LoadError> {
-        self.load(name, Source::File { path, hash, size }, manifest)
+        self.load(name, Source::File { path, file }, manifest)
     }
 
     fn load(
@@ -340,21 +408,31 @@ impl Runtime {
     }
 
     fn find_or_compile(&self, source: Source<'_>) -> Result<Compiled, LoadError> {
-        if let Source::File { hash, size, .. } = &source {
-            if let Some(component) = self.known(hash) {
+        if let Source::File { file, .. } = source {
+            let known = file.preloaded.clone().or_else(|| self.known(&file.hash));
+            if let Some(component) = known {
+                if let (Some(cache), Some(probe)) = (&self.inner.cache, &file.probe) {
+                    cache.set_hint(probe, &file.hash);
+                }
                 return Ok(Compiled {
                     component,
-                    hash: *hash,
-                    size: *size as usize,
+                    hash: file.hash,
+                    size: file.size as usize,
                 });
             }
         }
         let read;
         let bytes = match source {
             Source::Bytes(bytes) => bytes,
-            Source::File { path, .. } => {
+            Source::File { path, file } => {
                 read = std::fs::read(path)
                     .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+                let hash = ContentHash::of(&read);
+                if let (Some(cache), Some(probe), true) =
+                    (&self.inner.cache, &file.probe, hash == file.hash)
+                {
+                    cache.set_hint(probe, &hash);
+                }
                 &read[..]
             }
         };
@@ -368,8 +446,8 @@ impl Runtime {
         }
         let component = Component::from_binary(&self.inner.engine, bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        if let Some(dir) = self.inner.config.cache_dir.as_deref() {
-            self.store_in_cache(dir, &hash, &component);
+        if let Some(cache) = &self.inner.cache {
+            cache.store(&hash, &component);
         }
         Ok(Compiled {
             component,
@@ -381,60 +459,10 @@ impl Runtime {
     /// A component compiled earlier from bytes with `hash`: one of the recently loaded, or
     /// an artifact of the compile cache.
     fn known(&self, hash: &ContentHash) -> Option<Component> {
-        self.inner.recent.get(hash).or_else(|| {
-            let dir = self.inner.config.cache_dir.as_deref()?;
-            self.cached(dir, hash)
-        })
-    }
-
-    /// Where the artifact of the component with `hash` is cached for this engine.
-    fn cache_path(&self, dir: &Path, hash: &ContentHash) -> PathBuf {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.inner
-            .engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
-        dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()))
-    }
-
-    /// The cached artifact of the component with `hash`, if there is a usable one.
-    fn cached(&self, dir: &Path, hash: &ContentHash) -> Option<Component> {
-        let path = self.cache_path(dir, hash);
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: the cache folder holds only artifacts this host serialized with a
-        // compatible engine (the file name carries the engine's compatibility hash), and
-        // the configuration requires that only the host writes there. The file is mapped,
-        // not copied (a large component loads in a few ms instead of tens): the host never
-        // modifies an entry in place (new entries are renamed into place, bad ones are
-        // unlinked), and nothing else may either, or a mapped file could be truncated
-        // under a running component.
-        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
-            Ok(component) => Some(component),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "discarding an unusable compile-cache entry");
-                let _ = std::fs::remove_file(&path);
-                None
-            }
-        }
-    }
-
-    /// Writes the artifact of a freshly compiled component to the cache (best effort).
-    fn store_in_cache(&self, dir: &Path, hash: &ContentHash, component: &Component) {
-        let path = self.cache_path(dir, hash);
-        let stored = component
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|artifact| {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, artifact).map_err(|e| e.to_string())?;
-                std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
-            });
-        if let Err(e) = stored {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compile cache");
-        }
+            .recent
+            .get(hash)
+            .or_else(|| self.inner.cache.as_ref()?.load(hash))
     }
 
     /// The runtime's configuration.

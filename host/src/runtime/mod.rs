@@ -4,6 +4,7 @@
 //! Doors run one way: the gateway calls the runtime, the runtime calls the pool.
 
 mod bindings;
+mod compile_cache;
 mod content_hash;
 mod engine;
 mod error;
@@ -15,10 +16,10 @@ mod scorer;
 mod state;
 
 pub use bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
-pub use content_hash::ContentHash;
+pub use content_hash::{ContentHash, Probe};
 pub use engine::{
-    new_engine, spawn_epoch_ticker, valid_plugin_name, InvokeTimings, Loaded, Plugin, Runtime,
-    RuntimeConfig,
+    new_engine, spawn_epoch_ticker, valid_plugin_name, HashedFile, InvokeTimings, Loaded, Plugin,
+    Runtime, RuntimeConfig,
 };
 pub use error::{InvokeError, LoadError};
 pub use manifest::{LimitOverrides, Limits, Manifest};

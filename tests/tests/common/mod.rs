@@ -33,6 +33,8 @@ pub struct Options {
     pub scorer: Option<String>,
     /// Compile cache folder.
     pub cache_dir: Option<PathBuf>,
+    /// Compiled components the runtime keeps in memory (0: every load goes to the cache).
+    pub recent_components: usize,
     /// Adjusts the connection manager.
     pub manager: Box<dyn FnOnce(Builder) -> Builder + Send>,
 }
@@ -45,6 +47,7 @@ impl Default for Options {
             watch: false,
             scorer: None,
             cache_dir: None,
+            recent_components: RuntimeConfig::default().recent_components,
             manager: Box::new(|b| b),
         }
     }
@@ -93,6 +96,7 @@ impl Host {
             manager.clone(),
             RuntimeConfig {
                 cache_dir: options.cache_dir.clone(),
+                recent_components: options.recent_components,
                 ..RuntimeConfig::default()
             },
         )
