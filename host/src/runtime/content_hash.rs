@@ -104,7 +104,8 @@ impl fmt::Debug for ContentHash {
     }
 }
 
-/// Reads `file` in chunks on this thread while a scoped thread hashes the chunks read.
+/// Reads `file` in chunks on this thread while a scoped thread hashes the chunks read (or
+/// does both here if no thread can be started).
 fn hash_pipelined(file: &mut File) -> io::Result<(ContentHash, u64)> {
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
@@ -113,17 +114,22 @@ fn hash_pipelined(file: &mut File) -> io::Result<(ContentHash, u64)> {
         let _ = empty_tx.send(vec![0; CHUNK]);
     }
     std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut hasher = blake3::Hasher::new();
-            let mut length = 0u64;
-            for (buffer, filled) in full_rx {
-                hasher.update(&buffer[..filled]);
-                length += filled as u64;
-                // The reader may have stopped; then the buffer is simply dropped.
-                let _ = empty_tx.send(buffer);
-            }
-            (ContentHash(hasher.finalize()), length)
-        });
+        let spawned = std::thread::Builder::new()
+            .name("polymongo-hash".into())
+            .spawn_scoped(scope, move || {
+                let mut hasher = blake3::Hasher::new();
+                let mut length = 0u64;
+                for (buffer, filled) in full_rx {
+                    hasher.update(&buffer[..filled]);
+                    length += filled as u64;
+                    // The reader may have stopped; then the buffer is simply dropped.
+                    let _ = empty_tx.send(buffer);
+                }
+                (ContentHash(hasher.finalize()), length)
+            });
+        let Ok(hasher) = spawned else {
+            return hash_streaming(file);
+        };
         let read = (|| loop {
             let Ok(mut buffer) = empty_rx.recv() else {
                 return Err(io::Error::other("the hashing thread stopped"));
@@ -142,6 +148,21 @@ fn hash_pipelined(file: &mut File) -> io::Result<(ContentHash, u64)> {
             .map_err(|_| io::Error::other("the hashing thread panicked"))?;
         read.map(|()| hashed)
     })
+}
+
+/// Reads and hashes `file` in chunks on this thread.
+fn hash_streaming(file: &mut File) -> io::Result<(ContentHash, u64)> {
+    let mut buffer = vec![0; CHUNK];
+    let mut hasher = blake3::Hasher::new();
+    let mut length = 0u64;
+    loop {
+        let filled = fill(file, &mut buffer)?;
+        if filled == 0 {
+            return Ok((ContentHash(hasher.finalize()), length));
+        }
+        hasher.update(&buffer[..filled]);
+        length += filled as u64;
+    }
 }
 
 /// Reads until `buffer` is full or the file ends; returns the bytes read.

@@ -311,9 +311,12 @@ impl Runtime {
         let ((hash, size), preloaded) = match candidate {
             None => (ContentHash::of_file(path)?, None),
             Some(candidate) => std::thread::scope(|scope| {
-                let loading = scope.spawn(|| cache.load(&candidate));
+                // Without a thread to spare, the hint is simply not used.
+                let loading = std::thread::Builder::new()
+                    .name("polymongo-preload".into())
+                    .spawn_scoped(scope, || cache.load(&candidate));
                 let hashed = ContentHash::of_file(path);
-                let preloaded = loading.join().ok().flatten();
+                let preloaded = loading.ok().and_then(|l| l.join().ok().flatten());
                 hashed.map(|(hash, size)| ((hash, size), preloaded.filter(|_| hash == candidate)))
             })?,
         };
