@@ -409,7 +409,7 @@ impl Policy {
     fn value(&self, node: &Node, total_long: f64) -> f64 {
         let visits_per_request = 1.0 - self.visits.continued;
         let share = self.history.share(node.counts, self.requests, total_long);
-        0.05 * self.visits.rate(self.requests - node.last_use) + share * visits_per_request
+        self.visits.rate(self.requests - node.last_use) + share * visits_per_request
     }
 
     /// Chooses the pool to close among `pools` (not empty); returns its index. Pools not
