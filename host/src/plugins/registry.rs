@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use super::scan::{self, Changed, ReadError, Stamp};
+use super::scan::{self, Changed, Stamp};
 use crate::pool::{builtin_policy, EvictionPolicy, SeedPolicy};
 use crate::runtime::{
     valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
@@ -211,9 +211,8 @@ impl PluginRegistry {
         let attempt =
             tokio::task::spawn_blocking(move || load_changed(&runtime, &name, &path, known))
                 .await
-                .unwrap_or_else(|e| Attempt::Failed {
-                    fingerprint: "io".into(),
-                    error: LoadError::Compile(format!("load task failed: {e}")),
+                .unwrap_or_else(|e| {
+                    Attempt::Unreadable(LoadError::Compile(format!("load task failed: {e}")))
                 });
         let Changed { name, stamp, .. } = file;
         match attempt {
@@ -223,9 +222,9 @@ impl PluginRegistry {
                     state.stamp = stamp;
                 }
             }
+            // Without a stamp the file is read again at the next scan.
+            Attempt::Unreadable(error) => self.record_failure(&name, None, "io".into(), error),
             Attempt::Failed { fingerprint, error } => {
-                // Without a trustworthy stamp the file is read again at the next scan.
-                let stamp = if fingerprint == "io" { None } else { stamp };
                 self.record_failure(&name, stamp, fingerprint, error)
             }
             Attempt::Loaded {
@@ -429,7 +428,9 @@ enum Attempt {
     Gone,
     /// Same bytes and manifest as last tried (only the metadata changed).
     Unchanged,
-    /// Reading or loading failed (`fingerprint` is `io` when the content could not be read).
+    /// The file or its manifest could not be read.
+    Unreadable(LoadError),
+    /// The content with this fingerprint failed to load.
     Failed {
         fingerprint: String,
         error: LoadError,
@@ -441,54 +442,41 @@ enum Attempt {
 /// Reads `path` (hash and manifest) and, unless its fingerprint is `known`, loads it as
 /// component `name`. Blocking.
 fn load_changed(runtime: &Runtime, name: &str, path: &Path, known: Option<String>) -> Attempt {
-    let hashed = scan::read_content(path, |p| runtime.hash_file(p), |f| f.hash);
-    let content = match hashed {
-        Ok(content) => content,
-        Err(ReadError::Gone) => return Attempt::Gone,
-        Err(ReadError::Wasm(e)) => {
-            return Attempt::Failed {
-                fingerprint: "io".into(),
-                error: LoadError::Io(format!("{}: {e}", path.display())),
-            }
-        }
-        Err(ReadError::Manifest(e)) => {
-            return Attempt::Failed {
-                fingerprint: "io".into(),
-                error: LoadError::Manifest(format!(
-                    "{}: {e}",
-                    path.with_extension("toml").display()
-                )),
-            }
+    let manifest_text = match scan::read_manifest(path) {
+        Ok(text) => text,
+        Err(e) => {
+            return Attempt::Unreadable(LoadError::Manifest(format!(
+                "{}: {e}",
+                path.with_extension("toml").display()
+            )))
         }
     };
-    if known.as_deref() == Some(content.fingerprint.as_str()) {
+    let file = match runtime.hash_file(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Attempt::Gone,
+        Err(e) => return Attempt::Unreadable(LoadError::Io(format!("{}: {e}", path.display()))),
+    };
+    let fingerprint = scan::fingerprint(&file.hash, manifest_text.as_deref());
+    if known.as_deref() == Some(fingerprint.as_str()) {
         return Attempt::Unchanged;
     }
     let loaded = if !valid_plugin_name(name) {
         Err(LoadError::InvalidName(name.to_string()))
     } else {
-        match content
-            .manifest_text
-            .as_deref()
-            .map(Manifest::parse)
-            .transpose()
-        {
+        match manifest_text.as_deref().map(Manifest::parse).transpose() {
             Err(e) => Err(LoadError::Manifest(format!(
                 "{}: {e}",
                 path.with_extension("toml").display()
             ))),
-            Ok(manifest) => runtime.load_file_hashed(name, path, &content.file, manifest),
+            Ok(manifest) => runtime.load_file_hashed(name, path, &file, manifest),
         }
     };
     match loaded {
         Ok(loaded) => Attempt::Loaded {
-            fingerprint: content.fingerprint,
+            fingerprint,
             loaded,
         },
-        Err(error) => Attempt::Failed {
-            fingerprint: content.fingerprint,
-            error,
-        },
+        Err(error) => Attempt::Failed { fingerprint, error },
     }
 }
 

@@ -93,55 +93,22 @@ pub(crate) fn scan(dir: &Path, known: &HashMap<String, Option<Stamp>>) -> io::Re
     Ok(scan)
 }
 
-/// The content of a component file and of its manifest.
-#[derive(Debug)]
-pub(crate) struct Content<F> {
-    /// The hashed wasm file.
-    pub file: F,
-    /// The manifest beside it, if any.
-    pub manifest_text: Option<String>,
-    /// Identifies the wasm bytes and the manifest together: a file is reloaded only when
-    /// this changes.
-    pub fingerprint: String,
+/// The manifest beside the component file `wasm` (`NAME.toml`), if there is one.
+pub(crate) fn read_manifest(wasm: &Path) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(wasm.with_extension("toml")) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-/// Why the content of a file could not be read.
-#[derive(Debug)]
-pub(crate) enum ReadError {
-    /// The file was deleted meanwhile (the next scan unloads it).
-    Gone,
-    /// The wasm file could not be read.
-    Wasm(io::Error),
-    /// The manifest exists but could not be read.
-    Manifest(io::Error),
-}
-
-/// Reads the manifest beside `path` and hashes the wasm file with `hash_file` (which
-/// gives the file's [`ContentHash`] with whatever else it computes).
-pub(crate) fn read_content<F>(
-    path: &Path,
-    hash_file: impl FnOnce(&Path) -> io::Result<F>,
-    hash_of: impl FnOnce(&F) -> ContentHash,
-) -> Result<Content<F>, ReadError> {
-    let manifest_text = match std::fs::read_to_string(path.with_extension("toml")) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(ReadError::Manifest(e)),
-    };
-    let file = hash_file(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => ReadError::Gone,
-        _ => ReadError::Wasm(e),
-    })?;
-    let hash = hash_of(&file);
-    let fingerprint = match &manifest_text {
+/// Identifies a component's bytes and its manifest together: a file is reloaded only when
+/// this changes.
+pub(crate) fn fingerprint(hash: &ContentHash, manifest_text: Option<&str>) -> String {
+    match manifest_text {
         Some(text) => format!("{hash}+{}", ContentHash::of(text.as_bytes())),
         None => hash.to_hex(),
-    };
-    Ok(Content {
-        file,
-        manifest_text,
-        fingerprint,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -174,21 +141,18 @@ mod tests {
     }
 
     #[test]
-    fn content_fingerprints_the_manifest_too() {
+    fn the_fingerprint_covers_the_manifest_too() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wasm = dir.path().join("p.wasm");
         std::fs::write(&wasm, b"bytes").expect("write");
-        let read = |path: &Path| read_content(path, ContentHash::of_file, |(hash, _)| *hash);
-        let bare = read(&wasm).expect("read");
-        assert_eq!(bare.file.1, 5);
-        assert_eq!(bare.fingerprint, ContentHash::of(b"bytes").to_hex());
+        let hash = ContentHash::of(b"bytes");
+        assert_eq!(read_manifest(&wasm).expect("read"), None);
+        assert_eq!(fingerprint(&hash, None), hash.to_hex());
         std::fs::write(dir.path().join("p.toml"), b"databases = []\n").expect("manifest");
-        let with_manifest = read(&wasm).expect("read");
-        assert_eq!(with_manifest.file.0, bare.file.0);
-        assert_ne!(with_manifest.fingerprint, bare.fingerprint);
-        assert!(matches!(
-            read(&dir.path().join("absent.wasm")),
-            Err(ReadError::Gone)
-        ));
+        let manifest = read_manifest(&wasm).expect("read");
+        assert_eq!(manifest.as_deref(), Some("databases = []\n"));
+        let with_manifest = fingerprint(&hash, manifest.as_deref());
+        assert!(with_manifest.starts_with(&hash.to_hex()));
+        assert_ne!(with_manifest, hash.to_hex());
     }
 }

@@ -414,9 +414,7 @@ impl Runtime {
         if let Source::File { file, .. } = source {
             let known = file.preloaded.clone().or_else(|| self.known(&file.hash));
             if let Some(component) = known {
-                if let (Some(cache), Some(probe)) = (&self.inner.cache, &file.probe) {
-                    cache.set_hint(probe, &file.hash);
-                }
+                self.remember_hint(file);
                 return Ok(Compiled {
                     component,
                     hash: file.hash,
@@ -425,21 +423,20 @@ impl Runtime {
             }
         }
         let read;
-        let bytes = match source {
-            Source::Bytes(bytes) => bytes,
+        let (bytes, hash) = match source {
+            Source::Bytes(bytes) => (bytes, ContentHash::of(bytes)),
             Source::File { path, file } => {
                 read = std::fs::read(path)
                     .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
                 let hash = ContentHash::of(&read);
-                if let (Some(cache), Some(probe), true) =
-                    (&self.inner.cache, &file.probe, hash == file.hash)
-                {
-                    cache.set_hint(probe, &hash);
+                // The file may have changed since it was hashed: the hint is only true of
+                // the bytes hashed then.
+                if hash == file.hash {
+                    self.remember_hint(file);
                 }
-                &read[..]
+                (&read[..], hash)
             }
         };
-        let hash = ContentHash::of(bytes);
         if let Some(component) = self.known(&hash) {
             return Ok(Compiled {
                 component,
@@ -457,6 +454,13 @@ impl Runtime {
             hash,
             size: bytes.len(),
         })
+    }
+
+    /// Records in the compile cache which content a file with `file`'s probe has.
+    fn remember_hint(&self, file: &HashedFile) {
+        if let (Some(cache), Some(probe)) = (&self.inner.cache, &file.probe) {
+            cache.set_hint(probe, &file.hash);
+        }
     }
 
     /// A component compiled earlier from bytes with `hash`: one of the recently loaded, or
