@@ -25,6 +25,9 @@ use polymongo::plugins::{PluginRegistry, WatchConfig};
 use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, SeedPolicy};
 use polymongo::runtime::{ContentHash, Loaded, Runtime, RuntimeConfig};
 
+#[path = "support/setup.rs"]
+mod setup;
+
 #[path = "support/pools.rs"]
 mod pools;
 
@@ -153,19 +156,9 @@ fn main() {
         let words: Vec<&str> = row.split(|c: char| !c.is_alphanumeric()).collect();
         filter.iter().all(|f| words.contains(&f.as_str()))
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let rt = setup::tokio_runtime();
     let uri = polymongo_tests::test_uri();
-    let manager = rt.block_on(async {
-        PolyMongo::builder(&uri)
-            .metadata_db(polymongo_tests::unique_db("bench-meta"))
-            .build()
-            .await
-            .expect("manager")
-    });
+    let manager = rt.block_on(setup::manager(&uri));
 
     println!("## Hot reload: rename → new version serving\n");
     println!(

@@ -23,9 +23,11 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bson::{doc, oid::ObjectId, Document};
-use polymongo::pool::PolyMongo;
 use polymongo::runtime::{Loaded, Plugin, Runtime, RuntimeConfig};
 use wasmtime::component::Component;
+
+#[path = "support/setup.rs"]
+mod setup;
 
 #[path = "support/bare.rs"]
 mod bare;
@@ -105,22 +107,14 @@ struct Row {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to filter here.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = setup::tokio_runtime();
     let uri = polymongo_tests::test_uri();
     // An empty compile cache, so that the first load of each fixture compiles.
     let cache = polymongo_tests::workspace_root().join("target/languages-bench-cache");
     let _ = std::fs::remove_dir_all(&cache);
     let tenant = polymongo_tests::unique_db("bench-lang");
     let (manager, runtime) = rt.block_on(async {
-        let manager = PolyMongo::builder(&uri)
-            .metadata_db(polymongo_tests::unique_db("bench-meta"))
-            .build()
-            .await
-            .expect("manager");
+        let manager = setup::manager(&uri).await;
         let config = RuntimeConfig {
             cache_dir: Some(cache.clone()),
             // "restart" loads the same bytes again: it must find them in the compile cache,

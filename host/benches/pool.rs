@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use polymongo::pool::{EvictionIndex, EvictionPolicy, PolyMongo, PoolStats, SeedPolicy};
+use polymongo::pool::{EvictionIndex, EvictionPolicy, PoolStats, SeedPolicy};
+
+#[path = "support/setup.rs"]
+mod setup;
 
 #[path = "support/pools.rs"]
 mod pools;
@@ -127,20 +130,12 @@ fn victim_choice(c: &mut Criterion) {
 }
 
 fn hot_lease(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = setup::tokio_runtime();
     let uri = polymongo_tests::test_uri();
     let mut group = c.benchmark_group("lease");
     for open_pools in [1usize, 100] {
         let (pm, target) = rt.block_on(async {
-            let pm = PolyMongo::builder(&uri)
-                .metadata_db(polymongo_tests::unique_db("bench-meta"))
-                .build()
-                .await
-                .expect("manager");
+            let pm = setup::manager(&uri).await;
             let names: Vec<String> = (0..open_pools)
                 .map(|i| polymongo_tests::unique_db(&format!("bench{i}")))
                 .collect();

@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use polymongo::pool::{self, PolyMongo};
+use polymongo::pool;
 use polymongo::runtime::{Plugin, Runtime, RuntimeConfig};
 use wasmtime::component::Component;
+
+#[path = "support/setup.rs"]
+mod setup;
 
 #[path = "support/bare.rs"]
 mod bare;
@@ -79,21 +82,13 @@ async fn invoke(fx: Arc<Fixture>, path: &str, query: fn(&Fixture) -> &str) {
 }
 
 fn runtime_benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = setup::tokio_runtime();
     let uri = polymongo_tests::test_uri();
     let wasm = std::fs::read(polymongo_tests::fixture_wasm("bench")).expect("bench.wasm");
     let tenant = polymongo_tests::unique_db("bench-rt");
     let id = ObjectId::new();
     let (manager, fx) = rt.block_on(async {
-        let manager = PolyMongo::builder(&uri)
-            .metadata_db(polymongo_tests::unique_db("bench-meta"))
-            .build()
-            .await
-            .expect("manager");
+        let manager = setup::manager(&uri).await;
         let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).expect("runtime");
         let plugin = match runtime.load_bytes("bench", &wasm, None).expect("load") {
             polymongo::runtime::Loaded::Tenant(plugin) => plugin,
