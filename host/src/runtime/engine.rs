@@ -27,14 +27,17 @@ use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
 use super::scorer::ScorerComponent;
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
+use super::warm::{ReadyInstance, ReadySlot};
 use crate::pool::PolyMongo;
 
 /// What [`Runtime::invoke_timed`] measured of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InvokeTimings {
-    /// Time to instantiate the component in a fresh store (`None` if the request failed
-    /// before or during instantiation).
+    /// Time the request waited for the component to be instantiated in a fresh store (`None`
+    /// if it took an instance made ahead, or failed before or during instantiation).
     pub instantiate: Option<Duration>,
+    /// Whether the request took an instance made ahead of it (see `ready_instances`).
+    pub ready: bool,
 }
 
 /// Settings of the plugin runtime.
@@ -58,6 +61,14 @@ pub struct RuntimeConfig {
     /// redeploying a version loaded a moment ago (a rollback) skips even the compile cache.
     /// 0 disables it.
     pub recent_components: usize,
+    /// Plugins that may keep one fresh instance made ahead of their next request (each in
+    /// its own never-used store), so requests skip instantiation. These instances occupy
+    /// slots of the pooling allocator beyond `max_instances` and keep their memory resident.
+    /// 0 disables it.
+    pub ready_instances: u32,
+    /// Only plugins whose instantiation took at least this long are made ahead (faster ones
+    /// cost about as much to instantiate per request as the task making them ahead).
+    pub ready_threshold: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +81,8 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             scorer_budget: Duration::from_millis(20),
             recent_components: 8,
+            ready_instances: 16,
+            ready_threshold: Duration::from_micros(100),
         }
     }
 }
@@ -86,6 +99,8 @@ struct RuntimeInner {
     manager: PolyMongo,
     config: RuntimeConfig,
     instances: Arc<Semaphore>,
+    /// The reserve of instances made ahead of requests (`ready_instances` permits).
+    ready_reserve: Arc<Semaphore>,
     recent: RecentComponents,
     cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
@@ -106,6 +121,7 @@ pub struct Plugin {
     scope: Arc<PluginScope>,
     pre: TenantPluginPre<RequestState>,
     permits: Arc<Semaphore>,
+    ready: Arc<ReadySlot>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -151,6 +167,11 @@ impl Plugin {
     /// Requests running in it now.
     pub fn in_flight(&self) -> u32 {
         self.scope.limits.max_concurrent - self.permits.available_permits() as u32
+    }
+
+    /// Whether an instance made ahead of the next request is ready.
+    pub fn has_ready_instance(&self) -> bool {
+        self.ready.is_ready()
     }
 }
 
@@ -237,6 +258,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 instances: Arc::new(Semaphore::new(n as usize)),
+                ready_reserve: Arc::new(Semaphore::new(ready_reserve(&config))),
                 recent: RecentComponents::new(config.recent_components),
                 cache: config
                     .cache_dir
@@ -390,6 +412,7 @@ impl Runtime {
                     }),
                     pre,
                     permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+                    ready: Arc::default(),
                 }))
             }
             Err(e) => e,
@@ -517,60 +540,67 @@ impl Runtime {
             self.inner.manager.db(&request.tenant).map_err(|e| {
                 InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
             })?;
-
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         let deadline = Instant::now() + limits.deadline;
-        let state = RequestState {
-            wasi,
-            table: Default::default(),
-            limiter: MemoryLimiter::new(limits.memory_bytes),
-            scope: plugin.scope.clone(),
-            manager: self.inner.manager.clone(),
-            tenant,
-            deadline,
-            timed_out: false,
-            open_cursors: 0,
-            result_bytes: 0,
-            stdout,
-            stderr,
-        };
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                ctx.data_mut().timed_out = true;
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        // The epoch callback stops guest code at the deadline; the timeout bounds the rest
+        // (instantiation, host calls) with a little grace.
+        let bound = limits.deadline + HOST_GRACE;
 
-        let outcome = {
-            let run = async {
-                // Timing hook for metrics: measures instantiation only, changes nothing.
-                let started = Instant::now();
-                let instance = plugin.pre.instantiate_async(&mut store).await?;
-                timings.instantiate = Some(started.elapsed());
-                instance
+        let ready = plugin.ready.take();
+        let (reserve, store, outcome) = match ready {
+            Some(ReadyInstance {
+                mut store,
+                instance,
+                reserve,
+            }) => {
+                timings.ready = true;
+                store.data_mut().bind(tenant, deadline);
+                store.set_epoch_deadline(1);
+                let call = instance
                     .polymongo_plugin_handler()
-                    .call_handle(&mut store, &request)
-                    .await
-            };
-            // The epoch callback stops guest code at the deadline; this bounds the rest
-            // (instantiation, host calls) with a little grace.
-            tokio::time::timeout(limits.deadline + Duration::from_millis(250), run).await
+                    .call_handle(&mut store, &request);
+                let outcome = tokio::time::timeout(bound, call).await;
+                (Some(reserve), store, outcome)
+            }
+            None => {
+                let mut store = self.new_store(&plugin.scope, Some(tenant), deadline);
+                let run = async {
+                    // Timing hook for metrics: measures instantiation only, changes nothing.
+                    let started = Instant::now();
+                    let instance = plugin.pre.instantiate_async(&mut store).await?;
+                    let took = started.elapsed();
+                    timings.instantiate = Some(took);
+                    plugin.ready.instantiated(took);
+                    instance
+                        .polymongo_plugin_handler()
+                        .call_handle(&mut store, &request)
+                        .await
+                };
+                let outcome = tokio::time::timeout(bound, run).await;
+                (None, store, outcome)
+            }
         };
+        if plugin
+            .ready
+            .slow_to_instantiate(self.inner.config.ready_threshold)
+        {
+            self.make_ready(plugin);
+        }
         let state = store.data();
         state.flush_output();
+        let result = Self::outcome(plugin, &request, state, outcome);
+        // The store goes before its place in the reserve.
+        drop(store);
+        drop(reserve);
+        result
+    }
+
+    fn outcome(
+        plugin: &Plugin,
+        request: &Request,
+        state: &RequestState,
+        outcome: Result<wasmtime::Result<Response>, tokio::time::error::Elapsed>,
+    ) -> Result<Response, InvokeError> {
+        let limits = plugin.scope.limits;
         match outcome {
             Ok(Ok(response)) => Ok(response),
             Err(_) => Err(InvokeError::Timeout(limits.deadline.as_millis() as u64)),
@@ -594,14 +624,113 @@ impl Runtime {
             }
         }
     }
+
+    /// A fresh store for one instance of a plugin with `scope`: WASI without filesystem or
+    /// network, output captured, memory limiter, and the epoch callback that stops guest
+    /// code at `deadline`.
+    fn new_store(
+        &self,
+        scope: &Arc<PluginScope>,
+        tenant: Option<crate::pool::Db>,
+        deadline: Instant,
+    ) -> Store<RequestState> {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = RequestState {
+            wasi,
+            table: Default::default(),
+            limiter: MemoryLimiter::new(scope.limits.memory_bytes),
+            scope: scope.clone(),
+            manager: self.inner.manager.clone(),
+            tenant,
+            deadline,
+            timed_out: false,
+            open_cursors: 0,
+            result_bytes: 0,
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                ctx.data_mut().timed_out = true;
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Starts a task making `plugin`'s next ready instance, unless one is ready or being
+    /// made, the reserve is full, or making one failed before. Returns whether it started one.
+    fn make_ready(&self, plugin: &Plugin) -> bool {
+        let Some(claim) = plugin.ready.claim() else {
+            return false;
+        };
+        let Ok(reserve) = self.inner.ready_reserve.clone().try_acquire_owned() else {
+            return false;
+        };
+        let (this, pre, scope) = (self.clone(), plugin.pre.clone(), plugin.scope.clone());
+        tokio::spawn(async move {
+            let limits = scope.limits;
+            let mut store = this.new_store(&scope, None, Instant::now() + limits.deadline);
+            let started = Instant::now();
+            let made = tokio::time::timeout(
+                limits.deadline + HOST_GRACE,
+                pre.instantiate_async(&mut store),
+            )
+            .await;
+            store.data().flush_output();
+            match made {
+                Ok(Ok(instance)) => claim.fill(
+                    ReadyInstance {
+                        store,
+                        instance,
+                        reserve,
+                    },
+                    started.elapsed(),
+                ),
+                Ok(Err(e)) => {
+                    tracing::info!(plugin = %scope.plugin, error = %format!("{e:#}"), "cannot make an instance ahead of requests; its requests instantiate their own");
+                    claim.fail();
+                }
+                Err(_) => {
+                    tracing::info!(plugin = %scope.plugin, "making an instance ahead of requests timed out; its requests instantiate their own");
+                    claim.fail();
+                }
+            }
+        });
+        true
+    }
 }
+
+/// Stores kept beyond requests' own: one ready instance per plugin that makes them ahead.
+fn ready_reserve(config: &RuntimeConfig) -> usize {
+    config.ready_instances as usize
+}
+
+/// Time host work of a request (instantiation, database calls) may run past its deadline.
+const HOST_GRACE: Duration = Duration::from_millis(250);
 
 /// The wasmtime engine polymongo runs components on (component model, epoch interruption,
 /// pooling allocator sized by `config`). Components compiled by one engine load in another
 /// built with the same settings; the compile cache relies on that.
 pub fn new_engine(config: &RuntimeConfig) -> Result<Engine, LoadError> {
     let mut pooling = PoolingAllocationConfig::default();
-    let n = config.max_instances;
+    // Requests' instances plus the reserve of instances made ahead of them.
+    let n = config
+        .max_instances
+        .saturating_add(ready_reserve(config) as u32);
     pooling
         .total_component_instances(n)
         .total_core_instances(n.saturating_mul(8))

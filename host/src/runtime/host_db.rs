@@ -306,12 +306,12 @@ fn update_result(r: mongodb::results::UpdateResult) -> WitResult<WitUpdateResult
 
 impl Host for RequestState {
     async fn tenant(&mut self) -> wasmtime::Result<Resource<DbHandle>> {
-        let db = self.tenant.clone();
+        let db = self.tenant_db()?.clone();
         Ok(self.table.push(DbHandle { db })?)
     }
 
     async fn open(&mut self, name: String) -> wasmtime::Result<WitResult<Resource<DbHandle>>> {
-        if name == self.tenant.name() {
+        if name == self.tenant_db()?.name() {
             return self.tenant().await.map(Ok);
         }
         if !self.scope.grants.contains(&name) {

@@ -17,7 +17,7 @@ impl Host for RequestState {
             message.truncate(cut);
             message.push('…');
         }
-        let (plugin, tenant) = (&*self.scope.plugin, self.tenant.name());
+        let (plugin, tenant) = (&*self.scope.plugin, self.tenant_name());
         match level {
             Level::Trace => tracing::trace!(plugin, tenant, "{message}"),
             Level::Debug => tracing::debug!(plugin, tenant, "{message}"),

@@ -14,6 +14,7 @@ mod manifest;
 mod recent;
 mod scorer;
 mod state;
+mod warm;
 
 pub use bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
 pub use content_hash::{ContentHash, Probe};

@@ -76,7 +76,9 @@ pub(crate) struct RequestState {
     pub limiter: MemoryLimiter,
     pub scope: Arc<PluginScope>,
     pub manager: PolyMongo,
-    pub tenant: Db,
+    /// The tenant's database: bound when a request takes the instance (an instance made
+    /// ahead of its request has none while it is being instantiated).
+    pub tenant: Option<Db>,
     pub deadline: Instant,
     pub timed_out: bool,
     pub open_cursors: u32,
@@ -95,6 +97,27 @@ impl WasiView for RequestState {
 }
 
 impl RequestState {
+    /// The tenant's database, or an error for an import called during instantiation of an
+    /// instance made ahead of its request.
+    pub fn tenant_db(&self) -> wasmtime::Result<&Db> {
+        self.tenant.as_ref().ok_or_else(|| {
+            wasmtime::Error::msg(
+                "the tenant database is bound when a request starts; it cannot be used while the plugin is being instantiated",
+            )
+        })
+    }
+
+    /// The tenant's name for logs (`-` before a request binds it).
+    pub fn tenant_name(&self) -> &str {
+        self.tenant.as_ref().map_or("-", Db::name)
+    }
+
+    /// Binds the instance to its request: the tenant's database and the request's deadline.
+    pub fn bind(&mut self, tenant: Db, deadline: Instant) {
+        self.tenant = Some(tenant);
+        self.deadline = deadline;
+    }
+
     /// Logs what the plugin wrote to stdout and stderr, tagged with plugin and tenant.
     pub fn flush_output(&self) {
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
@@ -103,7 +126,7 @@ impl RequestState {
                 continue;
             }
             for line in String::from_utf8_lossy(&bytes).lines() {
-                tracing::info!(plugin = %self.scope.plugin, tenant = self.tenant.name(), stream, "{line}");
+                tracing::info!(plugin = %self.scope.plugin, tenant = self.tenant_name(), stream, "{line}");
             }
         }
     }
