@@ -91,6 +91,9 @@ pub struct ServeConfig {
     /// Folder for compiled components (default `.cache/polymongo`); must be writable only
     /// by the host.
     pub cache_dir: Option<PathBuf>,
+    /// Plugins that may keep a fresh instance made ahead of their next request (default 16;
+    /// 0 disables it). Each keeps its memory resident while it waits.
+    pub ready_instances: Option<u32>,
     /// Watch the plugins folder and hot-reload changes (default true).
     pub watch: Option<bool>,
     /// Log format: `text` (default) or `json`.
@@ -153,6 +156,7 @@ pub const KEYS: &[&str] = &[
     "max_body_kb",
     "scorer",
     "cache_dir",
+    "ready_instances",
     "watch",
     "log_format",
     "pool.max_connections",
@@ -328,6 +332,9 @@ impl ServeConfig {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(".cache/polymongo")),
             ),
+            ready_instances: self
+                .ready_instances
+                .unwrap_or(RuntimeConfig::default().ready_instances),
             ..RuntimeConfig::default()
         }
     }
@@ -430,6 +437,7 @@ mod tests {
             ("max_body_kb", "1"),
             ("scorer", "lru"),
             ("cache_dir", "c"),
+            ("ready_instances", "4"),
             ("watch", "false"),
             ("log_format", "json"),
             ("pool.max_connections", "3"),

@@ -110,12 +110,7 @@ async fn run(
         Ok(_) => Outcome::InvalidResponse,
         Err(e) => Outcome::Failed(e.kind()),
     };
-    metrics.record_invocation(
-        &plugin_name,
-        outcome,
-        started.elapsed(),
-        timings.instantiate,
-    );
+    metrics.record_invocation(&plugin_name, outcome, started.elapsed(), timings);
     match result {
         Ok(response) => into_http(&plugin_name, response),
         Err(e) => {

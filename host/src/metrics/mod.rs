@@ -31,6 +31,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::plugins::{ComponentKind, PluginRegistry, PluginStatus};
 use crate::pool::{PolyMongo, PoolEventKind};
+use crate::runtime::InvokeTimings;
 
 /// The content type of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -92,6 +93,7 @@ pub struct Metrics {
     invocations: Family<InvocationLabels, Counter>,
     request_seconds: HistogramFamily,
     instantiate_seconds: HistogramFamily,
+    ready_instance_requests: Family<PluginLabels, Counter>,
     listener: Option<tokio::task::AbortHandle>,
 }
 
@@ -166,8 +168,14 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(INSTANTIATE_BUCKETS));
         registry.register(
             "polymongo_plugin_instantiation_duration_seconds",
-            "Time to instantiate a plugin component in a fresh store, by plugin",
+            "Time requests waited for a plugin component to be instantiated in a fresh store, by plugin (requests served by an instance made ahead are not counted)",
             instantiate_seconds.clone(),
+        );
+        let ready_instance_requests = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "polymongo_plugin_ready_instance_requests",
+            "Tenant plugin requests served by a fresh instance made ahead of them (no instantiation on their path), by plugin",
+            ready_instance_requests.clone(),
         );
         registry.register_collector(Box::new(StateCollector {
             manager,
@@ -179,6 +187,7 @@ impl Metrics {
             invocations,
             request_seconds,
             instantiate_seconds,
+            ready_instance_requests,
             listener,
         }
     }
@@ -190,7 +199,7 @@ impl Metrics {
         plugin: &str,
         outcome: Outcome,
         took: Duration,
-        instantiate: Option<Duration>,
+        timings: InvokeTimings,
     ) {
         self.invocations
             .get_or_create(&InvocationLabels {
@@ -204,10 +213,13 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        if let Some(t) = instantiate {
+        if let Some(t) = timings.instantiate {
             self.instantiate_seconds
                 .get_or_create(&labels)
                 .observe(t.as_secs_f64());
+        }
+        if timings.ready {
+            self.ready_instance_requests.get_or_create(&labels).inc();
         }
     }
 
