@@ -12,7 +12,9 @@
 //! - restart: `Runtime::load_bytes` of the same bytes again (compile-cache hit), and the bare
 //!   `Component::deserialize` of the artifact alone;
 //! - one request to `/ping` (fresh instance, no host call): `Runtime::invoke` and bare, p50;
-//! - one request doing a find-one by `_id` (`/find-one`), p50, and the driver alone;
+//! - one request doing a find-one by `_id` (`/find-one`), p50: back to back; 10 ms after the
+//!   previous one (the host idle meanwhile: a plugin slow to instantiate has an instance made
+//!   ahead by then), and the same on a runtime that makes none ahead; the driver alone;
 //! - one guest-to-host call with 1 KiB (`/log-loop?n=N` minus `n=0`, divided by N).
 //!
 //! Run: `cargo bench -p polymongo-host --bench languages` after `cargo xtask build-plugins`
@@ -62,6 +64,27 @@ where
     samples[samples.len() / 2]
 }
 
+/// The pause before each request of the spaced find-one row.
+const REQUEST_GAP: Duration = Duration::from_millis(10);
+
+/// Median of `runs` timings of `f`, each started `gap` after the previous one ended (the
+/// pause is not timed).
+async fn p50_spaced<F, Fut>(gap: Duration, runs: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        tokio::time::sleep(gap).await;
+        let t = Instant::now();
+        f().await;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
 fn p50_sync(runs: usize, mut f: impl FnMut()) -> Duration {
     let mut samples: Vec<Duration> = (0..runs)
         .map(|_| {
@@ -100,6 +123,8 @@ struct Row {
     ping: Duration,
     ping_bare: Duration,
     find_one: Duration,
+    find_one_spaced: Duration,
+    find_one_spaced_instantiating: Duration,
     driver: Duration,
     call: Duration,
     call_bare: Duration,
@@ -113,7 +138,7 @@ fn main() {
     let cache = polymongo_tests::workspace_root().join("target/languages-bench-cache");
     let _ = std::fs::remove_dir_all(&cache);
     let tenant = polymongo_tests::unique_db("bench-lang");
-    let (manager, runtime) = rt.block_on(async {
+    let (manager, runtime, cold_runtime) = rt.block_on(async {
         let manager = setup::manager(&uri).await;
         let config = RuntimeConfig {
             cache_dir: Some(cache.clone()),
@@ -122,8 +147,17 @@ fn main() {
             recent_components: 0,
             ..RuntimeConfig::default()
         };
+        // The same, making no instances ahead of requests.
+        let cold_runtime = Runtime::new(
+            manager.clone(),
+            RuntimeConfig {
+                ready_instances: 0,
+                ..config.clone()
+            },
+        )
+        .expect("runtime");
         let runtime = Runtime::new(manager.clone(), config).expect("runtime");
-        (manager, runtime)
+        (manager, runtime, cold_runtime)
     });
     let engine = runtime.engine().clone();
 
@@ -185,6 +219,10 @@ fn main() {
         let t = Instant::now();
         let plugin = load(&wasm);
         row.first_load = t.elapsed();
+        let cold_plugin = match cold_runtime.load_bytes(fixture, &wasm, None).expect("load") {
+            Loaded::Tenant(plugin) => plugin,
+            _ => panic!("{fixture} is not a tenant plugin"),
+        };
         row.restart = p50_sync(5, || drop(load(&wasm)));
         let artifact_path = std::fs::read_dir(&cache)
             .expect("cache dir")
@@ -232,6 +270,22 @@ fn main() {
             row.find_one = p50(budget, 1000, || async {
                 runtime
                     .invoke(&plugin, request(&tenant, "/find-one", &find_query))
+                    .await
+                    .expect("find-one");
+            })
+            .await;
+            // Requests with a pause between them, as most tenants send them: the instance a
+            // request runs in was made ahead while the host was idle.
+            row.find_one_spaced = p50_spaced(REQUEST_GAP, 150, || async {
+                runtime
+                    .invoke(&plugin, request(&tenant, "/find-one", &find_query))
+                    .await
+                    .expect("find-one");
+            })
+            .await;
+            row.find_one_spaced_instantiating = p50_spaced(REQUEST_GAP, 150, || async {
+                cold_runtime
+                    .invoke(&cold_plugin, request(&tenant, "/find-one", &find_query))
                     .await
                     .expect("find-one");
             })
@@ -310,6 +364,16 @@ fn main() {
     line(&mut out, "request doing a find-one (p50)", &|r| {
         us(r.find_one)
     });
+    line(
+        &mut out,
+        "request doing a find-one, 10 ms after the previous one (p50)",
+        &|r| us(r.find_one_spaced),
+    );
+    line(
+        &mut out,
+        "the same, no instances made ahead (`ready_instances = 0`, p50)",
+        &|r| us(r.find_one_spaced_instantiating),
+    );
     line(&mut out, "the same find-one, driver alone (p50)", &|r| {
         us(r.driver)
     });

@@ -52,6 +52,9 @@ struct Fixture {
     managed: pool::Collection<RawDocumentBuf>,
     /// The items collection through the driver alone.
     items: mongodb::Collection<Document>,
+    /// A runtime that makes every plugin's instances ahead, and the plugin loaded in it.
+    ahead_runtime: Runtime,
+    ahead_plugin: Plugin,
 }
 
 /// Runs `f` `iters` times in one task on the runtime's workers and returns the elapsed time.
@@ -81,6 +84,14 @@ async fn invoke(fx: Arc<Fixture>, path: &str, query: fn(&Fixture) -> &str) {
     black_box(response);
 }
 
+/// The bench fixture loaded in `runtime`.
+fn load(runtime: &Runtime, wasm: &[u8]) -> Plugin {
+    match runtime.load_bytes("bench", wasm, None).expect("load") {
+        polymongo::runtime::Loaded::Tenant(plugin) => plugin,
+        polymongo::runtime::Loaded::Scorer(_) => panic!("bench.wasm is a tenant plugin"),
+    }
+}
+
 fn runtime_benches(c: &mut Criterion) {
     let rt = setup::tokio_runtime();
     let uri = polymongo_tests::test_uri();
@@ -90,10 +101,16 @@ fn runtime_benches(c: &mut Criterion) {
     let (manager, fx) = rt.block_on(async {
         let manager = setup::manager(&uri).await;
         let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).expect("runtime");
-        let plugin = match runtime.load_bytes("bench", &wasm, None).expect("load") {
-            polymongo::runtime::Loaded::Tenant(plugin) => plugin,
-            polymongo::runtime::Loaded::Scorer(_) => panic!("bench.wasm is a tenant plugin"),
-        };
+        let plugin = load(&runtime, &wasm);
+        let ahead_runtime = Runtime::new(
+            manager.clone(),
+            RuntimeConfig {
+                ready_threshold: Duration::ZERO,
+                ..RuntimeConfig::default()
+            },
+        )
+        .expect("runtime");
+        let ahead_plugin = load(&ahead_runtime, &wasm);
         let bare = Bare::new(
             runtime.engine(),
             &Component::from_binary(runtime.engine(), &wasm).expect("component"),
@@ -118,6 +135,8 @@ fn runtime_benches(c: &mut Criterion) {
             id,
             managed,
             items,
+            ahead_runtime,
+            ahead_plugin,
         };
         (manager, Arc::new(fx))
     });
@@ -241,7 +260,129 @@ fn runtime_benches(c: &mut Criterion) {
         })
     });
     group.finish();
+    if selected("find_one/paired") {
+        paired_find_one(&rt, &fx, 3000);
+    }
     rt.block_on(manager.destroy()).expect("destroy");
+}
+
+/// Whether the benchmark filter given on the command line (if any) selects `name`.
+fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// Which find-one a round of [`paired_find_one`] times.
+#[derive(Clone, Copy)]
+enum Contender {
+    /// A plugin request (the default: this plugin instantiates in microseconds, so each
+    /// request instantiates its own).
+    Plugin,
+    /// A plugin request on a runtime that makes every plugin's instances ahead
+    /// (`ready_threshold = 0`).
+    PluginMadeAhead,
+    /// The driver alone.
+    Driver,
+}
+
+impl Contender {
+    const ALL: [Contender; 3] = [
+        Contender::Plugin,
+        Contender::PluginMadeAhead,
+        Contender::Driver,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Contender::Plugin => "plugin_request",
+            Contender::PluginMadeAhead => "plugin_request_made_ahead",
+            Contender::Driver => "driver_direct",
+        }
+    }
+
+    async fn once(self, fx: &Fixture) -> Duration {
+        let request = || request(&fx.tenant, "/find-one", &fx.query);
+        let started = Instant::now();
+        match self {
+            Contender::Plugin => {
+                let response = fx.runtime.invoke(&fx.plugin, request()).await;
+                black_box(response.expect("invoke"));
+            }
+            Contender::PluginMadeAhead => {
+                let response = fx.ahead_runtime.invoke(&fx.ahead_plugin, request()).await;
+                black_box(response.expect("invoke"));
+            }
+            Contender::Driver => {
+                let found = fx.items.find_one(doc! { "_id": fx.id }).await;
+                black_box(found.expect("find_one"));
+            }
+        }
+        started.elapsed()
+    }
+}
+
+/// The find-one of a plugin request (instantiating per request, and with instances made
+/// ahead) and of the
+/// driver alone, interleaved one by one in one task (the order rotating every round), each
+/// timed on its own: all see the same server latency at the same moment, so the ratios are
+/// not moved by FerretDB's drift between criterion's groups. Prints medians, p90s and means,
+/// and each plugin row's ratios to the driver's.
+fn paired_find_one(rt: &tokio::runtime::Runtime, fx: &Arc<Fixture>, rounds: usize) {
+    let fx = fx.clone();
+    let samples = rt
+        .block_on(rt.spawn(async move {
+            let mut samples = vec![Vec::with_capacity(rounds); Contender::ALL.len()];
+            for _ in 0..200 {
+                for c in Contender::ALL {
+                    c.once(&fx).await;
+                }
+            }
+            for round in 0..rounds {
+                for k in 0..Contender::ALL.len() {
+                    let i = (round + k) % Contender::ALL.len();
+                    samples[i].push(Contender::ALL[i].once(&fx).await);
+                }
+            }
+            samples
+        }))
+        .expect("paired task");
+    let summaries: Vec<Summary> = samples.into_iter().map(Summary::of).collect();
+    let driver = &summaries[2];
+    println!("find_one/paired ({rounds} rounds, interleaved one by one)");
+    for (c, s) in Contender::ALL.iter().zip(&summaries) {
+        println!(
+            "  {:<29} p50 {:>7.1} µs  p90 {:>7.1} µs  mean {:>7.1} µs  ratio p50 {:.3}×  mean {:.3}×",
+            c.label(),
+            s.p50,
+            s.p90,
+            s.mean,
+            s.p50 / driver.p50,
+            s.mean / driver.mean
+        );
+    }
+}
+
+/// Median, 90th percentile and mean of latencies, in µs.
+struct Summary {
+    p50: f64,
+    p90: f64,
+    mean: f64,
+}
+
+impl Summary {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let at = |q: f64| us(samples[((samples.len() - 1) as f64 * q) as usize]);
+        Self {
+            p50: at(0.5),
+            p90: at(0.9),
+            mean: samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64,
+        }
+    }
 }
 
 criterion_group! {
