@@ -66,9 +66,6 @@ pub struct RuntimeConfig {
     /// slots of the pooling allocator beyond `max_instances` and keep their memory resident.
     /// 0 disables it.
     pub ready_instances: u32,
-    /// Only plugins whose instantiation took at least this long are made ahead (faster ones
-    /// cost about as much to instantiate per request as the task making them ahead).
-    pub ready_threshold: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -82,7 +79,6 @@ impl Default for RuntimeConfig {
             scorer_budget: Duration::from_millis(20),
             recent_components: 8,
             ready_instances: 16,
-            ready_threshold: Duration::from_micros(100),
         }
     }
 }
@@ -567,9 +563,7 @@ impl Runtime {
                     // Timing hook for metrics: measures instantiation only, changes nothing.
                     let started = Instant::now();
                     let instance = plugin.pre.instantiate_async(&mut store).await?;
-                    let took = started.elapsed();
-                    timings.instantiate = Some(took);
-                    plugin.ready.instantiated(took);
+                    timings.instantiate = Some(started.elapsed());
                     instance
                         .polymongo_plugin_handler()
                         .call_handle(&mut store, &request)
@@ -579,10 +573,7 @@ impl Runtime {
                 (None, store, outcome)
             }
         };
-        if plugin
-            .ready
-            .slow_to_instantiate(self.inner.config.ready_threshold)
-        {
+        if plugin.ready.worth_making() {
             self.make_ready(plugin);
         }
         let state = store.data();
@@ -684,7 +675,6 @@ impl Runtime {
         tokio::spawn(async move {
             let limits = scope.limits;
             let mut store = this.new_store(&scope, None, Instant::now() + limits.deadline);
-            let started = Instant::now();
             let made = tokio::time::timeout(
                 limits.deadline + HOST_GRACE,
                 pre.instantiate_async(&mut store),
@@ -692,14 +682,11 @@ impl Runtime {
             .await;
             store.data().flush_output();
             match made {
-                Ok(Ok(instance)) => claim.fill(
-                    ReadyInstance {
-                        store,
-                        instance,
-                        reserve,
-                    },
-                    started.elapsed(),
-                ),
+                Ok(Ok(instance)) => claim.fill(ReadyInstance {
+                    store,
+                    instance,
+                    reserve,
+                }),
                 Ok(Err(e)) => {
                     tracing::info!(plugin = %scope.plugin, error = %format!("{e:#}"), "cannot make an instance ahead of requests; its requests instantiate their own");
                     claim.fail();
