@@ -52,9 +52,9 @@ struct Fixture {
     managed: pool::Collection<RawDocumentBuf>,
     /// The items collection through the driver alone.
     items: mongodb::Collection<Document>,
-    /// A runtime that makes every plugin's instances ahead, and the plugin loaded in it.
-    ahead_runtime: Runtime,
-    ahead_plugin: Plugin,
+    /// A runtime that makes no instances ahead, and the plugin loaded in it.
+    cold_runtime: Runtime,
+    cold_plugin: Plugin,
 }
 
 /// Runs `f` `iters` times in one task on the runtime's workers and returns the elapsed time.
@@ -102,15 +102,15 @@ fn runtime_benches(c: &mut Criterion) {
         let manager = setup::manager(&uri).await;
         let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).expect("runtime");
         let plugin = load(&runtime, &wasm);
-        let ahead_runtime = Runtime::new(
+        let cold_runtime = Runtime::new(
             manager.clone(),
             RuntimeConfig {
-                ready_threshold: Duration::ZERO,
+                ready_instances: 0,
                 ..RuntimeConfig::default()
             },
         )
         .expect("runtime");
-        let ahead_plugin = load(&ahead_runtime, &wasm);
+        let cold_plugin = load(&cold_runtime, &wasm);
         let bare = Bare::new(
             runtime.engine(),
             &Component::from_binary(runtime.engine(), &wasm).expect("component"),
@@ -135,8 +135,8 @@ fn runtime_benches(c: &mut Criterion) {
             id,
             managed,
             items,
-            ahead_runtime,
-            ahead_plugin,
+            cold_runtime,
+            cold_plugin,
         };
         (manager, Arc::new(fx))
     });
@@ -278,12 +278,10 @@ fn selected(name: &str) -> bool {
 /// Which find-one a round of [`paired_find_one`] times.
 #[derive(Clone, Copy)]
 enum Contender {
-    /// A plugin request (the default: this plugin instantiates in microseconds, so each
-    /// request instantiates its own).
+    /// A plugin request (instances made ahead, the default).
     Plugin,
-    /// A plugin request on a runtime that makes every plugin's instances ahead
-    /// (`ready_threshold = 0`).
-    PluginMadeAhead,
+    /// A plugin request on a runtime that makes no instances ahead (`ready_instances = 0`).
+    PluginInstantiating,
     /// The driver alone.
     Driver,
 }
@@ -291,14 +289,14 @@ enum Contender {
 impl Contender {
     const ALL: [Contender; 3] = [
         Contender::Plugin,
-        Contender::PluginMadeAhead,
+        Contender::PluginInstantiating,
         Contender::Driver,
     ];
 
     fn label(self) -> &'static str {
         match self {
             Contender::Plugin => "plugin_request",
-            Contender::PluginMadeAhead => "plugin_request_made_ahead",
+            Contender::PluginInstantiating => "plugin_request_instantiating",
             Contender::Driver => "driver_direct",
         }
     }
@@ -311,8 +309,8 @@ impl Contender {
                 let response = fx.runtime.invoke(&fx.plugin, request()).await;
                 black_box(response.expect("invoke"));
             }
-            Contender::PluginMadeAhead => {
-                let response = fx.ahead_runtime.invoke(&fx.ahead_plugin, request()).await;
+            Contender::PluginInstantiating => {
+                let response = fx.cold_runtime.invoke(&fx.cold_plugin, request()).await;
                 black_box(response.expect("invoke"));
             }
             Contender::Driver => {
@@ -324,8 +322,8 @@ impl Contender {
     }
 }
 
-/// The find-one of a plugin request (instantiating per request, and with instances made
-/// ahead) and of the
+/// The find-one of a plugin request (with instances made ahead, and instantiating per
+/// request) and of the
 /// driver alone, interleaved one by one in one task (the order rotating every round), each
 /// timed on its own: all see the same server latency at the same moment, so the ratios are
 /// not moved by FerretDB's drift between criterion's groups. Prints medians, p90s and means,
