@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
@@ -526,7 +526,7 @@ impl Runtime {
             .clone()
             .try_acquire_owned()
             .map_err(|_| InvokeError::Busy(limits.max_concurrent))?;
-        let _instance_permit = self
+        let instance_permit = self
             .inner
             .instances
             .clone()
@@ -542,7 +542,7 @@ impl Runtime {
         let bound = limits.deadline + HOST_GRACE;
 
         let ready = plugin.ready.take();
-        let (reserve, store, outcome) = match ready {
+        let (reserve, mut store, outcome) = match ready {
             Some(ReadyInstance {
                 mut store,
                 instance,
@@ -573,15 +573,22 @@ impl Runtime {
                 (None, store, outcome)
             }
         };
-        if plugin.ready.worth_making() {
-            self.make_ready(plugin);
-        }
         let state = store.data();
         state.flush_output();
         let result = Self::outcome(plugin, &request, state, outcome);
-        // The store goes before its place in the reserve.
-        drop(store);
-        drop(reserve);
+        // What the plugin held (cursors, database handles and their leases) is released with
+        // the request, whatever happens to the store.
+        store.data_mut().table = ResourceTable::new();
+        // The store goes before the permits that account for its pooling slot: in the task
+        // making the next instance if there is one (off the request's path), or here.
+        let used = UsedStore {
+            _store: store,
+            _reserve: reserve,
+            _instance: instance_permit,
+        };
+        if plugin.ready.worth_making() {
+            self.make_ready(plugin, used);
+        }
         result
     }
 
@@ -663,8 +670,10 @@ impl Runtime {
     }
 
     /// Starts a task making `plugin`'s next ready instance, unless one is ready or being
-    /// made, the reserve is full, or making one failed before. Returns whether it started one.
-    fn make_ready(&self, plugin: &Plugin) -> bool {
+    /// made, the reserve is full, or making one failed before. The task first tears down
+    /// `used`, the store of the request just done (dropped here if no task starts). Returns
+    /// whether it started one.
+    fn make_ready(&self, plugin: &Plugin, used: UsedStore) -> bool {
         let Some(claim) = plugin.ready.claim() else {
             return false;
         };
@@ -673,6 +682,7 @@ impl Runtime {
         };
         let (this, pre, scope) = (self.clone(), plugin.pre.clone(), plugin.scope.clone());
         tokio::spawn(async move {
+            drop(used);
             let limits = scope.limits;
             let mut store = this.new_store(&scope, None, Instant::now() + limits.deadline);
             let made = tokio::time::timeout(
@@ -704,6 +714,14 @@ impl Runtime {
 /// Stores kept beyond requests' own: one ready instance per plugin that makes them ahead.
 fn ready_reserve(config: &RuntimeConfig) -> usize {
     config.ready_instances as usize
+}
+
+/// The store of a finished request, with the permits that account for its pooling slot
+/// (released after it, in field order).
+struct UsedStore {
+    _store: Store<RequestState>,
+    _reserve: Option<tokio::sync::OwnedSemaphorePermit>,
+    _instance: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Time host work of a request (instantiation, database calls) may run past its deadline.
