@@ -2,8 +2,9 @@
 //!
 //! Each plugin version may keep one fresh, never-called instance ready in its own store. A
 //! request takes it and binds its tenant and deadline to it before calling it; when the
-//! request is done, a task makes the next one while the host is idle. Every request still
-//! runs in a store no other request has touched: the instance is only made earlier.
+//! request is done, a task tears its store down and makes the next one while the host is
+//! idle. Every request still runs in a store no other request has touched: the instance is
+//! only made earlier.
 //!
 //! When requests of a plugin follow each other so closely that one arrives while its instance
 //! is still being made, the task would only compete with them for the cores (and their
