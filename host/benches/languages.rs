@@ -64,6 +64,14 @@ where
     samples[samples.len() / 2]
 }
 
+/// `bytes` loaded into `runtime` as tenant plugin `fixture`.
+fn load(runtime: &Runtime, fixture: &str, bytes: &[u8]) -> Plugin {
+    match runtime.load_bytes(fixture, bytes, None).expect("load") {
+        Loaded::Tenant(plugin) => plugin,
+        _ => panic!("{fixture} is not a tenant plugin"),
+    }
+}
+
 /// The pause before each request of the spaced find-one row.
 const REQUEST_GAP: Duration = Duration::from_millis(10);
 
@@ -210,20 +218,11 @@ fn main() {
             size: wasm.len(),
             ..Row::default()
         };
-        let load = |bytes: &[u8]| -> Plugin {
-            match runtime.load_bytes(fixture, bytes, None).expect("load") {
-                Loaded::Tenant(plugin) => plugin,
-                _ => panic!("{fixture} is not a tenant plugin"),
-            }
-        };
         let t = Instant::now();
-        let plugin = load(&wasm);
+        let plugin = load(&runtime, fixture, &wasm);
         row.first_load = t.elapsed();
-        let cold_plugin = match cold_runtime.load_bytes(fixture, &wasm, None).expect("load") {
-            Loaded::Tenant(plugin) => plugin,
-            _ => panic!("{fixture} is not a tenant plugin"),
-        };
-        row.restart = p50_sync(5, || drop(load(&wasm)));
+        let cold_plugin = load(&cold_runtime, fixture, &wasm);
+        row.restart = p50_sync(5, || drop(load(&runtime, fixture, &wasm)));
         let artifact_path = std::fs::read_dir(&cache)
             .expect("cache dir")
             .filter_map(|e| e.ok().map(|e| e.path()))
