@@ -671,14 +671,13 @@ impl Runtime {
 
     /// Starts a task making `plugin`'s next ready instance, unless one is ready or being
     /// made, the reserve is full, or making one failed before. The task first tears down
-    /// `used`, the store of the request just done (dropped here if no task starts). Returns
-    /// whether it started one.
-    fn make_ready(&self, plugin: &Plugin, used: UsedStore) -> bool {
+    /// `used`, the store of the request just done (dropped here if no task starts).
+    fn make_ready(&self, plugin: &Plugin, used: UsedStore) {
         let Some(claim) = plugin.ready.claim() else {
-            return false;
+            return;
         };
         let Ok(reserve) = self.inner.ready_reserve.clone().try_acquire_owned() else {
-            return false;
+            return;
         };
         let (this, pre, scope) = (self.clone(), plugin.pre.clone(), plugin.scope.clone());
         tokio::spawn(async move {
@@ -707,7 +706,6 @@ impl Runtime {
                 }
             }
         });
-        true
     }
 }
 
