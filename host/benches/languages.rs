@@ -75,6 +75,14 @@ fn load(runtime: &Runtime, fixture: &str, bytes: &[u8]) -> Plugin {
 /// The pause before each request of the spaced find-one row.
 const REQUEST_GAP: Duration = Duration::from_millis(10);
 
+/// A find-one request (`/find-one?<query>`) for `tenant` to `plugin` in `runtime`.
+async fn find_one_request(runtime: &Runtime, plugin: &Plugin, tenant: &str, query: &str) {
+    runtime
+        .invoke(plugin, request(tenant, "/find-one", query))
+        .await
+        .expect("find-one");
+}
+
 /// Median of `runs` timings of `f`, each started `gap` after the previous one ended (the
 /// pause is not timed).
 async fn p50_spaced<F, Fut>(gap: Duration, runs: usize, mut f: F) -> Duration
@@ -266,27 +274,18 @@ fn main() {
                 bare.call(request(&tenant, "/ping", "")).await;
             })
             .await;
-            row.find_one = p50(budget, 1000, || async {
-                runtime
-                    .invoke(&plugin, request(&tenant, "/find-one", &find_query))
-                    .await
-                    .expect("find-one");
+            row.find_one = p50(budget, 1000, || {
+                find_one_request(&runtime, &plugin, &tenant, &find_query)
             })
             .await;
             // Requests with a pause between them, as most tenants send them: the instance a
             // request runs in was made ahead while the host was idle.
-            row.find_one_spaced = p50_spaced(REQUEST_GAP, 150, || async {
-                runtime
-                    .invoke(&plugin, request(&tenant, "/find-one", &find_query))
-                    .await
-                    .expect("find-one");
+            row.find_one_spaced = p50_spaced(REQUEST_GAP, 150, || {
+                find_one_request(&runtime, &plugin, &tenant, &find_query)
             })
             .await;
-            row.find_one_spaced_instantiating = p50_spaced(REQUEST_GAP, 150, || async {
-                cold_runtime
-                    .invoke(&cold_plugin, request(&tenant, "/find-one", &find_query))
-                    .await
-                    .expect("find-one");
+            row.find_one_spaced_instantiating = p50_spaced(REQUEST_GAP, 150, || {
+                find_one_request(&cold_runtime, &cold_plugin, &tenant, &find_query)
             })
             .await;
             row.driver = p50(budget, 1000, || async {
