@@ -6,9 +6,16 @@ pub mod tenant {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "tenant-plugin",
-        // `log` never waits, so it is a plain (cheaper) synchronous host function.
+        // Imports that never wait are plain (cheaper) synchronous host functions: `log`, and
+        // those that only touch the request's resource table (taking the tenant's database,
+        // opening a granted one, a handle's name, dropping handles).
         imports: {
             "polymongo:plugin/log.log": trappable,
+            "polymongo:plugin/database.tenant": trappable,
+            "polymongo:plugin/database.open": trappable,
+            "polymongo:plugin/database.[method]db.name": trappable,
+            "polymongo:plugin/database.[drop]db": trappable,
+            "polymongo:plugin/database.[drop]cursor": trappable,
             default: async | trappable,
         },
         exports: { default: async },

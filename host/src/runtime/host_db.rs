@@ -309,14 +309,14 @@ fn update_result(r: mongodb::results::UpdateResult) -> WitResult<WitUpdateResult
 }
 
 impl Host for RequestState {
-    async fn tenant(&mut self) -> wasmtime::Result<Resource<DbHandle>> {
+    fn tenant(&mut self) -> wasmtime::Result<Resource<DbHandle>> {
         let db = self.tenant_db()?.clone();
         Ok(self.table.push(DbHandle { db })?)
     }
 
-    async fn open(&mut self, name: String) -> wasmtime::Result<WitResult<Resource<DbHandle>>> {
+    fn open(&mut self, name: String) -> wasmtime::Result<WitResult<Resource<DbHandle>>> {
         if name == self.tenant_db()?.name() {
-            return self.tenant().await.map(Ok);
+            return self.tenant().map(Ok);
         }
         if !self.scope.grants.contains(&name) {
             return Ok(Err(WitError::Denied(format!(
@@ -332,7 +332,7 @@ impl Host for RequestState {
 impl super::bindings::types::Host for RequestState {}
 
 impl HostDb for RequestState {
-    async fn name(&mut self, this: Resource<DbHandle>) -> wasmtime::Result<String> {
+    fn name(&mut self, this: Resource<DbHandle>) -> wasmtime::Result<String> {
         Ok(self.db_of(&this)?.name().to_string())
     }
 
@@ -598,7 +598,7 @@ impl HostDb for RequestState {
         Ok(Ok(names))
     }
 
-    async fn drop(&mut self, this: Resource<DbHandle>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<DbHandle>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -676,7 +676,7 @@ impl HostCursor for RequestState {
         Ok(Ok(batch))
     }
 
-    async fn drop(&mut self, this: Resource<CursorHandle>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<CursorHandle>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         self.open_cursors = self.open_cursors.saturating_sub(1);
         Ok(())
