@@ -6,7 +6,9 @@
 //!   per call: (time of n=N − time of n=0) / N, computed from the two measurements.
 //! - `request/*`: one request to `/ping` (fresh instance per request, no host calls):
 //!   polymongo's `Runtime::invoke` (store, WASI context, limiter, deadline callback,
-//!   concurrency permits, tenant binding) versus a bare wasmtime instantiate + call.
+//!   concurrency permits, tenant binding) versus a bare wasmtime instantiate + call; and the
+//!   same with the twelve headers of a typical browser request (each string of the request
+//!   record is copied into the guest through a call of its `realloc`).
 //! - `find_one/*`: a plugin request doing a find-one by `_id` (typed, as the SDK recommends;
 //!   and untyped, `Document` to relaxed extended JSON) versus the same find-one through the
 //!   driver directly, both against FerretDB.
@@ -82,6 +84,39 @@ async fn invoke(fx: Arc<Fixture>, path: &str, query: fn(&Fixture) -> &str) {
         .await
         .expect("invoke");
     black_box(response);
+}
+
+/// The headers of a typical browser GET behind a proxy: what a real request carries into
+/// the plugin besides its path and query.
+const BROWSER_HEADERS: [(&str, &str); 12] = [
+    ("host", "api.example.com"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    ),
+    ("accept", "application/json, text/plain, */*"),
+    ("accept-language", "en-US,en;q=0.5"),
+    ("accept-encoding", "gzip, deflate, br"),
+    ("referer", "https://app.example.com/dashboard"),
+    ("origin", "https://app.example.com"),
+    ("connection", "keep-alive"),
+    ("x-tenant-id", "bench"),
+    ("x-request-id", "0b6f2a9c-4d1e-4c59-9a57-2f8f0f3c1d42"),
+    ("x-forwarded-for", "203.0.113.7"),
+    (
+        "authorization",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl",
+    ),
+];
+
+/// A `/ping` request for `tenant` carrying [`BROWSER_HEADERS`].
+fn ping_with_headers(tenant: &str) -> polymongo::runtime::Request {
+    let mut req = request(tenant, "/ping", "");
+    req.headers = BROWSER_HEADERS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    req
 }
 
 /// The bench fixture loaded in `runtime`.
@@ -171,6 +206,25 @@ fn runtime_benches(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed(&rt, iters, &fx, |fx| async move {
                 black_box(fx.bare.call(request(&fx.tenant, "/ping", "")).await);
+            })
+        })
+    });
+    group.bench_function("ping_12_headers_polymongo", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, &fx, |fx| async move {
+                let response = fx
+                    .runtime
+                    .invoke(&fx.plugin, ping_with_headers(&fx.tenant))
+                    .await
+                    .expect("ping");
+                black_box(response);
+            })
+        })
+    });
+    group.bench_function("ping_12_headers_bare_wasmtime", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, &fx, |fx| async move {
+                black_box(fx.bare.call(ping_with_headers(&fx.tenant)).await);
             })
         })
     });
