@@ -78,11 +78,13 @@ where
 
 /// A plugin request to `path?query` (the query taken from the fixture by `query`).
 async fn invoke(fx: Arc<Fixture>, path: &str, query: fn(&Fixture) -> &str) {
-    let response = fx
-        .runtime
-        .invoke(&fx.plugin, request(&fx.tenant, path, query(&fx)))
-        .await
-        .expect("invoke");
+    let req = request(&fx.tenant, path, query(&fx));
+    invoke_request(&fx, req).await;
+}
+
+/// `req` sent to the fixture's plugin through polymongo's runtime.
+async fn invoke_request(fx: &Fixture, req: polymongo::runtime::Request) {
+    let response = fx.runtime.invoke(&fx.plugin, req).await.expect("invoke");
     black_box(response);
 }
 
@@ -212,12 +214,7 @@ fn runtime_benches(c: &mut Criterion) {
     group.bench_function("ping_12_headers_polymongo", |b| {
         b.iter_custom(|iters| {
             timed(&rt, iters, &fx, |fx| async move {
-                let response = fx
-                    .runtime
-                    .invoke(&fx.plugin, ping_with_headers(&fx.tenant))
-                    .await
-                    .expect("ping");
-                black_box(response);
+                invoke_request(&fx, ping_with_headers(&fx.tenant)).await
             })
         })
     });
@@ -242,12 +239,7 @@ fn runtime_benches(c: &mut Criterion) {
                 timed(&rt, iters, &fx, move |fx| {
                     let query = query.clone();
                     async move {
-                        let response = fx
-                            .runtime
-                            .invoke(&fx.plugin, request(&fx.tenant, "/log-loop", &query))
-                            .await
-                            .expect("log-loop");
-                        black_box(response);
+                        invoke_request(&fx, request(&fx.tenant, "/log-loop", &query)).await
                     }
                 })
             })
