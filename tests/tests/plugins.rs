@@ -337,7 +337,14 @@ async fn a_trap_is_a_clean_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_results_are_capped() {
-    let host = hostile_host().await;
+    // The fixture first writes 8 MB of documents, which takes seconds when the machine is busy:
+    // the same limits as the other hostile tests but a deadline that is not what is tested here.
+    let manifest = HOSTILE_MANIFEST.replace("deadline_ms = 1500", "deadline_ms = 60000");
+    let host = Host::start(
+        &[("hostile", fixture_wasm("hostile"))],
+        &[("hostile", manifest.as_str())],
+    )
+    .await;
     let tenant = unique_db("huge");
     let (status, body) = host
         .call(&tenant, "GET", "/hostile/huge-result", None)
