@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use polymongo::pool::{EvictionPolicy, LruPolicy, PoolStats, SeedPolicy};
 use polymongo::replay::{
-    belady, generate, java_hash, read_trace, simulate, write_trace, ScorerLoader, SimConfig,
-    SimResult, Trace, TraceSpec, WTinyLfuPolicy,
+    belady, generate, java_hash, read_trace, simulate, write_trace, LeaderRule, ScorerLoader,
+    SimConfig, SimResult, Trace, TraceSpec, WTinyLfuPolicy,
 };
 use polymongo_tests::{bundled_wasm, fixture_wasm};
 
@@ -128,6 +128,9 @@ fn min_is_never_worse_than_lru_or_seed() {
     let adaptive = loader
         .load_file(&bundled_wasm("scorer-adaptive"))
         .expect("scorer-adaptive loads");
+    let hybrid = loader
+        .load_file(&bundled_wasm("scorer-hybrid"))
+        .expect("scorer-hybrid loads");
     for seed in 1..=3 {
         let trace = small_trace(seed, 1_000, 40_000);
         for capacity in [10, 50, 200] {
@@ -136,12 +139,27 @@ fn min_is_never_worse_than_lru_or_seed() {
             let seed_policy = replay(&trace, &SeedPolicy, capacity);
             let scorer = loader.policy(&adaptive, Duration::from_secs(5));
             let adaptive_result = replay(&trace, &scorer, capacity);
+            let hybrid_scorer = loader.policy(&hybrid, Duration::from_secs(5));
+            let hybrid_result = replay(&trace, &hybrid_scorer, capacity);
+            assert_eq!(hybrid_result.policy_fallbacks, 0);
+            // The scorer runs the replay tool's own follower: the same victims natively.
+            let experts = ["wtinylfu", "lru", "arc"]
+                .map(|e| WTinyLfuPolicy::expert(e).expect("expert"))
+                .into_iter()
+                .collect();
+            let native = WTinyLfuPolicy::following(experts, LeaderRule::default());
+            assert_eq!(
+                replay(&trace, &native, capacity).victims,
+                hybrid_result.victims,
+                "seed {seed}, K={capacity}: scorer-hybrid and the native follower differ"
+            );
             assert_eq!(min.requests, lru.requests);
             assert_eq!(min.hits + min.opens, min.requests);
             for (name, other) in [
                 ("lru", &lru),
                 ("seed", &seed_policy),
                 ("adaptive", &adaptive_result),
+                ("hybrid", &hybrid_result),
             ] {
                 assert!(
                     min.hits >= other.hits,
