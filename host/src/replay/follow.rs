@@ -116,6 +116,7 @@ pub struct Follower {
     started: bool,
     maximum: u64,
     decisions: u64,
+    unoffered: usize,
     clock: u64,
     experts: Vec<Box<dyn Expert + Send>>,
     hits: Vec<f64>,
@@ -140,6 +141,7 @@ impl Follower {
             started: false,
             maximum: 0,
             decisions: 0,
+            unoffered: usize::MAX,
             clock: 0,
             experts,
             hits: vec![0.0; n],
@@ -268,12 +270,19 @@ impl Follower {
                 self.pinned[key as usize] = false;
             }
         }
-        let newly_pinned: Vec<u32> = self
-            .pools
-            .values()
-            .copied()
-            .filter(|&k| self.offered_at[k as usize] != stamp && !self.pinned[k as usize])
-            .collect();
+        // Open pools not offered are pinned. Scanning every open pool costs as much as the
+        // rest of the decision, so only when their number changed since the last scan.
+        let unoffered = self.pools.len().saturating_sub(offered.len());
+        let newly_pinned: Vec<u32> = if unoffered == self.unoffered {
+            Vec::new()
+        } else {
+            self.unoffered = unoffered;
+            self.pools
+                .values()
+                .copied()
+                .filter(|&k| self.offered_at[k as usize] != stamp && !self.pinned[k as usize])
+                .collect()
+        };
         for key in newly_pinned {
             self.pinned[key as usize] = true;
             for expert in &mut self.experts {
