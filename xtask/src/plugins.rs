@@ -36,7 +36,13 @@ use anyhow::{bail, Context, Result};
 pub const TARGET: &str = "wasm32-wasip2";
 
 /// The bundled plugins and scorers, copied into the deploy folder.
-pub const BUNDLED: &[&str] = &["users", "scorer-seed", "scorer-lru", "scorer-adaptive"];
+pub const BUNDLED: &[&str] = &[
+    "users",
+    "scorer-seed",
+    "scorer-lru",
+    "scorer-adaptive",
+    "scorer-hybrid",
+];
 
 /// The test fixtures, copied into `target/plugins-test/`.
 pub const FIXTURES: &[&str] = &[

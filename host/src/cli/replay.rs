@@ -1,7 +1,7 @@
 //! `polymongo replay`: eviction policies replayed on a trace, against LRU and Bélády's MIN.
 //! No database needed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use polymongo::pool::{builtin_policy, EvictionPolicy};
 use polymongo::replay::{
-    belady, generate, read_trace, simulate, write_trace, Report, Row, ScorerLoader, SimConfig,
-    Trace, TraceSpec,
+    belady, generate, read_trace, simulate, write_trace, LeaderRule, Report, Row, ScorerLoader,
+    SimConfig, Suite, SuiteRow, Trace, TraceSpec, WTinyLfuPolicy, WTINYLFU,
 };
 use polymongo::runtime::ScorerComponent;
 
@@ -29,14 +29,24 @@ pub struct ReplayArgs {
     /// Seed of the synthetic trace.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Policies, comma-separated: `seed`, `lru`, `min`, or `wasm:PATH` (a scorer component).
-    /// LRU and MIN are always replayed as bounds.
+    /// Policies, comma-separated: `seed`, `lru`, `min`, `wtinylfu` (W-TinyLFU with
+    /// Caffeine's adaptive window), or `wasm:PATH` (a scorer component). LRU and MIN are
+    /// always replayed as bounds; with `--suite`, W-TinyLFU too.
     #[arg(long, value_delimiter = ',', default_value = "seed,lru,min")]
     pub policies: Vec<String>,
     /// Replay this trace file (one key per line, LIRS format; `*` lines and blanks ignored;
     /// `.gz` accepted) instead of a synthetic one.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Replay every trace file in this folder (sorted by name) at every `--capacity`, plus
+    /// the `--synthetic` traces, and print one table: hit ratio per policy and the share of
+    /// the LRU→MIN gap closed.
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    /// With `--suite`: synthetic traces to add, as `SEED:ZIPF` pairs, comma-separated (the
+    /// other synthetic options apply to all of them).
+    #[arg(long, value_delimiter = ',')]
+    pub synthetic: Vec<String>,
     /// Also write the (synthetic) trace to this file, one database name per line (`.gz` to
     /// compress).
     #[arg(long)]
@@ -72,14 +82,67 @@ pub struct ReplayArgs {
 
 enum Policy {
     Builtin(String),
+    Reference,
+    Follow(String),
     Min,
     Wasm(String, Arc<ScorerComponent>),
 }
 
-/// Runs the replay and prints the report (markdown) on stdout.
+impl ReplayArgs {
+    fn spec(&self, seed: u64, zipf: f64) -> Result<TraceSpec> {
+        let spec = TraceSpec {
+            tenants: self.tenants,
+            requests: self.requests,
+            seed,
+            zipf_exponent: zipf,
+            pinned: self.pinned,
+            concurrent_sessions: self.sessions,
+            mean_session_ops: self.session_ops,
+            scan_at: self.scan_at,
+            shift_at: self.shift_at,
+            bursts: self.bursts,
+            ..TraceSpec::default()
+        };
+        if spec.tenants == 0 || spec.pinned > spec.tenants {
+            bail!("--tenants must be at least 1 and at least --pinned");
+        }
+        Ok(spec)
+    }
+}
+
+fn parse_policies(names: &[String], loader: &ScorerLoader, suite: bool) -> Result<Vec<Policy>> {
+    let mut policies = vec![Policy::Builtin("lru".into()), Policy::Min];
+    if suite {
+        policies.push(Policy::Reference);
+    }
+    for name in names {
+        let name = name.trim();
+        if let Some(path) = name.strip_prefix("wasm:") {
+            let component = loader.load_file(std::path::Path::new(path))?;
+            policies.push(Policy::Wasm(name.to_string(), component));
+        } else if name == "min" || name == "lru" || (suite && name == WTINYLFU) {
+            // Always replayed.
+        } else if name == WTINYLFU {
+            policies.push(Policy::Reference);
+        } else if name.starts_with("follow:") {
+            follow_policy(name)?;
+            policies.push(Policy::Follow(name.to_string()));
+        } else if builtin_policy(name).is_some() {
+            policies.push(Policy::Builtin(name.to_string()));
+        } else {
+            bail!("unknown policy {name:?}: expected seed, lru, min, wtinylfu or wasm:PATH");
+        }
+    }
+    Ok(policies)
+}
+
+/// Runs the replay (or the suite) and prints the report (markdown) on stdout.
 pub fn run(args: ReplayArgs) -> Result<()> {
     if args.capacity.is_empty() || args.capacity.contains(&0) {
         bail!("--capacity needs capacities of at least 1");
+    }
+    if let Some(dir) = &args.suite {
+        return run_suite(&args, dir);
     }
     let (trace, description) = match &args.trace {
         Some(path) => {
@@ -93,22 +156,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             (trace, description)
         }
         None => {
-            let spec = TraceSpec {
-                tenants: args.tenants,
-                requests: args.requests,
-                seed: args.seed,
-                zipf_exponent: args.zipf,
-                pinned: args.pinned,
-                concurrent_sessions: args.sessions,
-                mean_session_ops: args.session_ops,
-                scan_at: args.scan_at,
-                shift_at: args.shift_at,
-                bursts: args.bursts,
-                ..TraceSpec::default()
-            };
-            if spec.tenants == 0 || spec.pinned > spec.tenants {
-                bail!("--tenants must be at least 1 and at least --pinned");
-            }
+            let spec = args.spec(args.seed, args.zipf)?;
             let trace = generate(&spec);
             (trace, spec.describe())
         }
@@ -122,20 +170,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     }
 
     let loader = ScorerLoader::new(Duration::from_millis(1))?;
-    let mut policies = vec![Policy::Builtin("lru".into()), Policy::Min];
-    for name in &args.policies {
-        let name = name.trim();
-        if let Some(path) = name.strip_prefix("wasm:") {
-            let component = loader.load_file(std::path::Path::new(path))?;
-            policies.push(Policy::Wasm(name.to_string(), component));
-        } else if name == "min" || name == "lru" {
-            // Always replayed as bounds.
-        } else if builtin_policy(name).is_some() {
-            policies.push(Policy::Builtin(name.to_string()));
-        } else {
-            bail!("unknown policy {name:?}: expected seed, lru, min or wasm:PATH");
-        }
-    }
+    let policies = parse_policies(&args.policies, &loader, false)?;
 
     println!("Trace: {description}");
     println!(
@@ -174,6 +209,14 @@ fn replay_one(
     config.step_ms = step_ms;
     let (label, result, scorer_failures) = match policy {
         Policy::Min => ("min".to_string(), belady(trace, capacity), None),
+        Policy::Reference => {
+            let p = WTinyLfuPolicy::new();
+            (WTINYLFU.to_string(), simulate(trace, &p, &config), None)
+        }
+        Policy::Follow(name) => {
+            let p = follow_policy(name).expect("checked");
+            (name.clone(), simulate(trace, &p, &config), None)
+        }
         Policy::Builtin(name) => {
             let p: Arc<dyn EvictionPolicy> = builtin_policy(name).expect("checked");
             (name.clone(), simulate(trace, p.as_ref(), &config), None)
@@ -190,4 +233,159 @@ fn replay_one(
         result,
         scorer_failures,
     }
+}
+
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN]`: the follower of `scorer-hybrid`, natively, with
+/// experts among `wtinylfu`, `lru`, `arc` (an experiment; the scorer is what ships).
+fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
+    let body = spec.trim_start_matches("follow:");
+    let (names, rule) = match body.split_once('@') {
+        Some((names, rule)) => (names, Some(rule)),
+        None => (body, None),
+    };
+    let mut experts = Vec::new();
+    for name in names.split('+') {
+        experts.push(
+            WTinyLfuPolicy::expert(name)
+                .with_context(|| format!("{spec}: unknown expert {name:?}"))?,
+        );
+    }
+    let mut leader = LeaderRule::default();
+    if let Some(rule) = rule {
+        let (h, m) = rule
+            .split_once('/')
+            .with_context(|| format!("{spec}: expected @HALF_LIFE/MARGIN"))?;
+        leader.half_life_per_slot = h.parse().context("half-life")?;
+        leader.margin = m.parse().context("margin")?;
+    }
+    Ok(WTinyLfuPolicy::following(experts, leader))
+}
+
+/// A labelled trace of the suite.
+struct Entry {
+    label: String,
+    trace: Trace,
+}
+
+fn suite_traces(args: &ReplayArgs, dir: &Path) -> Result<Vec<Entry>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.') && !n.ends_with(".md"))
+        })
+        .collect();
+    files.sort();
+    let mut entries = Vec::new();
+    for path in files {
+        let trace = read_trace(&path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        let label = name
+            .trim_end_matches(".gz")
+            .trim_end_matches(".trace")
+            .trim_end_matches(".lirs")
+            .to_string();
+        entries.push(Entry { label, trace });
+    }
+    for pair in &args.synthetic {
+        let (seed, zipf) = pair
+            .split_once(':')
+            .with_context(|| format!("--synthetic {pair:?}: expected SEED:ZIPF"))?;
+        let seed: u64 = seed.trim().parse().context("--synthetic: seed")?;
+        let zipf: f64 = zipf.trim().parse().context("--synthetic: Zipf exponent")?;
+        let spec = args.spec(seed, zipf)?;
+        entries.push(Entry {
+            label: format!("synthetic s{seed} z{zipf}"),
+            trace: generate(&spec),
+        });
+    }
+    if entries.is_empty() {
+        bail!("no traces in {} and no --synthetic", dir.display());
+    }
+    Ok(entries)
+}
+
+/// A progress bar on stderr: `[#####.....] done/total label`.
+fn progress(done: usize, total: usize, label: &str) {
+    const WIDTH: usize = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    eprint!(
+        "\r[{}{}] {done}/{total} {label:<60.60}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    );
+    if done == total {
+        eprintln!();
+    }
+}
+
+fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
+    if args.trace.is_some() || args.save_trace.is_some() {
+        bail!("--suite replays a folder: --trace and --save-trace do not apply");
+    }
+    let entries = suite_traces(args, dir)?;
+    let loader = ScorerLoader::new(Duration::from_millis(1))?;
+    let policies = parse_policies(&args.policies, &loader, true)?;
+    let budget = Duration::from_millis(args.budget_ms);
+    println!(
+        "Suite: {} traces ({}), capacities {:?}; one request every {} ms.",
+        entries.len(),
+        entries
+            .iter()
+            .map(|e| format!("{}: {} requests", e.label, e.trace.requests.len()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        args.capacity,
+        args.step_ms
+    );
+    println!();
+    let total = entries.len() * args.capacity.len() * policies.len();
+    let mut done = 0;
+    let mut suite = Suite::default();
+    for entry in &entries {
+        for &capacity in &args.capacity {
+            if capacity <= entry.trace.pinned() {
+                bail!("capacity {capacity} leaves no room beside the pinned tenants");
+            }
+            let mut row = SuiteRow {
+                trace: entry.label.clone(),
+                capacity,
+                hits: Vec::new(),
+            };
+            for policy in &policies {
+                let r = replay_one(
+                    &entry.trace,
+                    capacity,
+                    policy,
+                    &loader,
+                    budget,
+                    args.step_ms,
+                );
+                done += 1;
+                progress(
+                    done,
+                    total,
+                    &format!(
+                        "{} K={capacity} {}: {:.2}%",
+                        entry.label,
+                        r.policy,
+                        r.result.hit_ratio() * 100.0
+                    ),
+                );
+                if r.result.policy_fallbacks > 0 {
+                    eprintln!(
+                        "\n{} K={capacity} {}: {} decisions fell back",
+                        entry.label, r.policy, r.result.policy_fallbacks
+                    );
+                }
+                row.hits.push((r.policy, r.result.hit_ratio()));
+            }
+            suite.rows.push(row);
+        }
+    }
+    print!("{}", suite.markdown());
+    Ok(())
 }

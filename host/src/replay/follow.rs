@@ -1,0 +1,349 @@
+//! Deciding like a cache policy from the connection manager's pool events.
+//!
+//! A policy ("expert": W-TinyLFU, LRU, …) is simulated as a *virtual cache* on the stream of
+//! requests the events describe (`opened(db)` and `accessed` are requests; closes are the
+//! manager's business). At each eviction decision, the [`Follower`] makes the real open pools
+//! converge to the contents of the *leader*, the expert with the most (exponentially decayed)
+//! virtual hits lately: a real pool the leader does not hold goes first (least recently used
+//! first); when the real pools are exactly the leader's cache, the leader's own next victim
+//! goes, so from then on the real pools make exactly the leader's decisions. With a single
+//! expert this *is* that policy (how the replay tool runs its W-TinyLFU reference).
+//!
+//! - The capacity is learnt: at each decision it is the number of pools offered (the open,
+//!   evictable ones). Before the first decision the requests are only recorded, then replayed
+//!   into the experts once the capacity is known (nothing was evicted before, so they end
+//!   up as if they had known it all along).
+//! - Pools open but not offered (pinned) are left out of the experts (they hold room, as in
+//!   the manager); if such a pool is offered later it is counted again.
+//!
+//! No dependency beyond std, so that a scorer component can include this file.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::experts::Expert;
+use super::sketch::java_hash;
+use super::wtinylfu::WTinyLfu;
+
+/// FxHash-like hasher for small integer and short string keys (the default SipHash is
+/// several times slower, and decisions look up every offered pool).
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A hash map with [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+impl Expert for WTinyLfu {
+    fn name(&self) -> &'static str {
+        "w-tinylfu"
+    }
+
+    fn request(&mut self, key: u32, hash: i32) -> bool {
+        if self.contains(key) {
+            self.access(key);
+            return true;
+        }
+        if self.len() >= self.maximum() {
+            if let Some(victim) = self.choose_victim() {
+                WTinyLfu::remove(self, victim);
+            }
+        }
+        self.insert(key, hash);
+        false
+    }
+
+    fn contains(&self, key: u32) -> bool {
+        WTinyLfu::contains(self, key)
+    }
+
+    fn next_victim(&mut self) -> Option<u32> {
+        self.choose_victim()
+    }
+
+    fn remove(&mut self, key: u32) {
+        WTinyLfu::remove(self, key);
+    }
+
+    fn resize(&mut self, maximum: u64) {
+        WTinyLfu::resize(self, maximum);
+    }
+}
+
+/// How the leader is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaderRule {
+    /// Half-life of the virtual hit counts, in requests per unit of capacity.
+    pub half_life_per_slot: f64,
+    /// Another expert takes the lead when its decayed hit ratio exceeds the leader's by more
+    /// than this (hysteresis: switching costs misses while the real pools converge).
+    pub margin: f64,
+}
+
+impl Default for LeaderRule {
+    fn default() -> Self {
+        Self {
+            half_life_per_slot: 10.0,
+            margin: 0.01,
+        }
+    }
+}
+
+/// Follows the best of several virtual caches (see the module documentation).
+pub struct Follower {
+    names: FastMap<String, u32>,
+    hashes: Vec<i32>,
+    pools: FastMap<u64, u32>,
+    last_use: Vec<u64>,
+    pinned: Vec<bool>,
+    offered_at: Vec<u64>,
+    history: Vec<u32>,
+    started: bool,
+    maximum: u64,
+    decisions: u64,
+    unoffered: usize,
+    clock: u64,
+    experts: Vec<Box<dyn Expert + Send>>,
+    hits: Vec<f64>,
+    weight: f64,
+    decay: f64,
+    leader: usize,
+    rule: LeaderRule,
+}
+
+impl Follower {
+    /// A follower of `experts` (the first leads until another does better).
+    pub fn new(experts: Vec<Box<dyn Expert + Send>>, rule: LeaderRule) -> Self {
+        let n = experts.len();
+        Self {
+            names: FastMap::default(),
+            hashes: Vec::new(),
+            pools: FastMap::default(),
+            last_use: Vec::new(),
+            pinned: Vec::new(),
+            offered_at: Vec::new(),
+            history: Vec::new(),
+            started: false,
+            maximum: 0,
+            decisions: 0,
+            unoffered: usize::MAX,
+            clock: 0,
+            experts,
+            hits: vec![0.0; n],
+            weight: 0.0,
+            decay: 1.0,
+            leader: 0,
+            rule,
+        }
+    }
+
+    /// The expert followed now.
+    pub fn leader(&self) -> &str {
+        self.experts.get(self.leader).map_or("none", |e| e.name())
+    }
+
+    /// Decayed virtual hit ratio of each expert.
+    pub fn hit_ratios(&self) -> Vec<(&'static str, f64)> {
+        self.experts
+            .iter()
+            .zip(&self.hits)
+            .map(|(e, h)| {
+                (
+                    e.name(),
+                    if self.weight > 0.0 {
+                        h / self.weight
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&key) = self.names.get(name) {
+            return key;
+        }
+        let key = self.hashes.len() as u32;
+        self.names.insert(name.to_string(), key);
+        self.hashes.push(java_hash(name));
+        self.last_use.push(0);
+        self.pinned.push(false);
+        self.offered_at.push(0);
+        key
+    }
+
+    /// Pool `pool` was opened for database `name` (a request).
+    pub fn opened(&mut self, pool: u64, name: &str) {
+        let key = self.intern(name);
+        self.pools.insert(pool, key);
+        self.request(key);
+    }
+
+    /// An operation ran on pool `pool` (a request).
+    pub fn accessed(&mut self, pool: u64) {
+        if let Some(&key) = self.pools.get(&pool) {
+            self.request(key);
+        }
+    }
+
+    /// Pool `pool` was closed.
+    pub fn closed(&mut self, pool: u64) {
+        self.pools.remove(&pool);
+    }
+
+    fn request(&mut self, key: u32) {
+        self.clock += 1;
+        self.last_use[key as usize] = self.clock;
+        if self.pinned[key as usize] {
+            return;
+        }
+        if !self.started {
+            self.history.push(key);
+            return;
+        }
+        self.feed(key);
+    }
+
+    fn feed(&mut self, key: u32) {
+        let hash = self.hashes[key as usize];
+        self.weight = self.weight * self.decay + 1.0;
+        for (expert, hits) in self.experts.iter_mut().zip(&mut self.hits) {
+            let hit = expert.request(key, hash);
+            *hits = *hits * self.decay + if hit { 1.0 } else { 0.0 };
+        }
+    }
+
+    fn set_maximum(&mut self, maximum: u64) {
+        self.maximum = maximum;
+        for expert in &mut self.experts {
+            expert.resize(maximum);
+        }
+        let half_life = (self.rule.half_life_per_slot * maximum as f64).max(1.0);
+        self.decay = 0.5f64.powf(1.0 / half_life);
+    }
+
+    fn choose_leader(&mut self) {
+        let best = (0..self.hits.len()).max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
+        if let Some(best) = best {
+            let margin = self.rule.margin * self.weight;
+            if self.hits[best] > self.hits[self.leader] + margin {
+                self.leader = best;
+            }
+        }
+    }
+
+    /// The index, in `offered` (the evictable open pools), of the pool to close; `None` when
+    /// nothing is offered.
+    pub fn decide(&mut self, offered: &[u64]) -> Option<usize> {
+        if offered.is_empty() {
+            return None;
+        }
+        self.decisions += 1;
+        let stamp = self.decisions;
+        // Pools the follower never heard of (events lost, or a restart) go first.
+        let mut keys = Vec::with_capacity(offered.len());
+        for (i, pool) in offered.iter().enumerate() {
+            match self.pools.get(pool) {
+                Some(&key) => keys.push(key),
+                None => return Some(i),
+            }
+        }
+        for &key in &keys {
+            self.offered_at[key as usize] = stamp;
+            if self.pinned[key as usize] {
+                self.pinned[key as usize] = false;
+            }
+        }
+        // Open pools not offered are pinned. Scanning every open pool costs as much as the
+        // rest of the decision, so only when their number changed since the last scan.
+        let unoffered = self.pools.len().saturating_sub(offered.len());
+        let newly_pinned: Vec<u32> = if unoffered == self.unoffered {
+            Vec::new()
+        } else {
+            self.unoffered = unoffered;
+            self.pools
+                .values()
+                .copied()
+                .filter(|&k| self.offered_at[k as usize] != stamp && !self.pinned[k as usize])
+                .collect()
+        };
+        for key in newly_pinned {
+            self.pinned[key as usize] = true;
+            for expert in &mut self.experts {
+                expert.remove(key);
+            }
+        }
+        let maximum = offered.len() as u64;
+        if !self.started {
+            self.started = true;
+            self.set_maximum(maximum);
+            let history = std::mem::take(&mut self.history);
+            for key in history {
+                if !self.pinned[key as usize] {
+                    self.feed(key);
+                }
+            }
+            self.hits.iter_mut().for_each(|h| *h = 0.0);
+            self.weight = 0.0;
+        } else if maximum != self.maximum {
+            self.set_maximum(maximum);
+        }
+        self.choose_leader();
+
+        let leader = &mut self.experts[self.leader];
+        let oldest = |pick: &dyn Fn(u32) -> bool| {
+            keys.iter()
+                .enumerate()
+                .filter(|&(_, &k)| pick(k))
+                .min_by_key(|&(_, &k)| self.last_use[k as usize])
+                .map(|(i, _)| i)
+        };
+        if let Some(i) = oldest(&|k| !leader.contains(k)) {
+            return Some(i);
+        }
+        if let Some(victim) = leader.next_victim() {
+            if let Some(i) = keys.iter().position(|&k| k == victim) {
+                return Some(i);
+            }
+        }
+        oldest(&|_| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::experts::Lru;
+    use super::*;
+
+    #[test]
+    fn lru_follower_evicts_least_recently_used() {
+        let mut f = Follower::new(vec![Box::new(Lru::new())], LeaderRule::default());
+        f.opened(1, "a");
+        f.opened(2, "b");
+        f.accessed(1);
+        // Full at 2: b is the LRU.
+        assert_eq!(f.decide(&[1, 2]), Some(1));
+        f.closed(2);
+        f.opened(3, "c");
+        // a (used at 3) is older than c (used at 4).
+        assert_eq!(f.decide(&[1, 3]), Some(0));
+        // A pool never heard of goes first.
+        assert_eq!(f.decide(&[1, 3, 9]), Some(2));
+    }
+}

@@ -1,0 +1,97 @@
+//! Built-in reference policies for the replay tool, beside LRU and MIN.
+//!
+//! [`WTinyLfuPolicy`]: W-TinyLFU with Caffeine's hill-climbing window ([`WTinyLfu`]), fed
+//! from the manager's hooks and deciding through [`Follower`] with that single expert, so
+//! the real open pools are exactly Caffeine's cache at every decision.
+
+use std::sync::Mutex;
+
+use super::experts::{Arc, Expert, Lru};
+use super::follow::{Follower, LeaderRule};
+use super::wtinylfu::WTinyLfu;
+use crate::pool::{EvictionPolicy, PoolStats};
+
+/// Name of the W-TinyLFU reference policy (`--policies wtinylfu`).
+pub const WTINYLFU: &str = "wtinylfu";
+
+/// W-TinyLFU with Caffeine's adaptive window, as an eviction policy (for replays: its
+/// decisions go through `score_all`, 0 for the victim and 1 for every other pool).
+pub struct WTinyLfuPolicy {
+    follower: Mutex<Follower>,
+}
+
+impl std::fmt::Debug for WTinyLfuPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WTinyLfuPolicy").finish_non_exhaustive()
+    }
+}
+
+impl Default for WTinyLfuPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WTinyLfuPolicy {
+    /// A fresh policy (its capacity is learnt at the first decision).
+    pub fn new() -> Self {
+        Self::following(vec![Box::new(WTinyLfu::new(0))], LeaderRule::default())
+    }
+
+    /// A policy following the best of `experts` (the scorer `scorer-hybrid` natively, for
+    /// experiments: `follow:wtinylfu+lru+arc` in the replay tool).
+    pub fn following(experts: Vec<Box<dyn Expert + Send>>, rule: LeaderRule) -> Self {
+        Self {
+            follower: Mutex::new(Follower::new(experts, rule)),
+        }
+    }
+
+    /// Experts by name: `wtinylfu`, `lru`, `arc`.
+    pub fn expert(name: &str) -> Option<Box<dyn Expert + Send>> {
+        match name {
+            WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
+            "lru" => Some(Box::new(Lru::new())),
+            "arc" => Some(Box::new(Arc::new())),
+            _ => None,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Follower) -> T) -> T {
+        let mut guard = self
+            .follower
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+}
+
+impl EvictionPolicy for WTinyLfuPolicy {
+    fn name(&self) -> &str {
+        WTINYLFU
+    }
+
+    fn score(&self, pool: &PoolStats<'_>, now_ms: u64) -> f64 {
+        // Only used on a single pool: fall back to recency.
+        -(pool.idle_ms(now_ms) as f64)
+    }
+
+    fn score_all(&self, pools: &[PoolStats<'_>], _now_ms: u64) -> Vec<f64> {
+        let ids: Vec<u64> = pools.iter().map(|p| p.pool_id).collect();
+        let victim = self.with(|f| f.decide(&ids));
+        (0..pools.len())
+            .map(|i| if Some(i) == victim { 0.0 } else { 1.0 })
+            .collect()
+    }
+
+    fn on_access(&self, pool_id: u64, _db: &str, _now_ms: u64) {
+        self.with(|f| f.accessed(pool_id));
+    }
+
+    fn on_open(&self, pool_id: u64, db: &str, _now_ms: u64) {
+        self.with(|f| f.opened(pool_id, db));
+    }
+
+    fn on_close(&self, pool_id: u64, _db: &str, _now_ms: u64) {
+        self.with(|f| f.closed(pool_id));
+    }
+}

@@ -1,0 +1,71 @@
+//! `scorer-hybrid`: W-TinyLFU with Caffeine's adaptive window, and LRU, simulated side by
+//! side on the host's pool events; the real pools follow whichever had more hits lately.
+//!
+//! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,follow}.rs`,
+//! included here), so while this scorer follows W-TinyLFU it makes exactly the decisions of
+//! the replay tool's W-TinyLFU reference. See [`follow`] for how the real pools follow a
+//! virtual cache and how the leader is chosen.
+//!
+//! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy;
+//! per decision one hash-map lookup per offered pool and one pass over the open pools.
+
+wit_bindgen::generate!({ world: "scorer", path: "../../../wit" });
+
+#[path = "../../../../host/src/replay/sketch.rs"]
+pub mod sketch;
+
+#[path = "../../../../host/src/replay/wtinylfu.rs"]
+pub mod wtinylfu;
+
+#[path = "../../../../host/src/replay/experts.rs"]
+pub mod experts;
+
+#[path = "../../../../host/src/replay/follow.rs"]
+pub mod follow;
+
+use std::cell::RefCell;
+
+use experts::{Arc, Lru};
+use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
+use follow::{Follower, LeaderRule};
+use wtinylfu::WTinyLfu;
+
+thread_local! {
+    static STATE: RefCell<Follower> = RefCell::new(Follower::new(
+        vec![
+            Box::new(WTinyLfu::new(0)),
+            Box::new(Lru::new()),
+            Box::new(Arc::new()),
+        ],
+        LeaderRule::default(),
+    ));
+}
+
+struct Hybrid;
+
+impl Guest for Hybrid {
+    fn score_all(
+        events: Vec<Event>,
+        _dropped: u64,
+        pools: Vec<PoolStats>,
+        _now_ms: u64,
+    ) -> Vec<f64> {
+        STATE.with(|state| {
+            let mut follower = state.borrow_mut();
+            for event in events {
+                match event.kind {
+                    EventKind::Opened(name) => follower.opened(event.pool_id, &name),
+                    EventKind::Accessed => follower.accessed(event.pool_id),
+                    EventKind::Closed => follower.closed(event.pool_id),
+                }
+            }
+            let ids: Vec<u64> = pools.iter().map(|p| p.pool_id).collect();
+            let victim = follower.decide(&ids);
+            (0..pools.len())
+                .map(|i| if Some(i) == victim { 0.0 } else { 1.0 })
+                .collect()
+        })
+    }
+}
+
+export!(Hybrid);
