@@ -13,33 +13,40 @@ use super::{reply, AppState, GatewayConfig};
 use crate::pool::name;
 
 /// The request's tenant: its header present once, valid text, a valid database name.
-pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let header = &state.config.tenant_header;
     let mut values = headers.get_all(header.as_str()).iter();
     let Some(tenant) = values.next() else {
-        return Err(reply::error(
+        return Err(Box::new(reply::error(
             StatusCode::BAD_REQUEST,
             "missing_tenant",
             format!("missing tenant header {header:?}"),
-        ));
+        )));
     };
     if values.next().is_some() {
-        return Err(reply::error(
+        return Err(Box::new(reply::error(
             StatusCode::BAD_REQUEST,
             "duplicate_tenant",
             format!("the tenant header {header:?} must be sent once"),
-        ));
+        )));
     }
     let Ok(tenant) = tenant.to_str() else {
-        return Err(reply::error(
+        return Err(Box::new(reply::error(
             StatusCode::BAD_REQUEST,
             "invalid_tenant",
             format!("tenant header {header:?} is not valid text"),
-        ));
+        )));
     };
     let config = state.manager.config();
-    name::validate_tenant(tenant, &config.metadata_db, config.allow_reserved_databases)
-        .map_err(|e| reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string()))?;
+    name::validate_tenant(tenant, &config.metadata_db, config.allow_reserved_databases).map_err(
+        |e| {
+            Box::new(reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_tenant",
+                e.to_string(),
+            ))
+        },
+    )?;
     Ok(tenant.to_string())
 }
 
@@ -50,33 +57,34 @@ pub async fn read_body(
     body: Body,
     headers: &HeaderMap,
     config: &GatewayConfig,
-) -> Result<Vec<u8>, Response> {
+) -> Result<Vec<u8>, Box<Response>> {
     let max = config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large(max));
+        return Err(Box::new(too_large(max)));
     }
     let read = Limited::new(body, max).collect();
-    match tokio::time::timeout(config.body_read_timeout, read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
-        Ok(Err(e)) => Err(reply::error(
+    let result = match tokio::time::timeout(config.body_read_timeout, read).await {
+        Ok(Ok(collected)) => return Ok(collected.to_bytes().to_vec()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(max),
+        Ok(Err(e)) => reply::error(
             StatusCode::BAD_REQUEST,
             "invalid_body",
             format!("cannot read the request body: {e}"),
-        )),
-        Err(_) => Err(reply::error(
+        ),
+        Err(_) => reply::error(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             format!(
                 "the request body did not arrive within {} s",
                 config.body_read_timeout.as_secs_f64()
             ),
-        )),
-    }
+        ),
+    };
+    Err(Box::new(result))
 }
 
 fn too_large(max: usize) -> Response {

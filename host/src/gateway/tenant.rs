@@ -56,7 +56,7 @@ async fn run(
     // so a stalled upload to an unknown tenant or plugin costs nothing.
     let tenant = match intake::tenant(&state, &headers) {
         Ok(tenant) => tenant,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let Some(plugin) = state.registry.get(&plugin_name) else {
         return reply::error(
@@ -81,7 +81,7 @@ async fn run(
     }
     let body = match intake::read_body(body, &headers, &state.config).await {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let request = Request {
         method: method.as_str().to_string(),
