@@ -290,6 +290,26 @@ async fn call(
     call_from("127.0.0.1", addr, method, path, tenant, body).await
 }
 
+/// [`call_from`], retried while the server refuses the connection because the slots of
+/// this client's just-closed connections are still being released.
+async fn call_admitted(
+    source: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    tenant: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    for _ in 0..1200 {
+        let reply = call_from(source, addr, method, path, tenant, body).await;
+        if reply.status != 503 || reply.json()["kind"] != "too_many_connections" {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no connection from {source} was admitted");
+}
+
 /// Two tenants with one user each, created through the server.
 struct Tenants {
     a: String,
@@ -313,7 +333,8 @@ impl Tenants {
     /// Both tenants are still served (from `source`), each sees only its own user.
     async fn assert_isolated_from(&self, source: &str, addr: SocketAddr) {
         for (tenant, name) in [(&self.a, "alice"), (&self.b, "bob")] {
-            let reply = call_from(source, addr, "GET", "/users/users", Some(tenant), None).await;
+            let reply =
+                call_admitted(source, addr, "GET", "/users/users", Some(tenant), None).await;
             assert_eq!(reply.status, 200, "{:?}", reply.json());
             let names: Vec<Value> = reply.json()["users"]
                 .as_array()
@@ -326,7 +347,8 @@ impl Tenants {
                 vec![json!(name)],
                 "tenant {tenant} sees only its own user"
             );
-            let whoami = call_from(source, addr, "GET", "/forger/whoami", Some(tenant), None).await;
+            let whoami =
+                call_admitted(source, addr, "GET", "/forger/whoami", Some(tenant), None).await;
             assert_eq!(
                 (whoami.status, whoami.body),
                 (200, tenant.as_bytes().to_vec())
