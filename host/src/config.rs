@@ -11,12 +11,17 @@
 //! plugins_dir = "plugins/deploy"
 //! tenant_header = "x-tenant-id"
 //! admin_token = "change-me"
+//! admin_listen = "127.0.0.1:8081"   # optional: /admin, /admin/ui and /metrics only here
 //! scorer = "seed"            # or "lru", or a scorer component's name, e.g. "scorer-adaptive"
 //!
 //! [pool]
 //! max_connections = 100
 //! idle_timeout_secs = 600
 //! max_pool_size = 5
+//!
+//! [http]                     # connection limits and timeouts (config/http.rs)
+//! max_connections = 1024
+//! max_connections_per_ip = 64
 //!
 //! [limits]                   # defaults for plugins without a manifest
 //! memory_mb = 64
@@ -31,10 +36,14 @@
 //! uri = "mongodb://{db}:${VIP_PASSWORD_{db}}@vip-cluster.internal/?authSource=admin"
 //! ```
 
+mod http;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use http::HttpSection;
 
 use crate::gateway::GatewayConfig;
 use crate::pool::{Config as PoolConfig, RouteRule, Routes, SecretUri, MASK};
@@ -79,8 +88,11 @@ pub struct ServeConfig {
     pub plugins_dir: Option<PathBuf>,
     /// Header naming the tenant (default `x-tenant-id`).
     pub tenant_header: Option<String>,
-    /// Bearer token for `/admin`.
+    /// Bearer token for `/admin` (required when the admin API is served on a non-loopback
+    /// address; never empty).
     pub admin_token: Option<String>,
+    /// A separate address for `/admin`, `/admin/ui` and `/metrics` (none: served on `listen`).
+    pub admin_listen: Option<String>,
     /// Bearer token for `/metrics` (none: `/metrics` is open, like `/healthz`).
     pub metrics_token: Option<String>,
     /// Largest request body, in KiB (default 8192).
@@ -101,6 +113,9 @@ pub struct ServeConfig {
     /// Connection-manager settings.
     #[serde(default)]
     pub pool: PoolSection,
+    /// HTTP connection limits and timeouts.
+    #[serde(default)]
+    pub http: HttpSection,
     /// Default plugin limits.
     #[serde(default)]
     pub limits: LimitOverrides,
@@ -152,6 +167,7 @@ pub const KEYS: &[&str] = &[
     "plugins_dir",
     "tenant_header",
     "admin_token",
+    "admin_listen",
     "metrics_token",
     "max_body_kb",
     "scorer",
@@ -169,6 +185,11 @@ pub const KEYS: &[&str] = &[
     "pool.acquire_timeout_ms",
     "pool.max_concurrent_opens",
     "pool.allow_reserved_databases",
+    "http.max_connections",
+    "http.max_connections_per_ip",
+    "http.header_read_timeout_secs",
+    "http.body_read_timeout_secs",
+    "http.idle_timeout_secs",
     "limits.memory_mb",
     "limits.deadline_ms",
     "limits.max_result_kb",
@@ -360,6 +381,7 @@ impl ServeConfig {
                 .max_body_kb
                 .map(|kb| kb * 1024)
                 .unwrap_or(defaults.max_body_bytes),
+            body_read_timeout: self.http.body_read_timeout(),
         }
     }
 
@@ -393,11 +415,61 @@ impl ServeConfig {
                 "limits must be greater than zero".into(),
             ));
         }
-        self.listen()
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| ConfigError::Invalid(format!("listen {:?}: {e}", self.listen())))?;
+        self.http.check()?;
+        self.check_listeners()?;
         self.json_logs()?;
         Ok(())
+    }
+
+    /// The listen addresses parse, and the admin API is not open beyond this machine: a
+    /// token, when set, is not empty, and without one the admin API's address is loopback.
+    fn check_listeners(&self) -> Result<(), ConfigError> {
+        let addr = |key: &str, value: &str| {
+            value
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError::Invalid(format!("{key} {value:?}: {e}")))
+        };
+        let listen = addr("listen", self.listen())?;
+        let admin = match &self.admin_listen {
+            Some(a) => {
+                let admin = addr("admin_listen", a)?;
+                if admin == listen {
+                    return Err(ConfigError::Invalid(format!(
+                        "admin_listen {a:?} is the same address as listen"
+                    )));
+                }
+                admin
+            }
+            None => listen,
+        };
+        for (key, token) in [
+            ("admin_token", &self.admin_token),
+            ("metrics_token", &self.metrics_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is empty: set a real token, or remove the key"
+                )));
+            }
+        }
+        if self.admin_token.is_none() && !admin.ip().is_loopback() {
+            let key = if self.admin_listen.is_some() {
+                "admin_listen"
+            } else {
+                "listen"
+            };
+            return Err(ConfigError::Invalid(format!(
+                "the admin API would be open to the network on {admin} ({key}) without a \
+                 token: set admin_token, or serve the admin API on a loopback address \
+                 (admin_listen = \"127.0.0.1:8081\")"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The admin listener's address, when the admin API is served apart.
+    pub fn admin_listen(&self) -> Option<&str> {
+        self.admin_listen.as_deref()
     }
 
     /// The effective configuration as TOML, secrets masked (URIs' passwords, the admin token).
@@ -433,6 +505,7 @@ mod tests {
             ("plugins_dir", "p"),
             ("tenant_header", "x-t"),
             ("admin_token", "t"),
+            ("admin_listen", "127.0.0.1:10"),
             ("metrics_token", "m"),
             ("max_body_kb", "1"),
             ("scorer", "lru"),
@@ -450,6 +523,11 @@ mod tests {
             ("pool.acquire_timeout_ms", "100"),
             ("pool.max_concurrent_opens", "4"),
             ("pool.allow_reserved_databases", "true"),
+            ("http.max_connections", "5"),
+            ("http.max_connections_per_ip", "2"),
+            ("http.header_read_timeout_secs", "3"),
+            ("http.body_read_timeout_secs", "4"),
+            ("http.idle_timeout_secs", "6"),
             ("limits.memory_mb", "8"),
             ("limits.deadline_ms", "100"),
             ("limits.max_result_kb", "1"),
@@ -469,6 +547,15 @@ mod tests {
         assert_eq!(c.pool.max_connections, Some(3));
         assert_eq!(c.pool.allow_reserved_databases, Some(true));
         assert_eq!(c.limits.max_concurrent, Some(4));
+        assert_eq!(c.admin_listen(), Some("127.0.0.1:10"));
+        let limits = c.http.connection_limits();
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_ip),
+            (5, 2)
+        );
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(6));
+        assert_eq!(c.gateway_config().body_read_timeout, Duration::from_secs(4));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         c.check().unwrap();
@@ -536,6 +623,68 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("mongodb://u:****@h/"), "{shown}");
+    }
+
+    fn checked(sets: &[&str]) -> Result<(), ConfigError> {
+        let mut overrides = vec!["mongo_uri=mongodb://h/".to_string()];
+        overrides.extend(sets.iter().map(|s| s.to_string()));
+        load(None, Vec::new(), &overrides).unwrap().check()
+    }
+
+    #[test]
+    fn the_admin_api_is_never_open_to_the_network() {
+        checked(&[]).unwrap();
+        let err = checked(&["listen=0.0.0.0:8080"]).unwrap_err().to_string();
+        assert!(
+            err.contains("admin_token") && err.contains("0.0.0.0:8080"),
+            "{err}"
+        );
+        let err = checked(&["listen=[::]:8080"]).unwrap_err().to_string();
+        assert!(err.contains("admin_token"), "{err}");
+        checked(&["listen=0.0.0.0:8080", "admin_token=s3cret"]).unwrap();
+        // The tenant port public, the admin API on loopback only: fine without a token.
+        checked(&["listen=0.0.0.0:8080", "admin_listen=127.0.0.1:8081"]).unwrap();
+        let err = checked(&["admin_listen=0.0.0.0:8081"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_listen"), "{err}");
+        let err = checked(&["admin_listen=127.0.0.1:8080"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("same address"), "{err}");
+        let err = checked(&["admin_listen=nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("admin_listen"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_token_is_a_configuration_error() {
+        for set in [
+            "admin_token=",
+            "admin_token=\"\"",
+            "admin_token=\"  \"",
+            "metrics_token=",
+        ] {
+            let err = checked(&[set]).unwrap_err().to_string();
+            assert!(err.contains("is empty"), "{set}: {err}");
+        }
+        let err = checked(&["listen=0.0.0.0:8080", "admin_token="])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_token is empty"), "{err}");
+    }
+
+    #[test]
+    fn zero_http_limits_are_refused() {
+        for key in [
+            "http.max_connections",
+            "http.max_connections_per_ip",
+            "http.header_read_timeout_secs",
+            "http.body_read_timeout_secs",
+            "http.idle_timeout_secs",
+        ] {
+            let err = checked(&[&format!("{key}=0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     fn tempdir() -> PathBuf {

@@ -56,6 +56,7 @@ pub const FIXTURES: &[&str] = &[
     "version-a",
     "version-b",
     "wrong-world",
+    "forger",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).

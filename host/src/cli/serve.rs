@@ -27,9 +27,13 @@ pub struct ServeArgs {
     /// Plugins folder (default plugins/deploy). Env: POLYMONGO_PLUGINS_DIR.
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
-    /// Bearer token for the admin API. Env: POLYMONGO_ADMIN_TOKEN.
+    /// Bearer token for the admin API (required to serve it on a non-loopback address).
+    /// Env: POLYMONGO_ADMIN_TOKEN.
     #[arg(long)]
     pub admin_token: Option<String>,
+    /// Separate address for /admin, /admin/ui and /metrics. Env: POLYMONGO_ADMIN_LISTEN.
+    #[arg(long)]
+    pub admin_listen: Option<String>,
     /// Header naming the tenant (default x-tenant-id). Env: POLYMONGO_TENANT_HEADER.
     #[arg(long)]
     pub tenant_header: Option<String>,
@@ -68,6 +72,9 @@ impl ServeArgs {
         }
         if let Some(v) = flag(&self.admin_token) {
             config.admin_token = Some(v);
+        }
+        if let Some(v) = flag(&self.admin_listen) {
+            config.admin_listen = Some(v);
         }
         if let Some(v) = flag(&self.tenant_header) {
             config.tenant_header = Some(v);
@@ -123,11 +130,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen())
         .await
         .with_context(|| format!("listening on {}", config.listen()))?;
+    let admin_listener = match config.admin_listen() {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (admin_listen)"))?,
+        ),
+        None => None,
+    };
     println!(
         "polymongo serving {loaded} plugin(s) from {} on http://{} ({failed} failed to load)",
         dir.display(),
         listener.local_addr()?
     );
+    if let Some(admin) = &admin_listener {
+        println!(
+            "admin API, dashboard and metrics on http://{}",
+            admin.local_addr()?
+        );
+    }
     for p in registry.list() {
         let version: String = p
             .version
@@ -152,7 +173,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         registry,
         config: Arc::new(config.gateway_config()),
     };
-    gateway::serve_with(listener, state, config.router_options(), shutdown_signal()).await?;
+    let listeners = gateway::Listeners {
+        public: listener,
+        admin: admin_listener,
+    };
+    gateway::serve_with(
+        listeners,
+        state,
+        config.router_options(),
+        config.http.connection_limits(),
+        shutdown_signal(),
+    )
+    .await?;
     println!("shutting down: closing database pools");
     manager.destroy().await?;
     Ok(())

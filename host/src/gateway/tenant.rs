@@ -1,19 +1,18 @@
 //! Tenant routes: `/{plugin}/{rest...}` runs the plugin for the tenant in the tenant header.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::Extension;
 
-use super::reply;
 use super::AppState;
+use super::{framing, intake, reply};
 use crate::metrics::{Metrics, Outcome};
-use crate::pool::name;
-use crate::runtime::Request;
+use crate::runtime::{InvokeError, Request};
 
 /// `/{plugin}` and `/{plugin}/`.
 pub async fn invoke_root(
@@ -23,7 +22,7 @@ pub async fn invoke_root(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let rest = String::new();
     run(state, &metrics, plugin, rest, method, uri, headers, body).await
@@ -37,7 +36,7 @@ pub async fn invoke(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     run(state, &metrics, plugin, rest, method, uri, headers, body).await
 }
@@ -51,35 +50,38 @@ async fn run(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let header = &state.config.tenant_header;
-    let Some(tenant) = headers.get(header.as_str()) else {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            "missing_tenant",
-            format!("missing tenant header {header:?}"),
-        );
+    // Everything that can refuse the request is checked before a byte of the body is read,
+    // so a stalled upload to an unknown tenant or plugin costs nothing.
+    let tenant = match intake::tenant(&state, &headers) {
+        Ok(tenant) => tenant,
+        Err(reply) => return *reply,
     };
-    let Ok(tenant) = tenant.to_str() else {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_tenant",
-            format!("tenant header {header:?} is not valid text"),
-        );
-    };
-    let config = state.manager.config();
-    if let Err(e) =
-        name::validate_tenant(tenant, &config.metadata_db, config.allow_reserved_databases)
-    {
-        return reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string());
-    }
     let Some(plugin) = state.registry.get(&plugin_name) else {
         return reply::error(
             StatusCode::NOT_FOUND,
             "unknown_plugin",
             format!("no plugin named {plugin_name:?} is deployed"),
         );
+    };
+    // A plugin at its concurrency limit would refuse the request anyway: say so before
+    // reading the body. The slot itself is taken by the runtime once the body is read, so a
+    // slow upload never holds one.
+    let limits = plugin.limits();
+    if plugin.in_flight() >= limits.max_concurrent {
+        let e = InvokeError::Busy(limits.max_concurrent);
+        metrics.record_invocation(
+            &plugin_name,
+            Outcome::Failed(e.kind()),
+            Duration::ZERO,
+            Default::default(),
+        );
+        return invoke_error(&plugin_name, &e);
+    }
+    let body = match intake::read_body(body, &headers, &state.config).await {
+        Ok(body) => body,
+        Err(reply) => return *reply,
     };
     let request = Request {
         method: method.as_str().to_string(),
@@ -93,8 +95,8 @@ async fn run(
                     .map(|v| (k.as_str().to_string(), v.to_string()))
             })
             .collect(),
-        body: body.to_vec(),
-        tenant: tenant.to_string(),
+        body,
+        tenant,
     };
     let started = Instant::now();
     // Every log event of the request carries its tenant and plugin (JSON logs show them).
@@ -106,53 +108,25 @@ async fn run(
     .await;
     // Only deployed plugins get here, so the `plugin` label stays bounded.
     let outcome = match &result {
-        Ok(r) if StatusCode::from_u16(r.status).is_ok() => Outcome::Ok,
+        Ok(r) if framing::is_final_status(r.status) => Outcome::Ok,
         Ok(_) => Outcome::InvalidResponse,
         Err(e) => Outcome::Failed(e.kind()),
     };
     metrics.record_invocation(&plugin_name, outcome, started.elapsed(), timings);
     match result {
-        Ok(response) => into_http(&plugin_name, response),
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut reply = reply::error(status, e.kind(), format!("plugin {plugin_name}: {e}"));
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                reply
-                    .headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("1"));
-            }
-            reply
-        }
+        Ok(response) => framing::plugin_response(&plugin_name, response),
+        Err(e) => invoke_error(&plugin_name, &e),
     }
 }
 
-fn into_http(plugin: &str, response: crate::runtime::Response) -> Response {
-    let Ok(status) = StatusCode::from_u16(response.status) else {
-        return reply::error(
-            StatusCode::BAD_GATEWAY,
-            "invalid_response",
-            format!(
-                "plugin {plugin} answered with invalid status {}",
-                response.status
-            ),
-        );
-    };
-    let mut headers = HeaderMap::new();
-    for (k, v) in &response.headers {
-        match (
-            HeaderName::try_from(k.as_str()),
-            HeaderValue::try_from(v.as_str()),
-        ) {
-            (Ok(k), Ok(v)) => {
-                headers.append(k, v);
-            }
-            _ => {
-                tracing::warn!(plugin, header = %k, "dropping an invalid response header from the plugin")
-            }
-        }
+/// The JSON reply for a failed invocation (503s carry `retry-after`).
+fn invoke_error(plugin_name: &str, e: &InvokeError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut reply = reply::error(status, e.kind(), format!("plugin {plugin_name}: {e}"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        reply
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
     }
-    // A plain body: the plugin's own headers decide the content type (a `Vec<u8>` would add
-    // `application/octet-stream`, even to a 204).
-    (status, headers, axum::body::Body::from(response.body)).into_response()
+    reply
 }
