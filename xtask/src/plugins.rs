@@ -50,6 +50,8 @@ pub const FIXTURES: &[&str] = &[
     "version-a",
     "version-b",
     "wrong-world",
+    "log-flood",
+    "scorer-counter",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).
