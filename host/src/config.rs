@@ -344,7 +344,9 @@ impl ServeConfig {
 
     /// Bytes of log lines waiting to be written, in KiB.
     pub fn log_queue_kb(&self) -> usize {
-        self.logs.queue_kb.unwrap_or(crate::logging::DEFAULT_QUEUE_KB)
+        self.logs
+            .queue_kb
+            .unwrap_or(crate::logging::DEFAULT_QUEUE_KB)
     }
 
     /// Rate limits of plugin log lines.
@@ -407,12 +409,14 @@ impl ServeConfig {
             ready_instances: self
                 .ready_instances
                 .unwrap_or(RuntimeConfig::default().ready_instances),
-            scorer_budget: self
-                .scorer_budget_ms
-                .map_or(RuntimeConfig::default().scorer_budget, Duration::from_millis),
-            scorer_hard_limit: self
-                .scorer_hard_limit_ms
-                .map_or(RuntimeConfig::default().scorer_hard_limit, Duration::from_millis),
+            scorer_budget: self.scorer_budget_ms.map_or(
+                RuntimeConfig::default().scorer_budget,
+                Duration::from_millis,
+            ),
+            scorer_hard_limit: self.scorer_hard_limit_ms.map_or(
+                RuntimeConfig::default().scorer_hard_limit,
+                Duration::from_millis,
+            ),
             scorer_replay_events: self
                 .scorer_replay_events
                 .unwrap_or(RuntimeConfig::default().scorer_replay_events),

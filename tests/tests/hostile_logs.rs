@@ -116,7 +116,10 @@ async fn a_log_flood_is_rate_limited_per_plugin_and_tenant_and_drops_are_counted
         admitted >= limits.burst_lines as usize,
         "the burst is logged: {admitted}"
     );
-    assert!(admitted < n, "a flood is cut: {admitted} of {n} lines logged");
+    assert!(
+        admitted < n,
+        "a flood is cut: {admitted} of {n} lines logged"
+    );
     let dropped = host.registry.runtime().log_limiter().dropped("log-flood");
     assert_eq!(
         dropped,
@@ -131,9 +134,7 @@ async fn a_log_flood_is_rate_limited_per_plugin_and_tenant_and_drops_are_counted
     );
 
     // Captured stdout goes under the same limit (tenant a's bucket is used up).
-    let (status, body) = host
-        .call(&a, "GET", "/log-flood/stdout?n=1000", None)
-        .await;
+    let (status, body) = host.call(&a, "GET", "/log-flood/stdout?n=1000", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         captured.plugin_lines(&a, 'z') < 1000,
@@ -237,10 +238,7 @@ impl Served {
             .args(["--plugins-dir", &plugins.to_string_lossy()])
             .args(["--cache-dir", &dir.path().join("cache").to_string_lossy()])
             .arg("--no-watch")
-            .args([
-                "--set",
-                &format!("pool.metadata_db={}", unique_db("meta")),
-            ])
+            .args(["--set", &format!("pool.metadata_db={}", unique_db("meta"))])
             .args(extra)
             .env("POLYMONGO_LOG", "info")
             .env_remove("POLYMONGO_LOG_FORMAT")
@@ -268,7 +266,13 @@ impl Served {
 
     /// One HTTP/1.1 request; (status, body). A read that takes minutes fails the test (a
     /// guard against a stalled host, not a timing assertion).
-    fn request(&self, method: &str, path: &str, tenant: Option<&str>, body: Option<&Value>) -> (u16, String) {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        tenant: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
         request(self.port, method, path, tenant, body)
     }
 }
@@ -342,7 +346,10 @@ fn assert_served_alone(served: &Served, tenant: &str, others: &[&str]) {
     for other in others {
         let (status, body) = served.request("GET", "/users/users", Some(other), None);
         assert_eq!(status, 200, "{body}");
-        assert!(!body.contains(&email), "{tenant}'s data reached {other}: {body}");
+        assert!(
+            !body.contains(&email),
+            "{tenant}'s data reached {other}: {body}"
+        );
     }
 }
 
@@ -417,7 +424,12 @@ fn plugin_text_cannot_forge_log_lines_or_colour_the_log() {
     });
     let (tenant, other) = (unique_db("forger"), unique_db("bystander"));
     let tag = "t7x";
-    let (status, body) = served.request("GET", &format!("/log-flood/forge?tag={tag}"), Some(&tenant), None);
+    let (status, body) = served.request(
+        "GET",
+        &format!("/log-flood/forge?tag={tag}"),
+        Some(&tenant),
+        None,
+    );
     assert_eq!(status, 200, "{body}");
     assert_served_alone(&served, &other, &[&tenant]);
     drop(served); // ends the host, closing the pipe
@@ -492,7 +504,11 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
     for t in 0..9 {
         scorer.on_access(1, "tenant", 2 + t);
     }
-    assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![10.0], "ten events seen");
+    assert_eq!(
+        answer(&scorer, &[pool(1, 0)]),
+        vec![10.0],
+        "ten events seen"
+    );
 
     // Five more events, then a decision whose call spins 150 ms: past its 20 ms budget, it
     // falls back to the seed formula.
@@ -530,7 +546,11 @@ fn a_trapped_scorer_is_rebuilt_from_the_events_it_had_learnt_from() {
     for t in 0..9 {
         scorer.on_access(1, "tenant", 2 + t);
     }
-    assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![10.0], "ten events seen");
+    assert_eq!(
+        answer(&scorer, &[pool(1, 0)]),
+        vec![10.0],
+        "ten events seen"
+    );
     // Five more events go with a call that traps: the decision falls back.
     for t in 0..5 {
         scorer.on_access(1, "tenant", 20 + t);

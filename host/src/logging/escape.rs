@@ -138,7 +138,10 @@ mod tests {
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "one event, one line: {text:?}");
-        assert!(text.contains("hello\\n2026-01-01T00:00:00Z ERROR forged"), "{text}");
+        assert!(
+            text.contains("hello\\n2026-01-01T00:00:00Z ERROR forged"),
+            "{text}"
+        );
         assert!(text.contains("error=trap\\nsecond line"), "{text}");
         assert!(text.contains("tenant=\"t\\u{1b}[2J\""), "{text}");
         assert!(!text.contains('\x1b'), "{text:?}");

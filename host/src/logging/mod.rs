@@ -33,7 +33,11 @@ pub fn init(filter: &str, json: bool, queue_lines: usize, queue_kb: usize) -> Si
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let ansi = std::io::stderr().is_terminal();
-    let (sink, guard) = NonBlockingSink::spawn(std::io::stderr(), queue_lines, queue_kb.saturating_mul(1024));
+    let (sink, guard) = NonBlockingSink::spawn(
+        std::io::stderr(),
+        queue_lines,
+        queue_kb.saturating_mul(1024),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(sink);
@@ -44,10 +48,7 @@ pub fn init(filter: &str, json: bool, queue_lines: usize, queue_kb: usize) -> Si
             .with_span_list(false)
             .try_init()
     } else {
-        builder
-            .with_ansi(ansi)
-            .fmt_fields(EscapedFields)
-            .try_init()
+        builder.with_ansi(ansi).fmt_fields(EscapedFields).try_init()
     };
     if let Err(e) = installed {
         eprintln!("polymongo: logging is already set up: {e}");

@@ -75,7 +75,10 @@ impl NonBlockingSink {
             .spawn(move || write_lines(output, received, &written));
         if let Err(e) = spawned {
             // Nothing to log it to: say it once, directly.
-            let _ = writeln!(std::io::stderr(), "polymongo: cannot start the log writer: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "polymongo: cannot start the log writer: {e}"
+            );
         }
         let sink = Self {
             queue,

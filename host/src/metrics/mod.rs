@@ -400,7 +400,11 @@ impl Collector for StateCollector {
                 MetricType::Counter,
             )?;
             for (plugin, n) in self.plugins.runtime().log_limiter().dropped_by_plugin() {
-                sample(&mut family, &[("plugin", plugin.as_str())], ConstCounter::new(n))?;
+                sample(
+                    &mut family,
+                    &[("plugin", plugin.as_str())],
+                    ConstCounter::new(n),
+                )?;
             }
         }
         counter(

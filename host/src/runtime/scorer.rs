@@ -165,10 +165,13 @@ impl ScorerComponent {
 
     /// A policy backed by a fresh instance of this scorer, under `limits` (the hard limit is
     /// counted in epoch ticks of `epoch_tick`).
-    pub fn policy_with_limits(self: &Arc<Self>, limits: ScorerLimits, epoch_tick: Duration) -> WasmScorer {
+    pub fn policy_with_limits(
+        self: &Arc<Self>,
+        limits: ScorerLimits,
+        epoch_tick: Duration,
+    ) -> WasmScorer {
         let hard_limit = limits.hard_limit.max(limits.budget);
-        let hard_ticks =
-            (hard_limit.as_micros() / epoch_tick.as_micros().max(1)).max(1) as u64 + 1;
+        let hard_ticks = (hard_limit.as_micros() / epoch_tick.as_micros().max(1)).max(1) as u64 + 1;
         WasmScorer::start(self.clone(), limits, hard_ticks)
     }
 

@@ -24,7 +24,12 @@ thread_local! {
 struct Counter;
 
 impl Guest for Counter {
-    fn score_all(events: Vec<Event>, dropped: u64, pools: Vec<PoolStats>, _now_ms: u64) -> Vec<f64> {
+    fn score_all(
+        events: Vec<Event>,
+        dropped: u64,
+        pools: Vec<PoolStats>,
+        _now_ms: u64,
+    ) -> Vec<f64> {
         let seen = SEEN.with(|s| {
             s.set(s.get() + events.len() as u64 + dropped);
             s.get()
@@ -32,7 +37,12 @@ impl Guest for Counter {
         if pools.iter().any(|p| p.priority == TRAP) {
             panic!("scorer-counter: deliberate trap after {seen} events");
         }
-        if let Some(ms) = pools.iter().map(|p| p.priority).filter(|p| *p >= SLOW_FROM).max() {
+        if let Some(ms) = pools
+            .iter()
+            .map(|p| p.priority)
+            .filter(|p| *p >= SLOW_FROM)
+            .max()
+        {
             let until = Instant::now() + Duration::from_millis(ms as u64);
             while Instant::now() < until {
                 std::hint::spin_loop();
