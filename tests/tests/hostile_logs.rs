@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use common::Host;
 use polymongo::pool::{EvictionPolicy, PoolStats};
 use polymongo::replay::ScorerLoader;
+use polymongo::runtime::ScorerLimits;
 use polymongo_tests::{bundled_wasm, fixture_wasm, free_port, test_uri, unique_db};
 use serde_json::{json, Value};
 
@@ -134,10 +135,10 @@ async fn a_log_flood_is_rate_limited_per_plugin_and_tenant_and_drops_are_counted
     );
 
     // Captured stdout goes under the same limit (tenant a's bucket is used up).
-    let (status, body) = host.call(&a, "GET", "/log-flood/stdout?n=1000", None).await;
+    let (status, body) = host.call(&a, "GET", "/log-flood/stdout?n=500", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
-        captured.plugin_lines(&a, 'z') < 1000,
+        captured.plugin_lines(&a, 'z') < 500,
         "stdout is rate-limited too"
     );
     assert!(host.registry.runtime().log_limiter().dropped("log-flood") > dropped);
@@ -498,7 +499,16 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
     let component = loader
         .load_file(&fixture_wasm("scorer-counter"))
         .expect("scorer-counter loads");
-    let scorer = loader.policy(&component, Duration::from_millis(20));
+    // No replay after a trap: the state must survive the slow call itself. A hard limit far
+    // above the slow call's 1 s, so that only the budget is in play.
+    let scorer = component.policy_with_limits(
+        ScorerLimits {
+            budget: Duration::from_millis(20),
+            hard_limit: Duration::from_secs(60),
+            replay_events: 0,
+        },
+        Duration::from_millis(1),
+    );
     // 1 open + 9 accesses.
     scorer.on_open(1, "tenant", 1);
     for t in 0..9 {
@@ -510,14 +520,14 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
         "ten events seen"
     );
 
-    // Five more events, then a decision whose call spins 150 ms: past its 20 ms budget, it
-    // falls back to the seed formula.
+    // Five more events, then a decision whose call spins 1 s (priority 1000): past its 20 ms
+    // budget, it falls back to the seed formula.
     for t in 0..5 {
         scorer.on_access(1, "tenant", 20 + t);
     }
     let failures = scorer.failures();
     assert!(
-        scorer.score_all(&[pool(1, 150)], 30).is_empty(),
+        scorer.score_all(&[pool(1, 1000)], 30).is_empty(),
         "the slow decision fell back"
     );
     assert_eq!(scorer.failures(), failures + 1);
@@ -532,6 +542,7 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
         vec![22.0],
         "the scorer kept what it learnt (10 + 5 + 7 events)"
     );
+    assert_eq!(scorer.restarts(), 0, "the instance was kept");
 }
 
 #[test]
