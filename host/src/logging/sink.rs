@@ -59,9 +59,9 @@ impl Drop for SinkGuard {
 }
 
 impl NonBlockingSink {
-    /// Starts a thread writing to `output`, behind a queue of at most `lines` lines (at least
-    /// 1) and `max_bytes` bytes (a longer line is always dropped). If the thread cannot start,
-    /// every line is dropped.
+    /// Starts a thread writing to `output`, behind a queue of at most `lines` lines (at
+    /// least one) and `max_bytes` bytes (a longer line is always dropped). If the thread
+    /// cannot start, every line is dropped.
     pub fn spawn(
         output: impl Write + Send + 'static,
         lines: usize,

@@ -21,6 +21,9 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 /// Most summary lines per second across all buckets (the rest wait for a later one).
 const SUMMARIES_PER_SEC: u32 = 20;
 
+/// (plugin, tenant).
+type BucketKey = (Arc<str>, Box<str>);
+
 /// Limits on plugin log output, per (plugin, tenant). Config keys `logs.*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLimits {
@@ -53,7 +56,7 @@ impl Default for LogLimits {
 #[derive(Debug)]
 pub struct LogLimiter {
     limits: LogLimits,
-    buckets: Mutex<HashMap<(Arc<str>, Box<str>), Arc<LogBucket>>>,
+    buckets: Mutex<HashMap<BucketKey, Arc<LogBucket>>>,
     dropped: Mutex<BTreeMap<Arc<str>, Arc<AtomicU64>>>,
     summaries: Mutex<(Instant, u32)>,
 }
