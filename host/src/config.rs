@@ -27,6 +27,10 @@
 //! memory_mb = 64
 //! deadline_ms = 5000
 //!
+//! [logs]                     # plugin log rate limits, per plugin and tenant
+//! plugin_lines_per_sec = 100
+//! plugin_bytes_per_sec = 65536
+//!
 //! [[routes]]                 # databases matching a pattern go to another cluster
 //! pattern = "eu-*"
 //! uri = "mongodb://eu-cluster.internal:27017"
@@ -47,7 +51,7 @@ pub use http::HttpSection;
 
 use crate::gateway::GatewayConfig;
 use crate::pool::{Config as PoolConfig, RouteRule, Routes, SecretUri, MASK};
-use crate::runtime::{LimitOverrides, Limits, RuntimeConfig};
+use crate::runtime::{LimitOverrides, Limits, LogLimits, RuntimeConfig};
 
 /// Errors reading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,17 @@ pub struct ServeConfig {
     pub watch: Option<bool>,
     /// Log format: `text` (default) or `json`.
     pub log_format: Option<String>,
+    /// Time one eviction-scoring call may take before its decision falls back, ms (default 20).
+    pub scorer_budget_ms: Option<u64>,
+    /// Time an overrunning scoring call may go on before it is stopped and the scorer
+    /// restarted, ms (default 1000; at least `scorer_budget_ms`).
+    pub scorer_hard_limit_ms: Option<u64>,
+    /// Latest events a scorer is given again in a fresh instance after a trap (default
+    /// 65536; 0: it restarts empty).
+    pub scorer_replay_events: Option<usize>,
+    /// Log output and plugin log limits.
+    #[serde(default)]
+    pub logs: LogsSection,
     /// Connection-manager settings.
     #[serde(default)]
     pub pool: PoolSection,
@@ -150,6 +165,28 @@ pub struct PoolSection {
     pub allow_reserved_databases: Option<bool>,
 }
 
+/// The `[logs]` section: the log queue and the rate limits of plugin log lines (the `log`
+/// import and captured stdout/stderr), per plugin and tenant.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// Log lines waiting to be written to stderr before new ones are dropped (default 8192).
+    pub queue_lines: Option<usize>,
+    /// Bytes of log lines waiting to be written, in KiB (default 8192).
+    pub queue_kb: Option<usize>,
+    /// Plugin log lines per second per plugin and tenant (default 100; 0 drops them all).
+    pub plugin_lines_per_sec: Option<u32>,
+    /// Plugin log lines at once after a quiet spell (default 200).
+    pub plugin_burst_lines: Option<u32>,
+    /// Plugin log bytes per second per plugin and tenant (default 65536).
+    pub plugin_bytes_per_sec: Option<u64>,
+    /// Plugin log bytes at once after a quiet spell (default 131072).
+    pub plugin_burst_bytes: Option<u64>,
+    /// (plugin, tenant) pairs tracked at once (default 4096); beyond, a plugin's further
+    /// tenants share one budget.
+    pub max_tracked: Option<usize>,
+}
+
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +212,16 @@ pub const KEYS: &[&str] = &[
     "ready_instances",
     "watch",
     "log_format",
+    "scorer_budget_ms",
+    "scorer_hard_limit_ms",
+    "scorer_replay_events",
+    "logs.queue_lines",
+    "logs.queue_kb",
+    "logs.plugin_lines_per_sec",
+    "logs.plugin_burst_lines",
+    "logs.plugin_bytes_per_sec",
+    "logs.plugin_burst_bytes",
+    "logs.max_tracked",
     "pool.max_connections",
     "pool.idle_timeout_secs",
     "pool.metadata_db",
@@ -309,6 +356,33 @@ impl ServeConfig {
         }
     }
 
+    /// Log lines waiting to be written to stderr before new ones are dropped.
+    pub fn log_queue_lines(&self) -> usize {
+        self.logs
+            .queue_lines
+            .unwrap_or(crate::logging::DEFAULT_QUEUE_LINES)
+    }
+
+    /// Bytes of log lines waiting to be written, in KiB.
+    pub fn log_queue_kb(&self) -> usize {
+        self.logs
+            .queue_kb
+            .unwrap_or(crate::logging::DEFAULT_QUEUE_KB)
+    }
+
+    /// Rate limits of plugin log lines.
+    pub fn log_limits(&self) -> LogLimits {
+        let d = LogLimits::default();
+        let l = &self.logs;
+        LogLimits {
+            lines_per_sec: l.plugin_lines_per_sec.unwrap_or(d.lines_per_sec),
+            burst_lines: l.plugin_burst_lines.unwrap_or(d.burst_lines),
+            bytes_per_sec: l.plugin_bytes_per_sec.unwrap_or(d.bytes_per_sec),
+            burst_bytes: l.plugin_burst_bytes.unwrap_or(d.burst_bytes),
+            max_tracked: l.max_tracked.unwrap_or(d.max_tracked),
+        }
+    }
+
     /// The connection manager's configuration.
     pub fn pool_config(&self) -> Result<PoolConfig, ConfigError> {
         let uri = self.mongo_uri.clone().ok_or(ConfigError::Missing(
@@ -356,6 +430,18 @@ impl ServeConfig {
             ready_instances: self
                 .ready_instances
                 .unwrap_or(RuntimeConfig::default().ready_instances),
+            scorer_budget: self.scorer_budget_ms.map_or(
+                RuntimeConfig::default().scorer_budget,
+                Duration::from_millis,
+            ),
+            scorer_hard_limit: self.scorer_hard_limit_ms.map_or(
+                RuntimeConfig::default().scorer_hard_limit,
+                Duration::from_millis,
+            ),
+            scorer_replay_events: self
+                .scorer_replay_events
+                .unwrap_or(RuntimeConfig::default().scorer_replay_events),
+            log_limits: self.log_limits(),
             ..RuntimeConfig::default()
         }
     }
@@ -417,6 +503,20 @@ impl ServeConfig {
         }
         self.http.check()?;
         self.check_listeners()?;
+        let runtime = self.runtime_config();
+        if runtime.scorer_budget.is_zero() || runtime.scorer_hard_limit < runtime.scorer_budget {
+            return Err(ConfigError::Invalid(
+                "scorer_budget_ms must be greater than zero and scorer_hard_limit_ms at least as large".into(),
+            ));
+        }
+        if self.log_queue_lines() == 0
+            || self.log_queue_kb() == 0
+            || runtime.log_limits.max_tracked == 0
+        {
+            return Err(ConfigError::Invalid(
+                "logs.queue_lines, logs.queue_kb and logs.max_tracked must be at least 1".into(),
+            ));
+        }
         self.json_logs()?;
         Ok(())
     }
@@ -513,6 +613,16 @@ mod tests {
             ("ready_instances", "4"),
             ("watch", "false"),
             ("log_format", "json"),
+            ("scorer_budget_ms", "30"),
+            ("scorer_hard_limit_ms", "3000"),
+            ("scorer_replay_events", "500"),
+            ("logs.queue_lines", "100"),
+            ("logs.queue_kb", "64"),
+            ("logs.plugin_lines_per_sec", "5"),
+            ("logs.plugin_burst_lines", "10"),
+            ("logs.plugin_bytes_per_sec", "1000"),
+            ("logs.plugin_burst_bytes", "2000"),
+            ("logs.max_tracked", "7"),
             ("pool.max_connections", "3"),
             ("pool.idle_timeout_secs", "0"),
             ("pool.metadata_db", "meta"),
@@ -558,6 +668,22 @@ mod tests {
         assert_eq!(c.gateway_config().body_read_timeout, Duration::from_secs(4));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
+        assert_eq!(c.log_queue_lines(), 100);
+        assert_eq!(c.log_queue_kb(), 64);
+        let runtime = c.runtime_config();
+        assert_eq!(runtime.scorer_budget, Duration::from_millis(30));
+        assert_eq!(runtime.scorer_hard_limit, Duration::from_secs(3));
+        assert_eq!(runtime.scorer_replay_events, 500);
+        assert_eq!(
+            runtime.log_limits,
+            LogLimits {
+                lines_per_sec: 5,
+                burst_lines: 10,
+                bytes_per_sec: 1000,
+                burst_bytes: 2000,
+                max_tracked: 7,
+            }
+        );
         c.check().unwrap();
     }
 

@@ -8,9 +8,11 @@
 //! - [`metrics`]: Prometheus metrics of the manager, the registry and plugin requests.
 //! - [`replay`]: eviction replay on traces (no database), with LRU and MIN as bounds.
 //! - [`config`]: the `polymongo serve` configuration file.
+//! - [`logging`]: the host's log output (non-blocking, escaped).
 
 pub mod config;
 pub mod gateway;
+pub mod logging;
 pub mod metrics;
 pub mod plugins;
 pub mod pool;

@@ -57,6 +57,8 @@ pub const FIXTURES: &[&str] = &[
     "version-b",
     "wrong-world",
     "forger",
+    "log-flood",
+    "scorer-counter",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).

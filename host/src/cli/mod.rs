@@ -54,19 +54,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` output on stderr.
-pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+/// Sets up `tracing` output on stderr (never blocking the caller: see
+/// [`polymongo::logging`]), with a queue of (lines, KiB). Keep the guard until exit.
+pub fn init_logging(
+    filter: &str,
+    format: LogFormat,
+    queue: (usize, usize),
+) -> polymongo::logging::SinkGuard {
+    polymongo::logging::init(filter, format == LogFormat::Json, queue.0, queue.1)
 }

@@ -392,6 +392,27 @@ impl Collector for StateCollector {
             "Eviction decisions where the policy's scores were unusable and the seed formula decided",
             self.manager.policy_fallbacks(),
         )?;
+        {
+            let mut family = enc.encode_descriptor(
+                "polymongo_plugin_log_lines_dropped",
+                "Plugin log lines (log import, stdout, stderr) dropped by the per plugin and tenant rate limit, by plugin",
+                None,
+                MetricType::Counter,
+            )?;
+            for (plugin, n) in self.plugins.runtime().log_limiter().dropped_by_plugin() {
+                sample(
+                    &mut family,
+                    &[("plugin", plugin.as_str())],
+                    ConstCounter::new(n),
+                )?;
+            }
+        }
+        counter(
+            &mut enc,
+            "polymongo_log_lines_dropped",
+            "Log lines dropped because stderr did not keep up (the log queue was full)",
+            crate::logging::dropped_lines(),
+        )?;
 
         let reloads = self.plugins.reload_counts();
         {

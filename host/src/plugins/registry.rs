@@ -305,10 +305,10 @@ impl PluginRegistry {
                     next
                 });
                 if self.active_scorer.as_deref() == Some(name.as_str()) {
-                    let config = self.runtime.config();
-                    let policy = entry
-                        .component
-                        .policy(config.scorer_budget, config.epoch_tick);
+                    let policy = entry.component.policy_with_limits(
+                        self.runtime.scorer_limits(),
+                        self.runtime.config().epoch_tick,
+                    );
                     self.runtime.manager().set_policy(Arc::new(policy));
                 }
             }

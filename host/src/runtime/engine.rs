@@ -23,9 +23,10 @@ use super::bindings::{TenantPlugin, TenantPluginPre};
 use super::compile_cache::CompileCache;
 use super::content_hash::{ContentHash, Probe};
 use super::error::{InvokeError, LoadError};
+use super::log_limit::{LogLimiter, LogLimits};
 use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
-use super::scorer::ScorerComponent;
+use super::scorer::{ScorerComponent, ScorerLimits};
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
 use super::warm::{ReadyInstance, ReadySlot};
 use crate::pool::PolyMongo;
@@ -57,6 +58,13 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Time one eviction-scoring call may take before the decision falls back.
     pub scorer_budget: Duration,
+    /// Time an overrunning scoring call may go on (its decision already fell back) before it
+    /// is stopped; a call that finishes within it keeps the scorer's learnt state.
+    pub scorer_hard_limit: Duration,
+    /// Latest events a scorer is given again after a trap, in a fresh instance.
+    pub scorer_replay_events: usize,
+    /// Rate limits of plugin log lines, per plugin and tenant.
+    pub log_limits: LogLimits,
     /// Compiled components kept in memory by content hash after they were loaded, so that
     /// redeploying a version loaded a moment ago (a rollback) skips even the compile cache.
     /// 0 disables it.
@@ -77,6 +85,9 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             cache_dir: None,
             scorer_budget: Duration::from_millis(20),
+            scorer_hard_limit: ScorerLimits::default().hard_limit,
+            scorer_replay_events: ScorerLimits::default().replay_events,
+            log_limits: LogLimits::default(),
             recent_components: 8,
             ready_instances: 16,
         }
@@ -100,6 +111,7 @@ struct RuntimeInner {
     recent: RecentComponents,
     cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
+    logs: Arc<LogLimiter>,
 }
 
 impl Drop for RuntimeInner {
@@ -260,6 +272,7 @@ impl Runtime {
                     .cache_dir
                     .clone()
                     .map(|dir| CompileCache::new(dir, &engine)),
+                logs: Arc::new(LogLimiter::new(config.log_limits)),
                 engine,
                 linker,
                 manager,
@@ -496,6 +509,21 @@ impl Runtime {
         &self.inner.config
     }
 
+    /// The limits of the active wasm scorer's calls.
+    pub fn scorer_limits(&self) -> ScorerLimits {
+        let c = &self.inner.config;
+        ScorerLimits {
+            budget: c.scorer_budget,
+            hard_limit: c.scorer_hard_limit,
+            replay_events: c.scorer_replay_events,
+        }
+    }
+
+    /// The rate limiter of plugin log lines (drop counts per plugin).
+    pub fn log_limiter(&self) -> &LogLimiter {
+        &self.inner.logs
+    }
+
     /// Runs one request in a fresh instance of `plugin`, with the database scoped to
     /// `request.tenant`. The tenant name must already be validated.
     pub async fn invoke(&self, plugin: &Plugin, request: Request) -> Result<Response, InvokeError> {
@@ -573,8 +601,8 @@ impl Runtime {
                 (None, store, outcome)
             }
         };
+        store.data_mut().flush_output();
         let state = store.data();
-        state.flush_output();
         let result = Self::outcome(plugin, &request, state, outcome);
         // What the plugin held (cursors, database handles and their leases) is released with
         // the request, whatever happens to the store.
@@ -654,6 +682,8 @@ impl Runtime {
             result_bytes: 0,
             stdout,
             stderr,
+            logs: self.inner.logs.clone(),
+            log_bucket: None,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -689,7 +719,7 @@ impl Runtime {
                 pre.instantiate_async(&mut store),
             )
             .await;
-            store.data().flush_output();
+            store.data_mut().flush_output();
             match made {
                 Ok(Ok(instance)) => claim.fill(ReadyInstance {
                     store,

@@ -4,18 +4,27 @@ use super::bindings::log::{Host, Level};
 use super::state::RequestState;
 
 /// Longest message logged; the rest is cut.
-const MAX_MESSAGE_BYTES: usize = 8 << 10;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 8 << 10;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] (on a character boundary, with `…`).
+pub(crate) fn truncate_message(message: &mut String) {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+}
 
 impl Host for RequestState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let mut message = message;
-        if message.len() > MAX_MESSAGE_BYTES {
-            let mut cut = MAX_MESSAGE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
+        truncate_message(&mut message);
+        // Rate-limited per plugin and tenant; the text format escapes control characters.
+        if !self.admit_log_line(message.len()) {
+            return Ok(());
         }
         let (plugin, tenant) = (&*self.scope.plugin, self.tenant_name());
         match level {

@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod host_db;
 mod host_log;
+mod log_limit;
 mod manifest;
 mod recent;
 mod scorer;
@@ -23,5 +24,6 @@ pub use engine::{
     Runtime, RuntimeConfig,
 };
 pub use error::{InvokeError, LoadError};
+pub use log_limit::{LogLimiter, LogLimits};
 pub use manifest::{LimitOverrides, Limits, Manifest};
-pub use scorer::{ScorerComponent, WasmScorer};
+pub use scorer::{ScorerComponent, ScorerLimits, WasmScorer};

@@ -2,12 +2,21 @@
 //!
 //! One long-lived instance per deployed scorer version keeps its state between decisions.
 //! Pool events (opened, accessed, closed) are queued by the policy hooks and delivered with
-//! the next `score-all` call. Each call runs under an epoch deadline; a trap, a timeout, or a
-//! malformed answer makes the manager fall back to the seed formula for that decision, and the
-//! next call starts from a fresh instance.
+//! the next `score-all` call.
+//!
+//! A decision waits for the scorer at most its budget (`scorer_budget_ms`): past it, the
+//! manager falls back to the seed formula for that decision, but the call is not stopped. It
+//! goes on, on its own thread, up to a hard limit (`scorer_hard_limit_ms`, counted in epoch
+//! ticks); if it finishes, the instance and everything it learnt (including the events of
+//! that call) are kept. Decisions made while it is still running fall back too, and their
+//! events wait in the queue for the next call. A trap (or the hard limit) costs the instance:
+//! the next call starts from a fresh one, which is first given the latest events that earlier
+//! calls delivered (`scorer_replay_events`), so it relearns what its predecessor knew; the
+//! failed call's events count as dropped. A malformed answer also falls back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +35,29 @@ use crate::pool::{EvictionPolicy, PoolStats};
 
 /// Events kept between two decisions; older ones are dropped (and counted) past this.
 const MAX_QUEUED_EVENTS: usize = 1 << 20;
+
+/// Time limits of a wasm scorer's calls, and how much it can relearn after a trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScorerLimits {
+    /// Time a decision waits for the scorer before it falls back (`scorer_budget_ms`).
+    pub budget: Duration,
+    /// Time an overrunning call may go on before it is stopped (`scorer_hard_limit_ms`; at
+    /// least `budget`).
+    pub hard_limit: Duration,
+    /// Latest events kept to replay into a fresh instance after a trap
+    /// (`scorer_replay_events`; 0: a fresh instance starts empty).
+    pub replay_events: usize,
+}
+
+impl Default for ScorerLimits {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_millis(20),
+            hard_limit: Duration::from_secs(1),
+            replay_events: 1 << 16,
+        }
+    }
+}
 
 /// Memory a scorer instance may use.
 const SCORER_MEMORY_BYTES: usize = 256 << 20;
@@ -119,11 +151,28 @@ impl ScorerComponent {
         self.size
     }
 
-    /// A policy backed by a fresh instance of this scorer (on its own thread), each call
-    /// bounded by `budget` (counted in epoch ticks of `epoch_tick`).
+    /// A policy backed by a fresh instance of this scorer (on its own thread): each decision
+    /// waits for it at most `budget`; the other limits are [`ScorerLimits`]' defaults.
     pub fn policy(self: &Arc<Self>, budget: Duration, epoch_tick: Duration) -> WasmScorer {
-        let budget_ticks = (budget.as_micros() / epoch_tick.as_micros().max(1)).max(1) as u64 + 1;
-        WasmScorer::start(self.clone(), budget_ticks)
+        self.policy_with_limits(
+            ScorerLimits {
+                budget,
+                ..ScorerLimits::default()
+            },
+            epoch_tick,
+        )
+    }
+
+    /// A policy backed by a fresh instance of this scorer, under `limits` (the hard limit is
+    /// counted in epoch ticks of `epoch_tick`).
+    pub fn policy_with_limits(
+        self: &Arc<Self>,
+        limits: ScorerLimits,
+        epoch_tick: Duration,
+    ) -> WasmScorer {
+        let hard_limit = limits.hard_limit.max(limits.budget);
+        let hard_ticks = (hard_limit.as_micros() / epoch_tick.as_micros().max(1)).max(1) as u64 + 1;
+        WasmScorer::start(self.clone(), limits, hard_ticks)
     }
 
     fn instantiate(&self) -> wasmtime::Result<(Store<ScorerState>, Scorer)> {
@@ -178,6 +227,7 @@ struct Job {
 pub struct WasmScorer {
     component: Arc<ScorerComponent>,
     label: String,
+    budget: Duration,
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     queue: Mutex<EventQueue>,
     stats: Arc<ScorerCounters>,
@@ -187,6 +237,12 @@ pub struct WasmScorer {
 struct ScorerCounters {
     failures: AtomicU64,
     calls: AtomicU64,
+    overruns: AtomicU64,
+    restarts: AtomicU64,
+    replays: AtomicU64,
+    /// Set while a call runs on the scorer's thread (set by the caller before sending it,
+    /// cleared by the thread before answering).
+    busy: AtomicBool,
 }
 
 impl std::fmt::Debug for WasmScorer {
@@ -198,14 +254,15 @@ impl std::fmt::Debug for WasmScorer {
 }
 
 impl WasmScorer {
-    fn start(component: Arc<ScorerComponent>, budget_ticks: u64) -> Self {
+    fn start(component: Arc<ScorerComponent>, limits: ScorerLimits, hard_ticks: u64) -> Self {
         let label = format!("wasm:{}", component.name);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let stats = Arc::new(ScorerCounters::default());
         let worker = ScorerWorker {
             component: component.clone(),
             label: label.clone(),
-            budget_ticks,
+            hard_ticks,
+            replay_events: limits.replay_events,
             stats: stats.clone(),
         };
         let spawned = std::thread::Builder::new()
@@ -217,20 +274,42 @@ impl WasmScorer {
         Self {
             component,
             label,
+            budget: limits.budget,
             jobs: Mutex::new(tx),
             queue: Mutex::new(EventQueue::default()),
             stats,
         }
     }
 
-    /// Decisions in which the scorer failed (trap, timeout) since it was created.
+    /// Decisions in which the scorer gave no answer (trap, overrun, still busy with an
+    /// overrunning call) since it was created.
     pub fn failures(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
     }
 
-    /// `score-all` calls made.
+    /// Decisions asked of the scorer (`score-all` calls, or fallbacks while it was busy).
     pub fn calls(&self) -> u64 {
         self.stats.calls.load(Ordering::Relaxed)
+    }
+
+    /// Decisions that fell back because the call ran past its budget (the call went on).
+    pub fn overruns(&self) -> u64 {
+        self.stats.overruns.load(Ordering::Relaxed)
+    }
+
+    /// Times the instance failed (trap, hard limit) and was replaced by a fresh one.
+    pub fn restarts(&self) -> u64 {
+        self.stats.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Times a fresh instance was given the events its predecessor had learnt from.
+    pub fn replays(&self) -> u64 {
+        self.stats.replays.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call (one that overran its decision's budget) is still running.
+    pub fn busy(&self) -> bool {
+        self.stats.busy.load(Ordering::Acquire)
     }
 
     /// The scorer component this policy runs.
@@ -247,8 +326,22 @@ impl WasmScorer {
         });
     }
 
-    /// Calls the scorer; `None` when it failed (the manager then falls back).
+    /// Calls the scorer; `None` when it failed or did not answer within the budget (the
+    /// manager then falls back).
     fn call(&self, pools: &[PoolStats<'_>], now_ms: u64) -> Option<Vec<f64>> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let answer = self.ask(pools, now_ms);
+        if answer.is_none() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    fn ask(&self, pools: &[PoolStats<'_>], now_ms: u64) -> Option<Vec<f64>> {
+        // An overrunning call is still running: this decision falls back and its events wait.
+        if self.stats.busy.swap(true, Ordering::AcqRel) {
+            return None;
+        }
         let (events, dropped) = {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             let dropped = std::mem::take(&mut queue.dropped);
@@ -280,54 +373,85 @@ impl WasmScorer {
             .unwrap_or_else(|p| p.into_inner())
             .send(job);
         if sent.is_err() {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            self.stats.busy.store(false, Ordering::Release);
             return None;
         }
-        answer.recv().ok().flatten()
+        match answer.recv_timeout(self.budget) {
+            Ok(scores) => scores,
+            Err(RecvTimeoutError::Timeout) => {
+                self.stats.overruns.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(scorer = %self.label, budget_ms = self.budget.as_millis() as u64,
+                    "scorer overran its budget; the built-in policy decides this eviction while the call finishes");
+                None
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
     }
 }
 
-/// The scorer thread: owns the instance, re-instantiates it after a failure.
+/// The scorer thread: owns the instance, re-instantiates it after a trap and replays the
+/// events it had learnt from into the fresh one.
 struct ScorerWorker {
     component: Arc<ScorerComponent>,
     label: String,
-    budget_ticks: u64,
+    hard_ticks: u64,
+    replay_events: usize,
     stats: Arc<ScorerCounters>,
+}
+
+type Instance = (Store<ScorerState>, Scorer);
+
+/// What the scorer thread keeps between calls.
+struct WorkerState {
+    instance: Option<Instance>,
+    /// The latest events delivered to calls that succeeded (at most `replay_events`).
+    history: VecDeque<Event>,
+    /// Events (and drop counts) only a trapped instance saw: reported to the next call as
+    /// dropped.
+    lost: u64,
 }
 
 impl ScorerWorker {
     fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
-        let mut instance: Option<(Store<ScorerState>, Scorer)> = None;
+        // Made before the first decision, so that it does not spend its budget on it.
+        let mut state = WorkerState {
+            instance: self.component.instantiate().ok(),
+            history: VecDeque::new(),
+            lost: 0,
+        };
         while let Ok(job) = jobs.recv() {
-            self.stats.calls.fetch_add(1, Ordering::Relaxed);
-            let answer = self.score(&mut instance, &job);
-            if answer.is_none() {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let answer = self.score(&mut state, &job);
+            if answer.is_some() {
+                for event in job.events {
+                    if state.history.len() >= self.replay_events {
+                        state.history.pop_front();
+                    }
+                    if self.replay_events > 0 {
+                        state.history.push_back(event);
+                    }
+                }
             }
+            self.stats.busy.store(false, Ordering::Release);
+            // The caller may have stopped waiting (an overrun): the answer is then unused, but
+            // the instance, and what this call taught it, stays.
             let _ = job.reply.send(answer);
         }
     }
 
-    fn score(
-        &self,
-        instance: &mut Option<(Store<ScorerState>, Scorer)>,
-        job: &Job,
-    ) -> Option<Vec<f64>> {
-        if instance.is_none() {
-            match self.component.instantiate() {
-                Ok(fresh) => *instance = Some(fresh),
-                Err(e) => {
-                    tracing::error!(scorer = %self.label, error = %format!("{e:#}"), "cannot instantiate the scorer");
-                    return None;
-                }
-            }
+    fn score(&self, state: &mut WorkerState, job: &Job) -> Option<Vec<f64>> {
+        let dropped = job.dropped + std::mem::take(&mut state.lost);
+        if state.instance.is_none() {
+            state.instance = self.fresh(&mut state.history);
         }
-        let (store, scorer) = instance.as_mut()?;
-        store.set_epoch_deadline(self.budget_ticks);
+        let Some((store, scorer)) = state.instance.as_mut() else {
+            state.lost = dropped + job.events.len() as u64;
+            return None;
+        };
+        store.set_epoch_deadline(self.hard_ticks);
         let result = scorer.polymongo_plugin_scoring().call_score_all(
             &mut *store,
             &job.events,
-            job.dropped,
+            dropped,
             &job.pools,
             job.now_ms,
         );
@@ -335,11 +459,54 @@ impl ScorerWorker {
         match result {
             Ok(scores) => Some(scores),
             Err(e) => {
-                // A trapped instance is poisoned: the next decision starts from a fresh one.
-                *instance = None;
+                // A trapped instance (or one stopped at the hard limit) is poisoned: the next
+                // decision starts from a fresh one, rebuilt from the history. This call's
+                // events are not replayed (they may be what made it trap): they count as
+                // dropped.
+                state.instance = None;
+                state.lost = dropped + job.events.len() as u64;
+                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(scorer = %self.label, error = %format!("{e:#}"),
                     "scorer failed; the built-in policy decides this eviction");
                 None
+            }
+        }
+    }
+
+    /// A fresh instance that has been given `history` (in one call, with no pools, under the
+    /// hard limit). If that fails, the history is forgotten and the instance starts empty.
+    fn fresh(&self, history: &mut VecDeque<Event>) -> Option<Instance> {
+        let instantiate = || match self.component.instantiate() {
+            Ok(fresh) => Some(fresh),
+            Err(e) => {
+                tracing::error!(scorer = %self.label, error = %format!("{e:#}"), "cannot instantiate the scorer");
+                None
+            }
+        };
+        let (mut store, scorer) = instantiate()?;
+        if history.is_empty() {
+            return Some((store, scorer));
+        }
+        let events: Vec<Event> = history.iter().cloned().collect();
+        let now_ms = events.last().map_or(0, |e| e.at_ms);
+        store.set_epoch_deadline(self.hard_ticks);
+        let replayed =
+            scorer
+                .polymongo_plugin_scoring()
+                .call_score_all(&mut store, &events, 0, &[], now_ms);
+        store.set_epoch_deadline(u64::MAX / 2);
+        match replayed {
+            Ok(_) => {
+                self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(scorer = %self.label, events = events.len(),
+                    "scorer restarted with the events it had learnt from");
+                Some((store, scorer))
+            }
+            Err(e) => {
+                history.clear();
+                tracing::warn!(scorer = %self.label, error = %format!("{e:#}"),
+                    "replaying its events into a fresh scorer failed; it starts empty");
+                instantiate()
             }
         }
     }

@@ -7,6 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::host_log::truncate_message;
+use super::log_limit::{LogBucket, LogLimiter};
 use super::manifest::Limits;
 use crate::pool::{Db, PolyMongo};
 
@@ -85,6 +87,10 @@ pub(crate) struct RequestState {
     pub result_bytes: usize,
     pub stdout: MemoryOutputPipe,
     pub stderr: MemoryOutputPipe,
+    /// Rate limits of plugin log lines (shared by the runtime's requests).
+    pub logs: Arc<LogLimiter>,
+    /// This instance's bucket of `logs`, found on its first log line (per tenant binding).
+    pub log_bucket: Option<Arc<LogBucket>>,
 }
 
 impl WasiView for RequestState {
@@ -116,18 +122,44 @@ impl RequestState {
     pub fn bind(&mut self, tenant: Db, deadline: Instant) {
         self.tenant = Some(tenant);
         self.deadline = deadline;
+        self.log_bucket = None;
     }
 
-    /// Logs what the plugin wrote to stdout and stderr, tagged with plugin and tenant.
-    pub fn flush_output(&self) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+    /// Whether a plugin log line of `bytes` fits its (plugin, tenant) rate limit; a dropped
+    /// line is counted. One map lookup per instance, then one short lock per line.
+    pub fn admit_log_line(&mut self, bytes: usize) -> bool {
+        if self.log_bucket.is_none() {
+            let bucket = self.logs.bucket(&self.scope.plugin, self.tenant_name());
+            self.log_bucket = Some(bucket);
+        }
+        match &self.log_bucket {
+            Some(bucket) => self.logs.admit(bucket, bytes),
+            None => false,
+        }
+    }
+
+    /// Logs what the plugin wrote to stdout and stderr, tagged with plugin and tenant, under
+    /// the same rate limit as the `log` import; then reports the drops of this instance's
+    /// bucket (a summary line, at most one a second).
+    pub fn flush_output(&mut self) {
+        for (stream, pipe) in [
+            ("stdout", self.stdout.clone()),
+            ("stderr", self.stderr.clone()),
+        ] {
             let bytes = pipe.contents();
             if bytes.is_empty() {
                 continue;
             }
             for line in String::from_utf8_lossy(&bytes).lines() {
-                tracing::info!(plugin = %self.scope.plugin, tenant = self.tenant_name(), stream, "{line}");
+                let mut line = line.to_string();
+                truncate_message(&mut line);
+                if self.admit_log_line(line.len()) {
+                    tracing::info!(plugin = %self.scope.plugin, tenant = self.tenant_name(), stream, "{line}");
+                }
             }
+        }
+        if let Some(bucket) = &self.log_bucket {
+            self.logs.report(bucket);
         }
     }
 }
