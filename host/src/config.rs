@@ -175,6 +175,9 @@ pub const KEYS: &[&str] = &[
     "limits.max_request_result_kb",
     "limits.max_open_cursors",
     "limits.max_concurrent",
+    "limits.host_memory_mb",
+    "limits.max_document_depth",
+    "limits.max_query_depth",
     "routes",
 ];
 
@@ -387,12 +390,9 @@ impl ServeConfig {
                 "pool.max_connections must be at least 1".into(),
             ));
         }
-        let l = &self.limits;
-        if l.memory_mb == Some(0) || l.deadline_ms == Some(0) || l.max_concurrent == Some(0) {
-            return Err(ConfigError::Invalid(
-                "limits must be greater than zero".into(),
-            ));
-        }
+        self.limits
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("limits: {e}")))?;
         self.listen()
             .parse::<std::net::SocketAddr>()
             .map_err(|e| ConfigError::Invalid(format!("listen {:?}: {e}", self.listen())))?;
@@ -456,6 +456,9 @@ mod tests {
             ("limits.max_request_result_kb", "2"),
             ("limits.max_open_cursors", "3"),
             ("limits.max_concurrent", "4"),
+            ("limits.host_memory_mb", "5"),
+            ("limits.max_document_depth", "6"),
+            ("limits.max_query_depth", "7"),
             ("routes", r#"[{ pattern = "eu-*", uri = "mongodb://eu/" }]"#),
         ];
         assert_eq!(values.len(), KEYS.len());
@@ -469,6 +472,8 @@ mod tests {
         assert_eq!(c.pool.max_connections, Some(3));
         assert_eq!(c.pool.allow_reserved_databases, Some(true));
         assert_eq!(c.limits.max_concurrent, Some(4));
+        assert_eq!(c.limits.host_memory_mb, Some(5));
+        assert_eq!(c.limits.max_query_depth, Some(7));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         c.check().unwrap();

@@ -41,6 +41,7 @@ pub const BUNDLED: &[&str] = &["users", "scorer-seed", "scorer-lru", "scorer-ada
 /// The test fixtures, copied into `target/plugins-test/`.
 pub const FIXTURES: &[&str] = &[
     "hostile",
+    "hostile-input",
     "exerciser",
     "bench",
     "scorer-trap",
@@ -95,6 +96,11 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
     (
         "bench-js",
         "plugins/fixtures/bench-js/index.js",
+        Dest::Fixture,
+    ),
+    (
+        "insert-js",
+        "plugins/fixtures/insert-js/index.js",
         Dest::Fixture,
     ),
 ];

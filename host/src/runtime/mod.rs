@@ -4,12 +4,16 @@
 //! Doors run one way: the gateway calls the runtime, the runtime calls the pool.
 
 mod bindings;
+mod bson_scan;
 mod compile_cache;
 mod content_hash;
 mod engine;
 mod error;
 mod host_db;
 mod host_log;
+mod input;
+#[cfg(test)]
+mod input_fuzz;
 mod manifest;
 mod recent;
 mod scorer;
