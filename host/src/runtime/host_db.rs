@@ -581,8 +581,19 @@ impl HostDb for RequestState {
         let options = DistinctOptions::builder()
             .max_time(max_time(self.deadline))
             .build();
-        let values =
-            wit_try!(bounded(self.deadline, coll.distinct_with(&field, filter, options)).await);
+        let values = match bounded(
+            self.deadline,
+            coll.distinct_with(&field, filter.clone(), options),
+        )
+        .await
+        {
+            // FerretDB 1.x refuses `maxTimeMS` on distinct: sent again without it (the host's
+            // own deadline still ends the wait).
+            Err(WitError::Server(e)) if e.code == 9 && e.message.contains("maxTimeMS") => {
+                wit_try!(bounded(self.deadline, coll.distinct(&field, filter)).await)
+            }
+            other => wit_try!(other),
+        };
         Ok(self.encode_charged(&doc! { "values": values }))
     }
 
