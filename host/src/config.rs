@@ -243,6 +243,9 @@ pub const KEYS: &[&str] = &[
     "limits.max_request_result_kb",
     "limits.max_open_cursors",
     "limits.max_concurrent",
+    "limits.host_memory_mb",
+    "limits.max_document_depth",
+    "limits.max_query_depth",
     "routes",
 ];
 
@@ -517,6 +520,9 @@ impl ServeConfig {
                 "logs.queue_lines, logs.queue_kb and logs.max_tracked must be at least 1".into(),
             ));
         }
+        self.limits
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("limits: {e}")))?;
         self.json_logs()?;
         Ok(())
     }
@@ -644,6 +650,9 @@ mod tests {
             ("limits.max_request_result_kb", "2"),
             ("limits.max_open_cursors", "3"),
             ("limits.max_concurrent", "4"),
+            ("limits.host_memory_mb", "5"),
+            ("limits.max_document_depth", "6"),
+            ("limits.max_query_depth", "7"),
             ("routes", r#"[{ pattern = "eu-*", uri = "mongodb://eu/" }]"#),
         ];
         assert_eq!(values.len(), KEYS.len());
@@ -666,6 +675,8 @@ mod tests {
         assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
         assert_eq!(limits.idle_timeout, Duration::from_secs(6));
         assert_eq!(c.gateway_config().body_read_timeout, Duration::from_secs(4));
+        assert_eq!(c.limits.host_memory_mb, Some(5));
+        assert_eq!(c.limits.max_query_depth, Some(7));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         assert_eq!(c.log_queue_lines(), 100);

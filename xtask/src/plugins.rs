@@ -47,6 +47,7 @@ pub const BUNDLED: &[&str] = &[
 /// The test fixtures, copied into `target/plugins-test/`.
 pub const FIXTURES: &[&str] = &[
     "hostile",
+    "hostile-input",
     "exerciser",
     "bench",
     "scorer-trap",
@@ -104,6 +105,11 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
     (
         "bench-js",
         "plugins/fixtures/bench-js/index.js",
+        Dest::Fixture,
+    ),
+    (
+        "insert-js",
+        "plugins/fixtures/insert-js/index.js",
         Dest::Fixture,
     ),
 ];

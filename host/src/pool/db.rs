@@ -15,8 +15,8 @@ use bson::{doc, Bson, Document};
 use futures_util::{Stream, StreamExt};
 use mongodb::change_stream::event::ChangeStreamEvent;
 use mongodb::options::{
-    FindOneAndUpdateOptions, FindOneOptions, FindOptions, ReplaceOptions, UpdateModifications,
-    UpdateOptions,
+    AggregateOptions, CountOptions, CreateIndexOptions, DistinctOptions, FindOneAndUpdateOptions,
+    FindOneOptions, FindOptions, ReplaceOptions, UpdateModifications, UpdateOptions,
 };
 use mongodb::results::UpdateResult;
 use mongodb::{ClientSession, IndexModel};
@@ -353,6 +353,64 @@ where
     pub async fn distinct(&self, field: &str, filter: Document) -> Result<Vec<Bson>> {
         self.run(|c| async move { c.distinct(field, filter).await })
             .await
+    }
+
+    /// [`Collection::distinct`] with options (e.g. `max_time`).
+    pub async fn distinct_with(
+        &self,
+        field: &str,
+        filter: Document,
+        options: DistinctOptions,
+    ) -> Result<Vec<Bson>> {
+        self.run(|c| async move { c.distinct(field, filter).with_options(options).await })
+            .await
+    }
+
+    /// [`Collection::count_documents`] with options (e.g. `max_time`).
+    pub async fn count_documents_with(
+        &self,
+        filter: Document,
+        options: CountOptions,
+    ) -> Result<u64> {
+        self.run(|c| async move { c.count_documents(filter).with_options(options).await })
+            .await
+    }
+
+    /// Runs an aggregation pipeline with options (e.g. `max_time`, `batch_size`), its results
+    /// read as `R` (`RawDocumentBuf` to keep the server's bytes); the cursor keeps the pool
+    /// busy until dropped.
+    pub async fn aggregate_with<R>(
+        &self,
+        pipeline: Vec<Document>,
+        options: AggregateOptions,
+    ) -> Result<Cursor<R>>
+    where
+        R: DeserializeOwned + Send + Sync,
+    {
+        let lease = self.db.lease().await?;
+        let cursor = lease
+            .database()
+            .collection::<Document>(&self.name)
+            .aggregate(pipeline)
+            .with_options(options)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(Cursor {
+            inner: cursor.with_type::<R>(),
+            redactor: self.db.redactor().clone(),
+            _lease: lease,
+        })
+    }
+
+    /// [`Collection::create_index`] with options (e.g. `max_time`).
+    pub async fn create_index_with(
+        &self,
+        index: IndexModel,
+        options: CreateIndexOptions,
+    ) -> Result<String> {
+        self.run(|c| async move { c.create_index(index).with_options(options).await })
+            .await
+            .map(|r| r.index_name)
     }
 
     /// Updates the first matching document and returns it (before or after, per options).

@@ -99,6 +99,8 @@ const UNAVAILABLE_CODES: &[i32] = &[
 ];
 
 const DUPLICATE_KEY: i32 = 11000;
+/// The server stopped the operation at its `maxTimeMS`.
+const MAX_TIME_EXPIRED: i32 = 50;
 
 impl Error {
     /// Maps a driver error to a typed error, scrubbing secrets from every message.
@@ -147,12 +149,16 @@ impl Error {
         }
     }
 
-    fn from_code(code: i32, code_name: Option<String>, message: &str) -> Self {
+    pub(crate) fn from_code(code: i32, code_name: Option<String>, message: &str) -> Self {
         // FerretDB 1.x (SQLite backend) reports some unique-index violations (in updates) as
         // a generic error 1 carrying SQLite's message instead of code 11000.
         let sqlite_unique = code == 1 && message.contains("UNIQUE constraint failed");
         if code == DUPLICATE_KEY || sqlite_unique {
             Error::DuplicateKey(message.to_string())
+        } else if code == MAX_TIME_EXPIRED {
+            Error::Timeout(format!(
+                "the server stopped the operation at its time limit: {message}"
+            ))
         } else if UNSUPPORTED_CODES.contains(&code) {
             Error::Unsupported(message.to_string())
         } else if UNAVAILABLE_CODES.contains(&code) {

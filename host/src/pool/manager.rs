@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bson::doc;
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
@@ -75,6 +77,7 @@ pub struct Builder {
     config: Config,
     clock: Arc<dyn Clock>,
     policy: Arc<dyn EvictionPolicy>,
+    command_events: Option<EventHandler<CommandEvent>>,
 }
 
 impl Builder {
@@ -181,6 +184,13 @@ impl Builder {
         self
     }
 
+    /// Receives the driver's command monitoring events of every tenant pool (commands
+    /// started, succeeded, failed), e.g. to audit what is sent to the server.
+    pub fn command_event_handler(mut self, handler: EventHandler<CommandEvent>) -> Self {
+        self.command_events = Some(handler);
+        self
+    }
+
     /// The eviction policy (default: [`SeedPolicy`]).
     pub fn policy(mut self, policy: Arc<dyn EvictionPolicy>) -> Self {
         self.policy = policy;
@@ -221,6 +231,7 @@ impl Builder {
             open_permits: Semaphore::new(config.max_concurrent_opens),
             config,
             base_options: options,
+            command_events: self.command_events,
             routes,
             route_options,
             redactor,
@@ -304,6 +315,8 @@ fn validate_config(config: &Config) -> Result<()> {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     base_options: ClientOptions,
+    /// Command monitoring for every tenant pool (see [`Builder::command_event_handler`]).
+    command_events: Option<EventHandler<CommandEvent>>,
     routes: Routes,
     /// Parsed options of each route without placeholders (`None` for templates).
     route_options: Vec<Option<ClientOptions>>,
@@ -844,6 +857,9 @@ impl Inner {
             }
         };
         options.default_database = Some(name.to_string());
+        if let Some(handler) = &self.command_events {
+            options.command_event_handler = Some(handler.clone());
+        }
         let client =
             Client::with_options(options).map_err(|e| Error::from_driver(e, &self.redactor))?;
         let handle = Arc::new(PoolHandle::new(
@@ -966,6 +982,7 @@ impl PolyMongo {
             config: Config::new(mongo_uri),
             clock: Arc::new(SystemClock),
             policy: Arc::new(SeedPolicy),
+            command_events: None,
         }
     }
 

@@ -38,6 +38,7 @@ mod routing;
 mod secret;
 mod stats;
 mod support;
+mod timed_writes;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
@@ -57,3 +58,4 @@ pub use secret::{Redactor, SecretUri, MASK};
 pub(crate) use stats::Usage;
 pub use stats::{ConnectionStats, ManagerStats, Protection};
 pub use support::{ServerCaps, Topology};
+pub use timed_writes::WriteOutcome;

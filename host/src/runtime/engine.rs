@@ -418,6 +418,7 @@ impl Runtime {
                         plugin: Arc::from(name),
                         grants: manifest.databases,
                         limits,
+                        allow_server_side_js: manifest.allow_server_side_js,
                     }),
                     pre,
                     permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
@@ -680,6 +681,8 @@ impl Runtime {
             timed_out: false,
             open_cursors: 0,
             result_bytes: 0,
+            host_bytes: 0,
+            doc_size_hint: 0,
             stdout,
             stderr,
             logs: self.inner.logs.clone(),
@@ -784,9 +787,22 @@ pub fn new_engine(config: &RuntimeConfig) -> Result<Engine, LoadError> {
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
+        // Host calls of a plugin run on its fiber: the stack holds the guest's wasm frames
+        // (at most `max_wasm_stack`) and then the host's, whose deepest part is the decoding
+        // and encoding of plugin-sent BSON (one set of frames per nesting level, bounded by
+        // `bson_scan::MAX_DEPTH_CEILING` before anything recurses).
+        .max_wasm_stack(WASM_STACK_BYTES)
+        .async_stack_size(WASM_STACK_BYTES + HOST_STACK_BYTES)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     Engine::new(&wasm).map_err(|e| LoadError::Compile(format!("engine: {e:#}")))
 }
+
+/// Stack the guest's own frames may use (wasmtime's default).
+const WASM_STACK_BYTES: usize = 512 << 10;
+/// Stack left for the host's frames on a plugin's fiber, above the guest's: a document at the
+/// depth ceiling (200 levels) decodes and encodes in well under half of it, even in a debug
+/// build (the hostile_input tests run there at the ceiling).
+const HOST_STACK_BYTES: usize = 2 << 20;
 
 /// Starts a thread that advances `engine`'s epoch every `tick` until `stop` is set: deadlines
 /// of tenant plugins and scorers are counted in these ticks.

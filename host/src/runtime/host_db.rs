@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::options::{
-    FindOneAndUpdateOptions, FindOneOptions, FindOptions, IndexOptions, ReturnDocument,
-    UpdateModifications, UpdateOptions,
+    AggregateOptions, CountOptions, CreateIndexOptions, DistinctOptions, FindOneAndUpdateOptions,
+    FindOneOptions, FindOptions, IndexOptions, ReturnDocument, UpdateModifications,
 };
 use mongodb::IndexModel;
 use wasmtime::component::Resource;
@@ -19,6 +19,7 @@ use super::bindings::database::{
     UpdateResult as WitUpdateResult,
 };
 use super::bindings::types::{Error as WitError, ServerError};
+use super::input::{self, batch_bytes, decode, decode_opt, max_time, InputRules};
 use super::state::RequestState;
 use crate::pool::{self, Db};
 
@@ -27,11 +28,17 @@ pub struct DbHandle {
     db: Db,
 }
 
-/// A cursor resource handed to a plugin.
+/// A cursor resource handed to a plugin. Its documents stay the server's bytes, never decoded.
 pub struct CursorHandle {
-    cursor: pool::Cursor<Document>,
+    cursor: pool::Cursor<RawDocumentBuf>,
     /// A document fetched but not returned because the batch was full.
-    pending: Option<Document>,
+    pending: Option<RawDocumentBuf>,
+    /// Documents per server batch.
+    batch_size: u32,
+    /// The largest document read from it so far.
+    max_doc: usize,
+    /// Bytes of the request's host-memory budget it holds.
+    charged: usize,
 }
 
 /// Most documents one `next-batch` call returns.
@@ -41,30 +48,6 @@ type WitResult<T> = Result<T, WitError>;
 
 fn invalid(msg: impl Into<String>) -> WitError {
     WitError::InvalidArgument(msg.into())
-}
-
-/// Decodes a BSON document sent by the plugin.
-fn decode(bytes: &[u8], what: &str) -> WitResult<Document> {
-    // The length prefix must cover the bytes exactly: trailing garbage is malformed too.
-    let declared = bytes
-        .get(..4)
-        .map(|p| i32::from_le_bytes([p[0], p[1], p[2], p[3]]));
-    if declared != Some(bytes.len() as i32) {
-        return Err(invalid(format!(
-            "malformed BSON {what}: {} bytes given, the length prefix says {}",
-            bytes.len(),
-            declared.map_or_else(|| "nothing".to_string(), |d| d.to_string())
-        )));
-    }
-    // Element by element from the raw bytes, without serde: on every call's path, and about
-    // half the cost of `Document::from_reader` (146 vs 330 ns for an `_id` filter).
-    bson::RawDocument::from_bytes(bytes)
-        .and_then(Document::try_from)
-        .map_err(|e| invalid(format!("malformed BSON {what}: {e}")))
-}
-
-fn decode_opt(bytes: &Option<Vec<u8>>, what: &str) -> WitResult<Option<Document>> {
-    bytes.as_deref().map(|b| decode(b, what)).transpose()
 }
 
 fn encode(doc: &Document) -> WitResult<Vec<u8>> {
@@ -148,7 +131,7 @@ const DENIED_STAGES: &[&str] = &[
 ];
 
 /// Refuses pipeline stages that reach outside `own_db` (at any nesting depth).
-fn check_pipeline(pipeline: &[Document], own_db: &str) -> WitResult<()> {
+pub(crate) fn check_pipeline(pipeline: &[Document], own_db: &str) -> WitResult<()> {
     /// The database a cross-database stage targets, if it names one.
     fn target_db<'a>(stage: &str, spec: &'a Bson) -> Option<&'a Bson> {
         let spec = spec.as_document()?;
@@ -216,20 +199,24 @@ impl RequestState {
         Ok(self.table.get(handle)?.db.clone())
     }
 
-    /// The checked collection and decoded filter of an operation on `handle`'s database.
+    /// The checked collection and decoded filter of an operation on `handle`'s database;
+    /// `extra` more input bytes come with the call (counted against the host-memory budget).
     fn filtered(
         &self,
         handle: &Resource<DbHandle>,
         collection: &str,
         filter: &[u8],
+        extra: usize,
     ) -> wasmtime::Result<WitResult<(pool::Collection<Document>, Document)>> {
         let db = self.db_of(handle)?;
-        Ok(check_collection(collection).and_then(|()| {
-            Ok((
-                db.collection::<Document>(collection),
-                decode(filter, "filter")?,
-            ))
-        }))
+        Ok(check_collection(collection)
+            .and_then(|()| self.input_fits(filter.len().saturating_add(extra)))
+            .and_then(|()| {
+                Ok((
+                    db.collection::<Document>(collection),
+                    decode(filter, "filter", self.query_rules())?,
+                ))
+            }))
     }
 
     /// Counts `bytes` of results against the per-call and per-request caps.
@@ -251,14 +238,35 @@ impl RequestState {
         Ok(bytes)
     }
 
-    fn new_cursor(
+    /// Hands a new cursor to the plugin. Its first document (in the batch the server sent
+    /// with the reply) is read at once, so that the bytes the driver buffers for it are known
+    /// and held against the host-memory budget from the start: refused (and closed) when
+    /// they do not fit.
+    async fn new_cursor(
         &mut self,
-        cursor: pool::Cursor<Document>,
+        mut cursor: pool::Cursor<RawDocumentBuf>,
+        batch_size: u32,
+        reserved: usize,
     ) -> wasmtime::Result<WitResult<Resource<CursorHandle>>> {
+        let first = match bounded(self.deadline, async { cursor.next().await.transpose() }).await {
+            Ok(first) => first,
+            Err(e) => return Ok(Err(e)),
+        };
+        let max_doc = first.as_ref().map_or(0, |d| d.as_bytes().len());
+        self.doc_size_hint = self.doc_size_hint.max(max_doc);
+        let charged = reserved.max(batch_bytes(batch_size, max_doc));
+        if let Err(e) = self.recharge(0, charged) {
+            // Refused: the cursor (and the batch the driver buffered for it) is dropped here.
+            self.host_bytes = self.host_bytes.saturating_sub(charged);
+            return Ok(Err(e));
+        }
         self.open_cursors += 1;
         Ok(Ok(self.table.push(CursorHandle {
             cursor,
-            pending: None,
+            pending: first,
+            batch_size,
+            max_doc,
+            charged,
         })?))
     }
 
@@ -284,26 +292,49 @@ macro_rules! wit_try {
     };
 }
 
-fn find_options(o: &WitFindOptions) -> WitResult<FindOptions> {
+fn find_options(
+    o: &WitFindOptions,
+    rules: InputRules,
+    batch_size: u32,
+    deadline: Instant,
+) -> WitResult<FindOptions> {
     Ok(FindOptions::builder()
-        .sort(decode_opt(&o.sort, "sort")?)
-        .projection(decode_opt(&o.projection, "projection")?)
+        .sort(decode_opt(&o.sort, "sort", rules)?)
+        .projection(decode_opt(&o.projection, "projection", rules)?)
         .skip(o.skip)
         .limit(o.limit)
-        .batch_size(o.batch_size)
+        .batch_size(batch_size)
+        .max_time(max_time(deadline))
         .build())
 }
 
-fn update_modifications(bytes: &[u8]) -> WitResult<UpdateModifications> {
-    // An update is a document of operators, or a pipeline encoded as `{ "pipeline": [...] }`
-    // is not part of the contract: the WIT sends one document, so updates are documents.
-    Ok(UpdateModifications::Document(decode(bytes, "update")?))
+/// Bytes of the optional documents of find options.
+fn options_len(sort: &Option<Vec<u8>>, projection: &Option<Vec<u8>>) -> usize {
+    sort.as_ref().map_or(0, Vec::len) + projection.as_ref().map_or(0, Vec::len)
 }
 
-fn update_result(r: mongodb::results::UpdateResult) -> WitResult<WitUpdateResult> {
+fn update_modifications(bytes: &[u8], rules: InputRules) -> WitResult<UpdateModifications> {
+    Ok(UpdateModifications::Document(update_document(
+        bytes, rules,
+    )?))
+}
+
+/// An update is a document of operators (a pipeline update is not part of the contract: the
+/// WIT sends one document).
+fn update_document(bytes: &[u8], rules: InputRules) -> WitResult<Document> {
+    let update = decode(bytes, "update", rules)?;
+    match update.keys().next() {
+        Some(first) if first.starts_with('$') => Ok(update),
+        _ => Err(invalid(
+            "an update document must contain update operators ($set, $inc, ...)",
+        )),
+    }
+}
+
+fn update_result(r: pool::WriteOutcome) -> WitResult<WitUpdateResult> {
     Ok(WitUpdateResult {
-        matched: r.matched_count,
-        modified: r.modified_count,
+        matched: r.matched,
+        modified: r.modified,
         upserted_id: r.upserted_id.map(id_doc).transpose()?,
     })
 }
@@ -346,11 +377,14 @@ impl HostDb for RequestState {
         let db = self.db_of(&this)?;
         wit_try!(check_collection(&collection));
         wit_try!(self.cursor_slot());
-        let filter = wit_try!(decode(&filter, "filter"));
-        let options = wit_try!(find_options(&options));
-        let coll = db.collection::<Document>(&collection);
+        wit_try!(self.input_fits(filter.len() + options_len(&options.sort, &options.projection)));
+        let rules = self.query_rules();
+        let filter = wit_try!(decode(&filter, "filter", rules));
+        let (batch_size, reserved) = wit_try!(self.plan_cursor(options.batch_size, MAX_BATCH_DOCS));
+        let options = wit_try!(find_options(&options, rules, batch_size, self.deadline));
+        let coll = db.collection::<RawDocumentBuf>(&collection);
         let cursor = wit_try!(bounded(self.deadline, coll.find(filter, options)).await);
-        self.new_cursor(cursor)
+        self.new_cursor(cursor, batch_size, reserved).await
     }
 
     async fn find_one(
@@ -362,11 +396,18 @@ impl HostDb for RequestState {
     ) -> wasmtime::Result<WitResult<Option<Vec<u8>>>> {
         let db = self.db_of(&this)?;
         wit_try!(check_collection(&collection));
-        let filter = wit_try!(decode(&filter, "filter"));
+        wit_try!(self.input_fits(filter.len() + options_len(&options.sort, &options.projection)));
+        let rules = self.query_rules();
+        let filter = wit_try!(decode(&filter, "filter", rules));
         let options = FindOneOptions::builder()
-            .sort(wit_try!(decode_opt(&options.sort, "sort")))
-            .projection(wit_try!(decode_opt(&options.projection, "projection")))
+            .sort(wit_try!(decode_opt(&options.sort, "sort", rules)))
+            .projection(wit_try!(decode_opt(
+                &options.projection,
+                "projection",
+                rules
+            )))
             .skip(options.skip)
+            .max_time(max_time(self.deadline))
             .build();
         // Raw documents: the server's bytes go to the guest as they are, with no decoding
         // and re-encoding in between.
@@ -388,10 +429,16 @@ impl HostDb for RequestState {
     ) -> wasmtime::Result<WitResult<Vec<u8>>> {
         let db = self.db_of(&this)?;
         wit_try!(check_collection(&collection));
-        let doc = wit_try!(decode(&doc, "document"));
+        wit_try!(self.input_fits(doc.len()));
+        let doc = wit_try!(decode(&doc, "document", self.document_rules()));
         let coll = db.collection::<Document>(&collection);
-        let id = wit_try!(bounded(self.deadline, coll.insert_one(doc)).await);
-        Ok(id_doc(id))
+        let within = max_time(self.deadline);
+        let ids =
+            wit_try!(bounded(self.deadline, coll.insert_many_within(vec![doc], within)).await);
+        match ids.into_iter().next() {
+            Some(id) => Ok(id_doc(id)),
+            None => Ok(Err(invalid("the server inserted nothing"))),
+        }
     }
 
     async fn insert_many(
@@ -402,13 +449,16 @@ impl HostDb for RequestState {
     ) -> wasmtime::Result<WitResult<Vec<Vec<u8>>>> {
         let db = self.db_of(&this)?;
         wit_try!(check_collection(&collection));
+        wit_try!(self.input_fits(docs.iter().map(Vec::len).sum()));
+        let rules = self.document_rules();
         let docs: Vec<Document> = wit_try!(docs
             .iter()
             .enumerate()
-            .map(|(i, d)| decode(d, &format!("document {i}")))
+            .map(|(i, d)| decode(d, &format!("document {i}"), rules))
             .collect::<WitResult<_>>());
         let coll = db.collection::<Document>(&collection);
-        let ids = wit_try!(bounded(self.deadline, coll.insert_many(docs)).await);
+        let within = max_time(self.deadline);
+        let ids = wit_try!(bounded(self.deadline, coll.insert_many_within(docs, within)).await);
         Ok(ids.into_iter().map(id_doc).collect())
     }
 
@@ -444,23 +494,17 @@ impl HostDb for RequestState {
         replacement: Vec<u8>,
         options: WitUpdateOptions,
     ) -> wasmtime::Result<WitResult<WitUpdateResult>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        let replacement = wit_try!(decode(&replacement, "replacement"));
+        let (coll, filter) =
+            wit_try!(self.filtered(&this, &collection, &filter, replacement.len())?);
+        let replacement = wit_try!(decode(&replacement, "replacement", self.document_rules()));
         if replacement.keys().any(|k| k.starts_with('$')) {
             return Ok(Err(invalid(
                 "a replacement document may not contain update operators",
             )));
         }
-        let options = mongodb::options::ReplaceOptions::builder()
-            .upsert(options.upsert)
-            .build();
-        let result = wit_try!(
-            bounded(
-                self.deadline,
-                coll.replace_one(filter, replacement, options)
-            )
-            .await
-        );
+        let within = max_time(self.deadline);
+        let replace = coll.update_within(filter, replacement, options.upsert, false, within);
+        let result = wit_try!(bounded(self.deadline, replace).await);
         Ok(update_result(result))
     }
 
@@ -470,8 +514,9 @@ impl HostDb for RequestState {
         collection: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<u64>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        Ok(bounded(self.deadline, coll.delete_one(filter)).await)
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter, 0)?);
+        let within = max_time(self.deadline);
+        Ok(bounded(self.deadline, coll.delete_within(filter, false, within)).await)
     }
 
     async fn delete_many(
@@ -480,8 +525,9 @@ impl HostDb for RequestState {
         collection: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<u64>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        Ok(bounded(self.deadline, coll.delete_many(filter)).await)
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter, 0)?);
+        let within = max_time(self.deadline);
+        Ok(bounded(self.deadline, coll.delete_within(filter, true, within)).await)
     }
 
     async fn count_documents(
@@ -490,8 +536,11 @@ impl HostDb for RequestState {
         collection: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<u64>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        Ok(bounded(self.deadline, coll.count_documents(filter)).await)
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter, 0)?);
+        let options = CountOptions::builder()
+            .max_time(max_time(self.deadline))
+            .build();
+        Ok(bounded(self.deadline, coll.count_documents_with(filter, options)).await)
     }
 
     async fn aggregate(
@@ -503,15 +552,22 @@ impl HostDb for RequestState {
         let db = self.db_of(&this)?;
         wit_try!(check_collection(&collection));
         wit_try!(self.cursor_slot());
+        wit_try!(self.input_fits(pipeline.iter().map(Vec::len).sum()));
+        let rules = self.query_rules();
         let pipeline: Vec<Document> = wit_try!(pipeline
             .iter()
             .enumerate()
-            .map(|(i, d)| decode(d, &format!("pipeline stage {i}")))
+            .map(|(i, d)| decode(d, &format!("pipeline stage {i}"), rules))
             .collect::<WitResult<_>>());
         wit_try!(check_pipeline(&pipeline, db.name()));
+        let (batch_size, reserved) = wit_try!(self.plan_cursor(None, MAX_BATCH_DOCS));
+        let options = AggregateOptions::builder()
+            .batch_size(batch_size)
+            .max_time(max_time(self.deadline))
+            .build();
         let coll = db.collection::<Document>(&collection);
-        let cursor = wit_try!(bounded(self.deadline, coll.aggregate(pipeline)).await);
-        self.new_cursor(cursor)
+        let cursor = wit_try!(bounded(self.deadline, coll.aggregate_with(pipeline, options)).await);
+        self.new_cursor(cursor, batch_size, reserved).await
     }
 
     async fn distinct(
@@ -521,8 +577,23 @@ impl HostDb for RequestState {
         field: String,
         filter: Vec<u8>,
     ) -> wasmtime::Result<WitResult<Vec<u8>>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        let values = wit_try!(bounded(self.deadline, coll.distinct(&field, filter)).await);
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter, 0)?);
+        let options = DistinctOptions::builder()
+            .max_time(max_time(self.deadline))
+            .build();
+        let values = match bounded(
+            self.deadline,
+            coll.distinct_with(&field, filter.clone(), options),
+        )
+        .await
+        {
+            // FerretDB 1.x refuses `maxTimeMS` on distinct: sent again without it (the host's
+            // own deadline still ends the wait).
+            Err(WitError::Server(e)) if e.code == 9 && e.message.contains("maxTimeMS") => {
+                wit_try!(bounded(self.deadline, coll.distinct(&field, filter)).await)
+            }
+            other => wit_try!(other),
+        };
         Ok(self.encode_charged(&doc! { "values": values }))
     }
 
@@ -534,12 +605,19 @@ impl HostDb for RequestState {
         update: Vec<u8>,
         options: WitFindOneAndUpdateOptions,
     ) -> wasmtime::Result<WitResult<Option<Vec<u8>>>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        let update = wit_try!(update_modifications(&update));
+        let extra = update.len() + options_len(&options.sort, &options.projection);
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter, extra)?);
+        let rules = self.query_rules();
+        let update = wit_try!(update_modifications(&update, rules));
         let opts = FindOneAndUpdateOptions::builder()
-            .sort(wit_try!(decode_opt(&options.sort, "sort")))
-            .projection(wit_try!(decode_opt(&options.projection, "projection")))
+            .sort(wit_try!(decode_opt(&options.sort, "sort", rules)))
+            .projection(wit_try!(decode_opt(
+                &options.projection,
+                "projection",
+                rules
+            )))
             .upsert(options.upsert)
+            .max_time(max_time(self.deadline))
             .return_document(if options.return_after {
                 ReturnDocument::After
             } else {
@@ -565,7 +643,8 @@ impl HostDb for RequestState {
     ) -> wasmtime::Result<WitResult<String>> {
         let db = self.db_of(&this)?;
         wit_try!(check_collection(&collection));
-        let keys = wit_try!(decode(&keys, "index keys"));
+        wit_try!(self.input_fits(keys.len()));
+        let keys = wit_try!(decode(&keys, "index keys", self.query_rules()));
         if keys.is_empty() {
             return Ok(Err(invalid("index keys are empty")));
         }
@@ -584,7 +663,10 @@ impl HostDb for RequestState {
             )
             .build();
         let coll = db.collection::<Document>(&collection);
-        Ok(bounded(self.deadline, coll.create_index(index)).await)
+        let options = CreateIndexOptions::builder()
+            .max_time(max_time(self.deadline))
+            .build();
+        Ok(bounded(self.deadline, coll.create_index_with(index, options)).await)
     }
 
     async fn list_collections(
@@ -592,7 +674,9 @@ impl HostDb for RequestState {
         this: Resource<DbHandle>,
     ) -> wasmtime::Result<WitResult<Vec<String>>> {
         let db = self.db_of(&this)?;
-        let mut names = wit_try!(bounded(self.deadline, db.list_collection_names()).await);
+        let within = max_time(self.deadline);
+        let mut names =
+            wit_try!(bounded(self.deadline, db.list_collection_names_within(within)).await);
         names.retain(|n| !n.starts_with("system."));
         names.sort();
         Ok(Ok(names))
@@ -614,14 +698,11 @@ impl RequestState {
         options: WitUpdateOptions,
         many: bool,
     ) -> wasmtime::Result<WitResult<WitUpdateResult>> {
-        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter)?);
-        let update = wit_try!(update_modifications(&update));
-        let options = UpdateOptions::builder().upsert(options.upsert).build();
-        let result = if many {
-            wit_try!(bounded(self.deadline, coll.update_many(filter, update, options)).await)
-        } else {
-            wit_try!(bounded(self.deadline, coll.update_one(filter, update, options)).await)
-        };
+        let (coll, filter) = wit_try!(self.filtered(&this, &collection, &filter, update.len())?);
+        let update = wit_try!(update_document(&update, self.query_rules()));
+        let within = max_time(self.deadline);
+        let run = coll.update_within(filter, update, options.upsert, many, within);
+        let result = wit_try!(bounded(self.deadline, run).await);
         Ok(update_result(result))
     }
 }
@@ -656,8 +737,9 @@ impl HostCursor for RequestState {
                         }
                     }
                 };
-                let encoded = encode(&doc)?;
-                if bytes + encoded.len() > per_call {
+                let size = doc.as_bytes().len();
+                handle.max_doc = handle.max_doc.max(size);
+                if bytes + size > per_call {
                     if batch.is_empty() {
                         return Err(WitError::TooLarge(per_call as u64));
                     }
@@ -665,19 +747,34 @@ impl HostCursor for RequestState {
                     handle.pending = Some(doc);
                     break;
                 }
-                bytes += encoded.len();
-                batch.push(encoded);
+                bytes += size;
+                batch.push(doc.into_bytes());
             }
             Ok(())
         }
         .await;
+        // What the driver may now buffer for this cursor: a batch of documents as large as the
+        // largest seen (the server's bytes, held until the plugin reads them).
+        let (old, new) = (
+            handle.charged,
+            batch_bytes(
+                handle.batch_size,
+                handle.max_doc.max(input::INITIAL_DOC_SIZE_HINT),
+            ),
+        );
+        let new = new.max(old);
+        handle.charged = new;
+        let max_doc = handle.max_doc;
+        self.doc_size_hint = self.doc_size_hint.max(max_doc);
         wit_try!(outcome);
+        wit_try!(self.recharge(old, new));
         wit_try!(self.charge(bytes));
         Ok(Ok(batch))
     }
 
     fn drop(&mut self, this: Resource<CursorHandle>) -> wasmtime::Result<()> {
-        self.table.delete(this)?;
+        let handle = self.table.delete(this)?;
+        self.host_bytes = self.host_bytes.saturating_sub(handle.charged);
         self.open_cursors = self.open_cursors.saturating_sub(1);
         Ok(())
     }
@@ -730,11 +827,15 @@ mod tests {
     fn malformed_bson_is_an_invalid_argument() {
         let mut good = Vec::new();
         doc! { "a": 1 }.to_writer(&mut good).unwrap();
-        assert_eq!(decode(&good, "filter").unwrap(), doc! { "a": 1 });
+        let rules = InputRules {
+            max_depth: 100,
+            allow_server_js: false,
+        };
+        assert_eq!(decode(&good, "filter", rules).unwrap(), doc! { "a": 1 });
         let mut trailing = good.clone();
         trailing.push(0);
-        assert!(decode(&trailing, "filter").is_err());
-        let err = decode(&[1, 2, 3], "filter").unwrap_err();
+        assert!(decode(&trailing, "filter", rules).is_err());
+        let err = decode(&[1, 2, 3], "filter", rules).unwrap_err();
         assert!(
             matches!(err, WitError::InvalidArgument(ref m) if m.contains("malformed BSON filter")),
             "{err:?}"

@@ -11,13 +11,20 @@
 //! max_request_result_kb = 16384    # bytes all database calls of one request may return
 //! max_open_cursors = 16            # cursors open at once per request
 //! max_concurrent = 64              # instances running at once (more get 503)
+//! host_memory_mb = 32              # host-side buffers one request may make the host hold
+//! max_document_depth = 100         # nesting of documents the plugin stores (1..=200)
+//! max_query_depth = 128            # nesting of filters, updates, pipeline stages (1..=200)
 //! ```
+//!
+//! `allow_server_side_js = true` (top level, default false) lets the plugin send `$where`,
+//! `$function`, `$accumulator` and JavaScript code values to the database server.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::bson_scan::MAX_DEPTH_CEILING;
 use super::error::LoadError;
 
 /// A plugin's manifest; every field is optional.
@@ -30,6 +37,10 @@ pub struct Manifest {
     /// Resource limits (defaults from the host configuration where missing).
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Whether the plugin may send server-side JavaScript (`$where`, `$function`,
+    /// `$accumulator`, code values) to the database; denied unless set.
+    #[serde(default)]
+    pub allow_server_side_js: bool,
 }
 
 /// Limits a manifest may set.
@@ -48,6 +59,36 @@ pub struct LimitOverrides {
     pub max_open_cursors: Option<u32>,
     /// Instances running at once.
     pub max_concurrent: Option<u32>,
+    /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in MiB.
+    pub host_memory_mb: Option<u64>,
+    /// Deepest nesting of a document the plugin stores (insert, replacement).
+    pub max_document_depth: Option<u32>,
+    /// Deepest nesting of a filter, update, sort, projection, index keys or pipeline stage.
+    pub max_query_depth: Option<u32>,
+}
+
+impl LimitOverrides {
+    /// Checks the values: none may be zero, depths at most [`MAX_DEPTH_CEILING`].
+    pub fn check(&self) -> Result<(), String> {
+        if self.memory_mb == Some(0)
+            || self.deadline_ms == Some(0)
+            || self.max_concurrent == Some(0)
+            || self.host_memory_mb == Some(0)
+            || self.max_document_depth == Some(0)
+            || self.max_query_depth == Some(0)
+        {
+            return Err("limits must be greater than zero".into());
+        }
+        for (key, depth) in [
+            ("max_document_depth", self.max_document_depth),
+            ("max_query_depth", self.max_query_depth),
+        ] {
+            if depth.is_some_and(|d| d > MAX_DEPTH_CEILING) {
+                return Err(format!("{key} may be at most {MAX_DEPTH_CEILING}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The limits a plugin runs under.
@@ -65,6 +106,12 @@ pub struct Limits {
     pub max_open_cursors: u32,
     /// Instances running at once.
     pub max_concurrent: u32,
+    /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in bytes.
+    pub host_memory_bytes: usize,
+    /// Deepest nesting of a document the plugin stores (MongoDB's own limit is 100).
+    pub max_document_depth: u32,
+    /// Deepest nesting of a filter, update, sort, projection, index keys or pipeline stage.
+    pub max_query_depth: u32,
 }
 
 impl Default for Limits {
@@ -76,6 +123,9 @@ impl Default for Limits {
             max_request_result_bytes: 16 << 20,
             max_open_cursors: 16,
             max_concurrent: 64,
+            host_memory_bytes: 32 << 20,
+            max_document_depth: 100,
+            max_query_depth: 128,
         }
     }
 }
@@ -100,6 +150,16 @@ impl Limits {
                 .unwrap_or(self.max_request_result_bytes),
             max_open_cursors: o.max_open_cursors.unwrap_or(self.max_open_cursors),
             max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
+            host_memory_bytes: o
+                .host_memory_mb
+                .map(|v| usize::try_from(v.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+                .unwrap_or(self.host_memory_bytes),
+            max_document_depth: o
+                .max_document_depth
+                .map_or(self.max_document_depth, |d| d.min(MAX_DEPTH_CEILING)),
+            max_query_depth: o
+                .max_query_depth
+                .map_or(self.max_query_depth, |d| d.min(MAX_DEPTH_CEILING)),
         }
     }
 }
@@ -123,10 +183,7 @@ impl Manifest {
         for db in &manifest.databases {
             crate::pool::name::validate_syntax(db).map_err(|e| e.to_string())?;
         }
-        let l = &manifest.limits;
-        if l.memory_mb == Some(0) || l.deadline_ms == Some(0) || l.max_concurrent == Some(0) {
-            return Err("limits must be greater than zero".into());
-        }
+        manifest.limits.check()?;
         Ok(manifest)
     }
 }
@@ -154,5 +211,22 @@ mod tests {
         assert!(Manifest::parse("colour = 1").is_err());
         assert!(Manifest::parse("databases = [\"a/b\"]").is_err());
         assert!(Manifest::parse("[limits]\ndeadline_ms = 0").is_err());
+        assert!(Manifest::parse("[limits]\nmax_query_depth = 201").is_err());
+        assert!(Manifest::parse("[limits]\nhost_memory_mb = 0").is_err());
+    }
+
+    #[test]
+    fn server_side_js_is_denied_unless_granted() {
+        assert!(!Manifest::parse("").unwrap().allow_server_side_js);
+        assert!(
+            Manifest::parse("allow_server_side_js = true")
+                .unwrap()
+                .allow_server_side_js
+        );
+        let m = Manifest::parse("[limits]\nhost_memory_mb = 4\nmax_query_depth = 20\n").unwrap();
+        let limits = Limits::default().with_overrides(&m.limits);
+        assert_eq!(limits.host_memory_bytes, 4 << 20);
+        assert_eq!(limits.max_query_depth, 20);
+        assert_eq!(limits.max_document_depth, 100);
     }
 }

@@ -4,6 +4,7 @@
 //! Doors run one way: the gateway calls the runtime, the runtime calls the pool.
 
 mod bindings;
+mod bson_scan;
 mod compile_cache;
 mod content_hash;
 mod engine;
@@ -11,6 +12,9 @@ mod error;
 mod host_db;
 mod host_log;
 mod log_limit;
+mod input;
+#[cfg(test)]
+mod input_fuzz;
 mod manifest;
 mod recent;
 mod scorer;

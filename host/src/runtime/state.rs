@@ -24,6 +24,8 @@ pub(crate) struct PluginScope {
     pub grants: Vec<String>,
     /// The plugin's limits.
     pub limits: Limits,
+    /// Whether the manifest allows server-side JavaScript (`allow_server_side_js`).
+    pub allow_server_side_js: bool,
 }
 
 /// Sums the linear memories of one instance and refuses growth past the limit.
@@ -85,6 +87,12 @@ pub(crate) struct RequestState {
     pub timed_out: bool,
     pub open_cursors: u32,
     pub result_bytes: usize,
+    /// Host-side bytes held for the request now (cursor batches), against
+    /// `limits.host_memory_bytes`.
+    pub host_bytes: usize,
+    /// The largest document the request has read from a cursor so far: how big the next
+    /// cursor's batches are assumed to be when its batch size is derived from the budget.
+    pub doc_size_hint: usize,
     pub stdout: MemoryOutputPipe,
     pub stderr: MemoryOutputPipe,
     /// Rate limits of plugin log lines (shared by the runtime's requests).
