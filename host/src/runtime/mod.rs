@@ -11,10 +11,10 @@ mod engine;
 mod error;
 mod host_db;
 mod host_log;
-mod log_limit;
 mod input;
 #[cfg(test)]
 mod input_fuzz;
+mod log_limit;
 mod manifest;
 mod recent;
 mod scorer;
