@@ -10,9 +10,11 @@
 mod admin;
 mod metrics;
 mod reply;
+mod tenancy;
 mod tenant;
 mod ui;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -108,7 +110,9 @@ pub async fn serve_with(
     options: RouterOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router_with(state, options))
+    // The client's address feeds per-client storm control (see `tenancy::ClientAddr`).
+    let app = router_with(state, options).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

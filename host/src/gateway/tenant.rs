@@ -10,15 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::reply;
+use super::tenancy::{self, ClientAddr};
 use super::AppState;
 use crate::metrics::{Metrics, Outcome};
-use crate::pool::name;
 use crate::runtime::Request;
 
 /// `/{plugin}` and `/{plugin}/`.
 pub async fn invoke_root(
     State(state): State<AppState>,
     Extension(metrics): Extension<Arc<Metrics>>,
+    client: ClientAddr,
     Path(plugin): Path<String>,
     method: Method,
     uri: Uri,
@@ -26,26 +27,34 @@ pub async fn invoke_root(
     body: Bytes,
 ) -> Response {
     let rest = String::new();
-    run(state, &metrics, plugin, rest, method, uri, headers, body).await
+    run(
+        state, &metrics, client, plugin, rest, method, uri, headers, body,
+    )
+    .await
 }
 
 /// `/{plugin}/{rest...}`.
 pub async fn invoke(
     State(state): State<AppState>,
     Extension(metrics): Extension<Arc<Metrics>>,
+    client: ClientAddr,
     Path((plugin, rest)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run(state, &metrics, plugin, rest, method, uri, headers, body).await
+    run(
+        state, &metrics, client, plugin, rest, method, uri, headers, body,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
     state: AppState,
     metrics: &Metrics,
+    client: ClientAddr,
     plugin_name: String,
     rest: String,
     method: Method,
@@ -68,12 +77,10 @@ async fn run(
             format!("tenant header {header:?} is not valid text"),
         );
     };
-    let config = state.manager.config();
-    if let Err(e) =
-        name::validate_tenant(tenant, &config.metadata_db, config.allow_reserved_databases)
-    {
-        return reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string());
-    }
+    let tenant = match tenancy::resolve(&state, tenant) {
+        Ok(tenant) => tenant,
+        Err(reply) => return reply,
+    };
     let Some(plugin) = state.registry.get(&plugin_name) else {
         return reply::error(
             StatusCode::NOT_FOUND,
@@ -81,6 +88,9 @@ async fn run(
             format!("no plugin named {plugin_name:?} is deployed"),
         );
     };
+    if let Err(reply) = tenancy::admit(&state, &tenant, client) {
+        return reply;
+    }
     let request = Request {
         method: method.as_str().to_string(),
         path: format!("/{rest}"),
@@ -94,7 +104,7 @@ async fn run(
             })
             .collect(),
         body: body.to_vec(),
-        tenant: tenant.to_string(),
+        tenant: tenant.name,
     };
     let started = Instant::now();
     // Every log event of the request carries its tenant and plugin (JSON logs show them).
@@ -117,7 +127,8 @@ async fn run(
             let status =
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut reply = reply::error(status, e.kind(), format!("plugin {plugin_name}: {e}"));
-            if status == StatusCode::SERVICE_UNAVAILABLE {
+            if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+            {
                 reply
                     .headers_mut()
                     .insert("retry-after", HeaderValue::from_static("1"));

@@ -23,6 +23,7 @@ use super::bindings::{TenantPlugin, TenantPluginPre};
 use super::compile_cache::CompileCache;
 use super::content_hash::{ContentHash, Probe};
 use super::error::{InvokeError, LoadError};
+use super::fairness::TenantShares;
 use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
 use super::scorer::ScorerComponent;
@@ -117,6 +118,8 @@ pub struct Plugin {
     scope: Arc<PluginScope>,
     pre: TenantPluginPre<RequestState>,
     permits: Arc<Semaphore>,
+    /// Per-tenant shares of `permits` (`max_concurrent_per_tenant`).
+    tenant_shares: Arc<TenantShares>,
     ready: Arc<ReadySlot>,
 }
 
@@ -371,6 +374,13 @@ impl Runtime {
             return Err(LoadError::InvalidName(name.to_string()));
         }
         let manifest = manifest.unwrap_or_default();
+        for grant in &manifest.databases {
+            self.inner
+                .manager
+                .namespace()
+                .check_outside("granted database", grant)
+                .map_err(|e| LoadError::Manifest(e.to_string()))?;
+        }
         let limits = self
             .inner
             .config
@@ -408,6 +418,7 @@ impl Runtime {
                     }),
                     pre,
                     permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+                    tenant_shares: Arc::default(),
                     ready: Arc::default(),
                 }))
             }
@@ -521,6 +532,16 @@ impl Runtime {
         timings: &mut InvokeTimings,
     ) -> Result<Response, InvokeError> {
         let limits = plugin.scope.limits;
+        let tenant =
+            self.inner.manager.tenant_db(&request.tenant).map_err(|e| {
+                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
+            })?;
+        // The tenant's share first: a tenant over its share does not take a plugin slot.
+        let share = limits.tenant_share();
+        let _tenant_slot = plugin
+            .tenant_shares
+            .try_acquire(tenant.name(), share)
+            .ok_or(InvokeError::TenantBusy(share))?;
         let _plugin_permit = plugin
             .permits
             .clone()
@@ -532,10 +553,6 @@ impl Runtime {
             .clone()
             .try_acquire_owned()
             .map_err(|_| InvokeError::Busy(self.inner.config.max_instances))?;
-        let tenant =
-            self.inner.manager.db(&request.tenant).map_err(|e| {
-                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
-            })?;
         let deadline = Instant::now() + limits.deadline;
         // The epoch callback stops guest code at the deadline; the timeout bounds the rest
         // (instantiation, host calls) with a little grace.

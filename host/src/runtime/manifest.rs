@@ -11,6 +11,7 @@
 //! max_request_result_kb = 16384    # bytes all database calls of one request may return
 //! max_open_cursors = 16            # cursors open at once per request
 //! max_concurrent = 64              # instances running at once (more get 503)
+//! max_concurrent_per_tenant = 16   # of those, one tenant's at most (more get 429)
 //! ```
 
 use std::path::Path;
@@ -48,6 +49,8 @@ pub struct LimitOverrides {
     pub max_open_cursors: Option<u32>,
     /// Instances running at once.
     pub max_concurrent: Option<u32>,
+    /// Instances one tenant may run at once (default: a quarter of `max_concurrent`).
+    pub max_concurrent_per_tenant: Option<u32>,
 }
 
 /// The limits a plugin runs under.
@@ -65,6 +68,8 @@ pub struct Limits {
     pub max_open_cursors: u32,
     /// Instances running at once.
     pub max_concurrent: u32,
+    /// Instances one tenant may run at once; `None`: [`Limits::tenant_share`]'s default.
+    pub max_concurrent_per_tenant: Option<u32>,
 }
 
 impl Default for Limits {
@@ -76,6 +81,7 @@ impl Default for Limits {
             max_request_result_bytes: 16 << 20,
             max_open_cursors: 16,
             max_concurrent: 64,
+            max_concurrent_per_tenant: None,
         }
     }
 }
@@ -100,7 +106,20 @@ impl Limits {
                 .unwrap_or(self.max_request_result_bytes),
             max_open_cursors: o.max_open_cursors.unwrap_or(self.max_open_cursors),
             max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
+            max_concurrent_per_tenant: o
+                .max_concurrent_per_tenant
+                .or(self.max_concurrent_per_tenant),
         }
+    }
+
+    /// Instances of the plugin one tenant may run at once: `max_concurrent_per_tenant`, or
+    /// by default a quarter of `max_concurrent` (rounded up), never more than
+    /// `max_concurrent` nor less than 1. With the default, at least four tenants can always
+    /// run side by side however many requests one of them sends.
+    pub fn tenant_share(&self) -> u32 {
+        self.max_concurrent_per_tenant
+            .unwrap_or_else(|| self.max_concurrent.div_ceil(4))
+            .clamp(1, self.max_concurrent.max(1))
     }
 }
 
@@ -124,7 +143,11 @@ impl Manifest {
             crate::pool::name::validate_syntax(db).map_err(|e| e.to_string())?;
         }
         let l = &manifest.limits;
-        if l.memory_mb == Some(0) || l.deadline_ms == Some(0) || l.max_concurrent == Some(0) {
+        if l.memory_mb == Some(0)
+            || l.deadline_ms == Some(0)
+            || l.max_concurrent == Some(0)
+            || l.max_concurrent_per_tenant == Some(0)
+        {
             return Err("limits must be greater than zero".into());
         }
         Ok(manifest)
@@ -154,5 +177,21 @@ mod tests {
         assert!(Manifest::parse("colour = 1").is_err());
         assert!(Manifest::parse("databases = [\"a/b\"]").is_err());
         assert!(Manifest::parse("[limits]\ndeadline_ms = 0").is_err());
+        assert!(Manifest::parse("[limits]\nmax_concurrent_per_tenant = 0").is_err());
+    }
+
+    #[test]
+    fn a_tenant_gets_a_quarter_of_the_concurrency_by_default() {
+        let with = |max: u32, per: Option<u32>| Limits {
+            max_concurrent: max,
+            max_concurrent_per_tenant: per,
+            ..Limits::default()
+        };
+        assert_eq!(Limits::default().tenant_share(), 16);
+        assert_eq!(with(4, None).tenant_share(), 1);
+        assert_eq!(with(6, None).tenant_share(), 2);
+        assert_eq!(with(1, None).tenant_share(), 1);
+        assert_eq!(with(8, Some(3)).tenant_share(), 3);
+        assert_eq!(with(8, Some(100)).tenant_share(), 8);
     }
 }
