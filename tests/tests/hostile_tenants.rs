@@ -97,7 +97,7 @@ async fn a_tenant_header_cannot_name_a_granted_shared_or_default_database() {
     let (db, notes) = note(&host, None, &shared, &marker).await;
     assert_ne!(db, shared);
     assert!(host.manager.namespace().contains(&db), "{db}");
-    assert_eq!(notes, [marker.clone()]);
+    assert_eq!(notes, std::slice::from_ref(&marker));
     let names = client
         .database(&shared)
         .list_collection_names()
@@ -191,7 +191,7 @@ async fn names_that_differ_only_in_case_are_one_tenant() {
         .map(|s| s.db_name)
         .filter(|n| n.eq_ignore_ascii_case(&db_lower))
         .collect();
-    assert_eq!(pools, [db_lower.clone()], "one pool");
+    assert_eq!(pools, std::slice::from_ref(&db_lower), "one pool");
     // Plugins see the canonical tenant name.
     let (_, other_notes) = note(&host, None, &other, "globex-only").await;
     assert_eq!(other_notes, ["globex-only"], "no data crossed");

@@ -38,6 +38,8 @@ pub struct Tenant {
 }
 
 /// Resolves the tenant header's value to a tenant, or a 400.
+// The error is the finished reply, handed straight back to axum.
+#[allow(clippy::result_large_err)]
 pub fn resolve(state: &AppState, raw: &str) -> Result<Tenant, Response> {
     let invalid = |e: crate::pool::Error| {
         reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string())
@@ -49,6 +51,7 @@ pub fn resolve(state: &AppState, raw: &str) -> Result<Tenant, Response> {
 
 /// Storm control: a request that would open the tenant's pool needs a token of the client's
 /// and of the global open rate; without one it gets a 429 with `retry-after`.
+#[allow(clippy::result_large_err)]
 pub fn admit(state: &AppState, tenant: &Tenant, client: ClientAddr) -> Result<(), Response> {
     state
         .manager

@@ -16,6 +16,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::runtime::Request;
 
 /// `/{plugin}` and `/{plugin}/`.
+#[allow(clippy::too_many_arguments)] // axum extractors
 pub async fn invoke_root(
     State(state): State<AppState>,
     Extension(metrics): Extension<Arc<Metrics>>,
@@ -34,6 +35,7 @@ pub async fn invoke_root(
 }
 
 /// `/{plugin}/{rest...}`.
+#[allow(clippy::too_many_arguments)] // axum extractors
 pub async fn invoke(
     State(state): State<AppState>,
     Extension(metrics): Extension<Arc<Metrics>>,
