@@ -15,9 +15,10 @@
 //! scorer = "seed"            # or "lru", or a scorer component's name, e.g. "scorer-adaptive"
 //!
 //! [pool]
-//! max_connections = 100
+//! max_connections = 64       # the default; sockets <= max_connections x (max_pool_size + 2)
 //! idle_timeout_secs = 600
 //! max_pool_size = 5
+//! tenant_db_prefix = "t_"    # tenant acme -> database t_acme (the default)
 //!
 //! [http]                     # connection limits and timeouts (config/http.rs)
 //! max_connections = 1024
@@ -163,6 +164,18 @@ pub struct PoolSection {
     pub max_concurrent_opens: Option<usize>,
     /// Allow `admin`, `local`, `config` as tenant databases.
     pub allow_reserved_databases: Option<bool>,
+    /// Prefix of tenant databases (default `t_`; `""` keeps database = tenant name).
+    pub tenant_db_prefix: Option<String>,
+    /// New pools one client may make the host open per second (default 5).
+    pub client_opens_per_sec: Option<f64>,
+    /// New pools one client may make the host open in a burst (default 32; 0 = no limit).
+    pub client_open_burst: Option<u32>,
+    /// New pools all clients may make the host open per second (default 50).
+    pub opens_per_sec: Option<f64>,
+    /// New pools all clients may make the host open in a burst (default 128; 0 = no limit).
+    pub open_burst: Option<u32>,
+    /// How long an unused open cursor keeps its pool from eviction, ms (default 2000).
+    pub cursor_grace_ms: Option<u64>,
 }
 
 /// The `[logs]` section: the log queue and the rate limits of plugin log lines (the `log`
@@ -237,6 +250,12 @@ pub const KEYS: &[&str] = &[
     "http.header_read_timeout_secs",
     "http.body_read_timeout_secs",
     "http.idle_timeout_secs",
+    "pool.tenant_db_prefix",
+    "pool.client_opens_per_sec",
+    "pool.client_open_burst",
+    "pool.opens_per_sec",
+    "pool.open_burst",
+    "pool.cursor_grace_ms",
     "limits.memory_mb",
     "limits.deadline_ms",
     "limits.max_result_kb",
@@ -246,6 +265,7 @@ pub const KEYS: &[&str] = &[
     "limits.host_memory_mb",
     "limits.max_document_depth",
     "limits.max_query_depth",
+    "limits.max_concurrent_per_tenant",
     "routes",
 ];
 
@@ -413,6 +433,17 @@ impl ServeConfig {
         }
         c.max_concurrent_opens = p.max_concurrent_opens.unwrap_or(c.max_concurrent_opens);
         c.allow_reserved_databases = p.allow_reserved_databases.unwrap_or(false);
+        if let Some(prefix) = &p.tenant_db_prefix {
+            c.tenant_db_prefix = prefix.clone();
+        }
+        let r = &mut c.open_rate;
+        r.per_client_per_sec = p.client_opens_per_sec.unwrap_or(r.per_client_per_sec);
+        r.per_client_burst = p.client_open_burst.unwrap_or(r.per_client_burst);
+        r.global_per_sec = p.opens_per_sec.unwrap_or(r.global_per_sec);
+        r.global_burst = p.open_burst.unwrap_or(r.global_burst);
+        if let Some(ms) = p.cursor_grace_ms {
+            c.cursor_grace = Duration::from_millis(ms);
+        }
         c.routes = self
             .routes
             .iter()
@@ -498,8 +529,28 @@ impl ServeConfig {
                 "pool.max_connections must be at least 1".into(),
             ));
         }
+        let namespace = crate::pool::TenantNamespace::new(&pool.tenant_db_prefix)
+            .map_err(|e| ConfigError::Invalid(format!("pool.{e}")))?;
+        for (key, name) in [
+            ("pool.metadata_db", &pool.metadata_db),
+            ("pool.default_db", &pool.default_db),
+        ] {
+            namespace
+                .check_outside(key, name)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let rate = pool.open_rate;
+        if !(rate.per_client_per_sec >= 0.0 && rate.global_per_sec >= 0.0) {
+            return Err(ConfigError::Invalid(
+                "pool.client_opens_per_sec and pool.opens_per_sec must be 0 or more".into(),
+            ));
+        }
         let l = &self.limits;
-        if l.memory_mb == Some(0) || l.deadline_ms == Some(0) || l.max_concurrent == Some(0) {
+        if l.memory_mb == Some(0)
+            || l.deadline_ms == Some(0)
+            || l.max_concurrent == Some(0)
+            || l.max_concurrent_per_tenant == Some(0)
+        {
             return Err(ConfigError::Invalid(
                 "limits must be greater than zero".into(),
             ));
@@ -644,6 +695,12 @@ mod tests {
             ("http.header_read_timeout_secs", "3"),
             ("http.body_read_timeout_secs", "4"),
             ("http.idle_timeout_secs", "6"),
+            ("pool.tenant_db_prefix", "tenant-"),
+            ("pool.client_opens_per_sec", "2.5"),
+            ("pool.client_open_burst", "8"),
+            ("pool.opens_per_sec", "20"),
+            ("pool.open_burst", "40"),
+            ("pool.cursor_grace_ms", "500"),
             ("limits.memory_mb", "8"),
             ("limits.deadline_ms", "100"),
             ("limits.max_result_kb", "1"),
@@ -653,6 +710,7 @@ mod tests {
             ("limits.host_memory_mb", "5"),
             ("limits.max_document_depth", "6"),
             ("limits.max_query_depth", "7"),
+            ("limits.max_concurrent_per_tenant", "2"),
             ("routes", r#"[{ pattern = "eu-*", uri = "mongodb://eu/" }]"#),
         ];
         assert_eq!(values.len(), KEYS.len());
@@ -677,6 +735,14 @@ mod tests {
         assert_eq!(c.gateway_config().body_read_timeout, Duration::from_secs(4));
         assert_eq!(c.limits.host_memory_mb, Some(5));
         assert_eq!(c.limits.max_query_depth, Some(7));
+        assert_eq!(c.limits.max_concurrent_per_tenant, Some(2));
+        let pool = c.pool_config().unwrap();
+        assert_eq!(pool.tenant_db_prefix, "tenant-");
+        assert_eq!(pool.open_rate.per_client_per_sec, 2.5);
+        assert_eq!(pool.open_rate.per_client_burst, 8);
+        assert_eq!(pool.open_rate.global_per_sec, 20.0);
+        assert_eq!(pool.open_rate.global_burst, 40);
+        assert_eq!(pool.cursor_grace, Duration::from_millis(500));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         assert_eq!(c.log_queue_lines(), 100);
@@ -742,6 +808,36 @@ mod tests {
         assert!(c.check().unwrap_err().to_string().contains("listen"));
         let c = load(None, Vec::new(), &[]).unwrap();
         assert!(matches!(c.check(), Err(ConfigError::Missing(_))));
+    }
+
+    #[test]
+    fn tenant_defaults_are_safe_and_the_prefix_is_checked() {
+        let base = env(&[("POLYMONGO_MONGO_URI", "mongodb://h/")]);
+        let c = load(None, base.clone(), &[]).unwrap();
+        let pool = c.pool_config().unwrap();
+        assert_eq!(
+            pool.max_connections,
+            Some(crate::pool::DEFAULT_MAX_CONNECTIONS)
+        );
+        assert_eq!(pool.tenant_db_prefix, "t_");
+        c.check().unwrap();
+        let c = load(
+            None,
+            base.clone(),
+            &["pool.tenant_db_prefix=\"\"".to_string()],
+        )
+        .unwrap();
+        assert_eq!(c.pool_config().unwrap().tenant_db_prefix, "");
+        c.check().unwrap();
+        for bad in [
+            "pool.tenant_db_prefix=\"T.\"",
+            "pool.metadata_db=t_meta",
+            "pool.client_opens_per_sec=-1",
+            "limits.max_concurrent_per_tenant=0",
+        ] {
+            let c = load(None, base.clone(), &[bad.to_string()]).unwrap();
+            assert!(c.check().is_err(), "{bad}");
+        }
     }
 
     #[test]

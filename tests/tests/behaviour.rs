@@ -485,6 +485,13 @@ impl J {
     }
 }
 
+/// The database of `tenant` in the host's default tenant namespace.
+fn tenant_db(tenant: &str) -> String {
+    polymongo::pool::TenantNamespace::default()
+        .database_of(tenant, &[])
+        .expect("a valid tenant name")
+}
+
 /// What the contract says about storage: the documents' types and the unique index, and that
 /// every `created_at` answered is the one stored.
 async fn check_storage(plugin: &str, tenants: &[(&str, String)], caps: &Captures) {
@@ -492,7 +499,8 @@ async fn check_storage(plugin: &str, tenants: &[(&str, String)], caps: &Captures
         .await
         .expect("driver");
     let mut seen = 0;
-    for (_, db) in tenants {
+    for (_, tenant) in tenants {
+        let db = &tenant_db(tenant);
         let users = client.database(db).collection::<Document>("users");
         let mut cursor = users.find(doc! {}).await.expect("find");
         while cursor.advance().await.expect("cursor") {
@@ -552,8 +560,10 @@ async fn check_storage(plugin: &str, tenants: &[(&str, String)], caps: &Captures
             continue;
         };
         let oid = ObjectId::parse_str(id).expect("captured id");
-        for (_, db) in tenants {
-            let users = client.database(db).collection::<Document>("users");
+        for (_, tenant) in tenants {
+            let users = client
+                .database(&tenant_db(tenant))
+                .collection::<Document>("users");
             if let Some(user) = users.find_one(doc! { "_id": oid }).await.expect("find") {
                 let stored = user.get_datetime("created_at").expect("created_at");
                 let answered = bson::DateTime::parse_rfc3339_str(time).expect("rfc3339");

@@ -81,7 +81,8 @@ async fn the_dashboard_shows_live_pools_and_sets_a_priority_in_headless_chromium
     // A cap below the number of tenants, so the chart shows evictions too.
     let host = Host::with(Options {
         plugins: vec![("users".into(), bundled_wasm("users"))],
-        manager: Box::new(|b| b.max_connections(4)),
+        // Without a tenant prefix, the page's rows (database names) are the tenant names.
+        manager: Box::new(|b| b.max_connections(4).tenant_db_prefix("")),
         ..Options::default()
     })
     .await;

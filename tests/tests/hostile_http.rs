@@ -662,9 +662,26 @@ async fn stalled_uploads_are_refused_before_their_body_is_read() {
         (reply.status, reply.header("retry-after")),
         (503, Some("1"))
     );
+    // The looping tenant is over its share of the plugin (a quarter of 1, rounded up): its
+    // next upload is refused before its body is read, too, with the tenant's own 429.
+    let mut over_share = Conn::open(served.addr).await;
+    over_share.send(&stalled("/hostile/ok", &[a], max)).await;
+    let reply = over_share
+        .next_reply()
+        .await
+        .expect("an answer to the tenant over its share");
+    assert_eq!(
+        (
+            reply.status,
+            reply.header("retry-after"),
+            reply.json()["kind"].clone()
+        ),
+        (429, Some("1"), json!("tenant_busy"))
+    );
     assert_eq!(looping.await.unwrap().status, 504);
     drop(open);
     drop(busy);
+    drop(over_share);
     tenants.assert_isolated(served.addr).await;
     served.stop().await;
 }

@@ -73,8 +73,8 @@ impl Bystander {
             "the hostile tenant's next request is served"
         );
 
-        let mine = host.manager.db(&self.tenant).unwrap();
-        let theirs = host.manager.db(hostile).unwrap();
+        let mine = host.manager.tenant_db(&self.tenant).unwrap();
+        let theirs = host.manager.tenant_db(hostile).unwrap();
         assert_eq!(mine.list_collection_names().await.unwrap(), ["users"]);
         assert!(
             !theirs
@@ -179,7 +179,7 @@ async fn deeply_nested_documents_are_refused_before_they_are_stored() {
     assert_eq!(report["insert_one"], "ok", "{report}");
     let stored = host
         .manager
-        .db(&hostile)
+        .tenant_db(&hostile)
         .unwrap()
         .collection::<Document>("deep")
         .count_documents(bson::doc! { "a": { "$exists": true } })
@@ -307,7 +307,8 @@ async fn every_database_command_a_plugin_sends_carries_the_remaining_deadline() 
     assert_eq!(report["failed"], json!([]), "{report}");
 
     let log = started.lock().unwrap().clone();
-    let mine: Vec<_> = log.iter().filter(|(db, _, _)| *db == tenant).collect();
+    let tenant_db = host.manager.tenant_db_name(&tenant).unwrap();
+    let mine: Vec<_> = log.iter().filter(|(db, _, _)| *db == tenant_db).collect();
     let mut names: Vec<&str> = mine.iter().map(|(_, n, _)| n.as_str()).collect();
     names.sort_unstable();
     names.dedup();

@@ -523,7 +523,13 @@ async fn an_operation_in_flight_delays_close_and_blocks_eviction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_keep_their_pool_busy() {
-    let pm = builder().max_connections(1).build().await.unwrap();
+    // Within the cursor grace period (after it, see hostile_tenants.rs).
+    let pm = builder()
+        .max_connections(1)
+        .cursor_grace(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap();
     let name = unique_db("cursor");
     let coll = pm.db(&name).unwrap().collection::<Document>("c");
     coll.insert_many((0..10).map(|i| doc! { "i": i }))

@@ -67,7 +67,7 @@ async fn an_instance_made_ahead_serves_the_tenant_of_the_request_that_takes_it()
     let (a, b) = (unique_db("ready-a"), unique_db("ready-b"));
     for (tenant, payload) in [(&a, "of tenant a"), (&b, "of tenant b")] {
         manager
-            .db(tenant)
+            .tenant_db(tenant)
             .expect("db")
             .collection::<bson::Document>("items")
             .insert_one(doc! { "_id": id, "payload": payload })

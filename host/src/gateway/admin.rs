@@ -65,7 +65,17 @@ async fn stats(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The admin API names databases (as `/admin/stats` shows them: a tenant's database is
+/// `tenant_db_prefix` + its name), and checks them like every other path a name takes.
 async fn get_priority(State(state): State<AppState>, Path(db): Path<String>) -> Response {
+    let config = state.manager.config();
+    if let Err(e) = crate::pool::name::validate_tenant(
+        &db,
+        &config.metadata_db,
+        config.allow_reserved_databases,
+    ) {
+        return reply::pool_error(&e);
+    }
     Json(json!({ "db": db, "priority": state.manager.priority(&db) })).into_response()
 }
 

@@ -9,11 +9,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::tenancy::{self, Tenant};
 use super::{reply, AppState, GatewayConfig};
-use crate::pool::name;
 
-/// The request's tenant: its header present once, valid text, a valid database name.
-pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, Box<Response>> {
+/// The request's tenant: its header present once, valid text, a valid tenant name (see
+/// [`tenancy::resolve`]).
+pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, Box<Response>> {
     let header = &state.config.tenant_header;
     let mut values = headers.get_all(header.as_str()).iter();
     let Some(tenant) = values.next() else {
@@ -37,17 +38,8 @@ pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, Box<Respo
             format!("tenant header {header:?} is not valid text"),
         )));
     };
-    let config = state.manager.config();
-    name::validate_tenant(tenant, &config.metadata_db, config.allow_reserved_databases).map_err(
-        |e| {
-            Box::new(reply::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_tenant",
-                e.to_string(),
-            ))
-        },
-    )?;
-    Ok(tenant.to_string())
+    // The tenant's canonical name and its database in the tenant namespace, or a 400.
+    tenancy::resolve(state, tenant).map_err(Box::new)
 }
 
 /// Reads the whole body: 413 beyond `max_body_bytes` (at once when `content-length` says

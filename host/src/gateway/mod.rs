@@ -19,6 +19,7 @@ mod intake;
 mod metrics;
 mod reply;
 mod server;
+mod tenancy;
 mod tenant;
 mod ui;
 

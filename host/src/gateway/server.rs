@@ -112,7 +112,8 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let activity = Activity::new();
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
-    let service = TowerToHyperService::new(Busy::new(app, activity.clone()));
+    let service =
+        TowerToHyperService::new(Busy::new(WithPeer { inner: app, peer }, activity.clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -143,6 +144,37 @@ async fn serve_connection(
         }
     }
     drop(slot);
+}
+
+/// Records the connection's peer address in each request (`ConnectInfo<SocketAddr>`, as
+/// axum's own server does), for per-client storm control (`tenancy::ClientAddr`).
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower_service::Service<axum::http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.inner.call(request)
+    }
 }
 
 /// The client an address belongs to, for the per-client cap: an IPv4 address (also when

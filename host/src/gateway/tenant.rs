@@ -9,15 +9,18 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Extension;
 
+use super::tenancy::{self, ClientAddr};
 use super::AppState;
 use super::{framing, intake, reply};
 use crate::metrics::{Metrics, Outcome};
 use crate::runtime::{InvokeError, Request};
 
 /// `/{plugin}` and `/{plugin}/`.
+#[allow(clippy::too_many_arguments)] // axum extractors
 pub async fn invoke_root(
     State(state): State<AppState>,
     Extension(metrics): Extension<Arc<Metrics>>,
+    client: ClientAddr,
     Path(plugin): Path<String>,
     method: Method,
     uri: Uri,
@@ -25,26 +28,35 @@ pub async fn invoke_root(
     body: Body,
 ) -> Response {
     let rest = String::new();
-    run(state, &metrics, plugin, rest, method, uri, headers, body).await
+    run(
+        state, &metrics, client, plugin, rest, method, uri, headers, body,
+    )
+    .await
 }
 
 /// `/{plugin}/{rest...}`.
+#[allow(clippy::too_many_arguments)] // axum extractors
 pub async fn invoke(
     State(state): State<AppState>,
     Extension(metrics): Extension<Arc<Metrics>>,
+    client: ClientAddr,
     Path((plugin, rest)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run(state, &metrics, plugin, rest, method, uri, headers, body).await
+    run(
+        state, &metrics, client, plugin, rest, method, uri, headers, body,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
     state: AppState,
     metrics: &Metrics,
+    client: ClientAddr,
     plugin_name: String,
     rest: String,
     method: Method,
@@ -65,12 +77,18 @@ async fn run(
             format!("no plugin named {plugin_name:?} is deployed"),
         );
     };
-    // A plugin at its concurrency limit would refuse the request anyway: say so before
-    // reading the body. The slot itself is taken by the runtime once the body is read, so a
-    // slow upload never holds one.
+    // A tenant over its share of the plugin, or a plugin at its concurrency limit, would be
+    // refused anyway: say so before reading the body. The slots themselves are taken by the
+    // runtime once the body is read, so a slow upload never holds one.
     let limits = plugin.limits();
-    if plugin.in_flight() >= limits.max_concurrent {
-        let e = InvokeError::Busy(limits.max_concurrent);
+    let refused = if plugin.tenant_in_flight(&tenant.db) >= limits.tenant_share() {
+        Some(InvokeError::TenantBusy(limits.tenant_share()))
+    } else if plugin.in_flight() >= limits.max_concurrent {
+        Some(InvokeError::Busy(limits.max_concurrent))
+    } else {
+        None
+    };
+    if let Some(e) = refused {
         metrics.record_invocation(
             &plugin_name,
             Outcome::Failed(e.kind()),
@@ -79,10 +97,18 @@ async fn run(
         );
         return invoke_error(&plugin_name, &e);
     }
+    let charge = match tenancy::admit(&state, &tenant, client) {
+        Ok(charge) => charge,
+        Err(reply) => return reply,
+    };
     let body = match intake::read_body(body, &headers, &state.config).await {
         Ok(body) => body,
-        Err(reply) => return *reply,
+        Err(reply) => {
+            charge.settle(&state, &tenant.db);
+            return *reply;
+        }
     };
+    let tenant_db = tenant.db;
     let request = Request {
         method: method.as_str().to_string(),
         path: format!("/{rest}"),
@@ -96,7 +122,7 @@ async fn run(
             })
             .collect(),
         body,
-        tenant,
+        tenant: tenant.name,
     };
     let started = Instant::now();
     // Every log event of the request carries its tenant and plugin (JSON logs show them).
@@ -113,17 +139,18 @@ async fn run(
         Err(e) => Outcome::Failed(e.kind()),
     };
     metrics.record_invocation(&plugin_name, outcome, started.elapsed(), timings);
+    charge.settle(&state, &tenant_db);
     match result {
         Ok(response) => framing::plugin_response(&plugin_name, response),
         Err(e) => invoke_error(&plugin_name, &e),
     }
 }
 
-/// The JSON reply for a failed invocation (503s carry `retry-after`).
+/// The JSON reply for a failed invocation (503s and 429s carry `retry-after`).
 fn invoke_error(plugin_name: &str, e: &InvokeError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut reply = reply::error(status, e.kind(), format!("plugin {plugin_name}: {e}"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         reply
             .headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));

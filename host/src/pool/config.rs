@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::admission::OpenRateLimits;
+use super::namespace::DEFAULT_TENANT_DB_PREFIX;
 use super::routing::RouteRule;
 use super::secret::SecretUri;
 
@@ -15,7 +17,9 @@ pub struct Config {
     /// Routing rules: database-name patterns mapped to other URIs (first match wins; the
     /// base URI serves the rest and the metadata database).
     pub routes: Vec<RouteRule>,
-    /// Most per-database pools open at once (a hard cap); `None` = unlimited.
+    /// Most per-database pools open at once (a hard cap); `None` = unlimited. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`]: each pool holds up to `max_pool_size` sockets plus the
+    /// driver's monitoring sockets, so the cap is what bounds the host's socket count.
     pub max_connections: Option<usize>,
     /// Close a pool idle this long; `None` disables idle closing.
     pub idle_timeout: Option<Duration>,
@@ -45,7 +49,18 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Application name the driver reports to the server.
     pub app_name: String,
+    /// Prefix of tenant databases (see [`TenantNamespace`](super::TenantNamespace)); default
+    /// `t_`. Empty: a tenant's database is its (lower-cased) name, as before.
+    pub tenant_db_prefix: String,
+    /// How fast requests may make the host open pools for databases not open (storm control).
+    pub open_rate: OpenRateLimits,
+    /// How long an open cursor left unused keeps its pool protected from eviction (pool-slot
+    /// fairness: idle cursors cannot pin every slot).
+    pub cursor_grace: Duration,
 }
+
+/// The default cap on open pools: 64 pools x (5 sockets + 2 monitoring) = 448 sockets.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 impl Config {
     /// Defaults for everything but the URI.
@@ -53,7 +68,7 @@ impl Config {
         Self {
             mongo_uri: SecretUri::new(mongo_uri),
             routes: Vec::new(),
-            max_connections: None,
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             idle_timeout: Some(Duration::from_secs(600)),
             sweep_interval: None,
             metadata_db: "polymongo-metadata".into(),
@@ -68,6 +83,9 @@ impl Config {
             allow_reserved_databases: false,
             shutdown_timeout: Duration::from_secs(30),
             app_name: "polymongo".into(),
+            tenant_db_prefix: DEFAULT_TENANT_DB_PREFIX.into(),
+            open_rate: OpenRateLimits::default(),
+            cursor_grace: Duration::from_secs(2),
         }
     }
 

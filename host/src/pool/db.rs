@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::{Error, Result};
-use super::handle::{KeepAlive, Lease};
+use super::handle::{CursorLease, KeepAlive, Lease};
 use super::manager::PolyMongo;
 use super::secret::Redactor;
 
@@ -230,7 +230,7 @@ where
         Ok(Cursor {
             inner: cursor,
             redactor: self.db.redactor().clone(),
-            _lease: lease,
+            lease: CursorLease::from_lease(lease),
         })
     }
 
@@ -345,7 +345,7 @@ where
         Ok(Cursor {
             inner: cursor,
             redactor: self.db.redactor().clone(),
-            _lease: lease,
+            lease: CursorLease::from_lease(lease),
         })
     }
 
@@ -398,7 +398,7 @@ where
         Ok(Cursor {
             inner: cursor.with_type::<R>(),
             redactor: self.db.redactor().clone(),
-            _lease: lease,
+            lease: CursorLease::from_lease(lease),
         })
     }
 
@@ -457,16 +457,26 @@ where
     }
 }
 
-/// Results of `find` or `aggregate`. Holds a lease: the pool is not closed while it lives.
+/// Results of `find` or `aggregate`. While it is in use, and for the cursor grace period
+/// (`cursor_grace`) after each use, its pool is not evicted; a cursor left unused for longer
+/// does not keep other databases from a slot, and fails as `unavailable` if its pool was
+/// closed meanwhile.
 pub struct Cursor<T> {
     inner: mongodb::Cursor<T>,
     redactor: Redactor,
-    _lease: Lease,
+    lease: CursorLease,
 }
 
 impl<T: DeserializeOwned + Unpin + Send + Sync> Cursor<T> {
     /// The next document, `None` when exhausted.
     pub async fn next(&mut self) -> Option<Result<T>> {
+        let Some(_call) = self.lease.begin_call() else {
+            return Some(Err(Error::Unavailable(
+                "this cursor's pool was closed (the cursor was left unused past the cursor \
+                 grace period and its pool given to another database); run the query again"
+                    .into(),
+            )));
+        };
         let redactor = &self.redactor;
         self.inner
             .next()
@@ -501,6 +511,11 @@ impl<T: DeserializeOwned + Unpin + Send + Sync> Stream for Cursor<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        let Some(_call) = this.lease.begin_call() else {
+            return Poll::Ready(Some(Err(Error::Unavailable(
+                "this cursor's pool was closed; run the query again".into(),
+            ))));
+        };
         let redactor = &this.redactor;
         this.inner
             .poll_next_unpin(cx)

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mongodb::{Client, Database};
 use tokio::sync::futures::OwnedNotified;
@@ -75,6 +76,14 @@ pub(crate) struct PoolHandle {
     pool_id: AtomicU64,
     in_flight: AtomicU32,
     guards: AtomicU32,
+    /// Open cursors (each a [`CursorLease`]), cursor calls running now, and when a cursor
+    /// was last used (ms since `created`).
+    cursors: AtomicU32,
+    cursor_calls: AtomicU32,
+    cursor_used_ms: AtomicU64,
+    /// How long an unused cursor keeps the pool protected.
+    cursor_grace: Duration,
+    created: Instant,
     closing: AtomicBool,
     closed: AtomicBool,
     drained: Notify,
@@ -84,7 +93,13 @@ pub(crate) struct PoolHandle {
 }
 
 impl PoolHandle {
-    pub fn new(name: Arc<str>, client: Client, opened_at_ms: u64, signal: Arc<SlotSignal>) -> Self {
+    pub fn new(
+        name: Arc<str>,
+        client: Client,
+        opened_at_ms: u64,
+        signal: Arc<SlotSignal>,
+        cursor_grace: Duration,
+    ) -> Self {
         let database = client.database(&name);
         Self {
             name,
@@ -94,6 +109,11 @@ impl PoolHandle {
             pool_id: AtomicU64::new(u64::MAX),
             in_flight: AtomicU32::new(0),
             guards: AtomicU32::new(0),
+            cursors: AtomicU32::new(0),
+            cursor_calls: AtomicU32::new(0),
+            cursor_used_ms: AtomicU64::new(0),
+            cursor_grace,
+            created: Instant::now(),
             closing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             drained: Notify::new(),
@@ -116,6 +136,35 @@ impl PoolHandle {
     /// Operations running now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(SeqCst)
+    }
+
+    /// Whether work protects the pool from eviction and idle closing: an operation in
+    /// flight, a cursor call running, or an open cursor used within the cursor grace period.
+    /// An open cursor left unused for longer does not protect its pool (pool-slot fairness):
+    /// if the pool is then evicted, the cursor's next call fails as `unavailable`.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight() > 0
+            || self.cursor_calls.load(SeqCst) > 0
+            || (self.cursors.load(SeqCst) > 0 && self.cursor_idle() < self.cursor_grace)
+    }
+
+    fn since_created_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn cursor_idle(&self) -> Duration {
+        let used = self.cursor_used_ms.load(SeqCst);
+        Duration::from_millis(self.since_created_ms().saturating_sub(used))
+    }
+
+    /// Cursors open now.
+    pub fn open_cursors(&self) -> u32 {
+        self.cursors.load(SeqCst)
+    }
+
+    /// Whether the pool is closing or closed (its cursors are dead).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(SeqCst)
     }
 
     /// Live keep-alive guards.
@@ -238,6 +287,60 @@ impl std::fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("db", &&*self.handle.name)
             .finish()
+    }
+}
+
+/// An open cursor's hold on its pool: it protects the pool while the cursor is in use and
+/// for the cursor grace period after each use, not beyond (see [`PoolHandle::is_busy`]).
+pub(crate) struct CursorLease {
+    handle: Arc<PoolHandle>,
+}
+
+impl CursorLease {
+    /// Turns the lease of the operation that opened a cursor into the cursor's hold.
+    pub fn from_lease(lease: Lease) -> Self {
+        let handle = lease.handle.clone();
+        // Counted before the lease goes, so the pool is never seen unprotected in between.
+        handle.cursors.fetch_add(1, SeqCst);
+        handle
+            .cursor_used_ms
+            .store(handle.since_created_ms(), SeqCst);
+        drop(lease);
+        Self { handle }
+    }
+
+    /// Marks a cursor call as running until the returned guard drops; `None` if the pool is
+    /// closing or closed (the cursor is dead).
+    pub fn begin_call(&self) -> Option<CursorCall<'_>> {
+        self.handle.cursor_calls.fetch_add(1, SeqCst);
+        let call = CursorCall { lease: self };
+        if self.handle.is_closing() {
+            return None;
+        }
+        Some(call)
+    }
+}
+
+impl Drop for CursorLease {
+    fn drop(&mut self) {
+        if self.handle.cursors.fetch_sub(1, SeqCst) == 1 {
+            self.handle.signal.notify();
+        }
+    }
+}
+
+/// A cursor call in progress (see [`CursorLease::begin_call`]).
+pub(crate) struct CursorCall<'a> {
+    lease: &'a CursorLease,
+}
+
+impl Drop for CursorCall<'_> {
+    fn drop(&mut self) {
+        let handle = &self.lease.handle;
+        handle
+            .cursor_used_ms
+            .store(handle.since_created_ms(), SeqCst);
+        handle.cursor_calls.fetch_sub(1, SeqCst);
     }
 }
 

@@ -17,6 +17,7 @@ use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 
+use super::admission::{OpenAdmission, OpenRateLimits};
 use super::clock::{Clock, SystemClock};
 use super::config::Config;
 use super::db::Db;
@@ -26,6 +27,7 @@ use super::handle::{KeepAlive, Lease, PoolHandle, SlotSignal, SlotWaiter};
 use super::index::EvictionIndex;
 use super::metadata::MetadataStore;
 use super::name;
+use super::namespace::TenantNamespace;
 use super::policy::{
     has_stable_key, lowest_score, EvictionPolicy, PoolStats, SeedPolicy, DEFAULT_PRIORITY,
     PINNED_PRIORITY,
@@ -172,6 +174,24 @@ impl Builder {
         self
     }
 
+    /// Prefix of tenant databases (default `t_`; empty keeps database = tenant name).
+    pub fn tenant_db_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.tenant_db_prefix = prefix.into();
+        self
+    }
+
+    /// How fast requests may make the host open new pools (storm control).
+    pub fn open_rate(mut self, limits: OpenRateLimits) -> Self {
+        self.config.open_rate = limits;
+        self
+    }
+
+    /// How long an unused cursor keeps its pool protected (default 2 s).
+    pub fn cursor_grace(mut self, grace: Duration) -> Self {
+        self.config.cursor_grace = grace;
+        self
+    }
+
     /// Replaces the whole configuration (the URI included).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -201,7 +221,7 @@ impl Builder {
     /// Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<PolyMongo> {
         let config = self.config;
-        validate_config(&config)?;
+        let namespace = validate_config(&config)?;
         let redactor = config.mongo_uri.redactor();
         let mut options = ClientOptions::parse(config.mongo_uri.expose())
             .await
@@ -229,6 +249,8 @@ impl Builder {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let inner = Arc::new(Inner {
             open_permits: Semaphore::new(config.max_concurrent_opens),
+            admission: OpenAdmission::new(config.open_rate),
+            namespace,
             config,
             base_options: options,
             command_events: self.command_events,
@@ -290,7 +312,7 @@ async fn parse_options(
     Ok(options)
 }
 
-fn validate_config(config: &Config) -> Result<()> {
+fn validate_config(config: &Config) -> Result<TenantNamespace> {
     if config.max_connections == Some(0) {
         return Err(Error::Config("max_connections must be at least 1".into()));
     }
@@ -309,7 +331,10 @@ fn validate_config(config: &Config) -> Result<()> {
         .map_err(|e| Error::Config(format!("metadata_db: {e}")))?;
     name::validate_syntax(&config.default_db)
         .map_err(|e| Error::Config(format!("default_db: {e}")))?;
-    Ok(())
+    let namespace = TenantNamespace::new(&config.tenant_db_prefix)?;
+    namespace.check_outside("metadata_db", &config.metadata_db)?;
+    namespace.check_outside("default_db", &config.default_db)?;
+    Ok(namespace)
 }
 
 pub(crate) struct Inner {
@@ -324,6 +349,10 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     open_permits: Semaphore,
+    /// Storm control: how fast requests may make new pools open.
+    pub(super) admission: OpenAdmission,
+    /// How tenant names map to databases.
+    pub(super) namespace: TenantNamespace,
     signal: Arc<SlotSignal>,
     events: broadcast::Sender<PoolEvent>,
     metadata: MetadataStore,
@@ -393,7 +422,7 @@ impl OpenPool {
             Some(Protection::Pinned)
         } else if self.handle.guards() > 0 {
             Some(Protection::Watched)
-        } else if self.handle.in_flight() > 0 {
+        } else if self.handle.is_busy() {
             Some(Protection::Busy)
         } else {
             None
@@ -458,9 +487,7 @@ impl State {
     }
 
     fn is_evictable(entry: &OpenPool) -> bool {
-        entry.priority != PINNED_PRIORITY
-            && entry.handle.in_flight() == 0
-            && entry.handle.guards() == 0
+        entry.priority != PINNED_PRIORITY && !entry.handle.is_busy() && entry.handle.guards() == 0
     }
 
     /// The evictable pool with the lowest score (ties to the earliest opened), and its score.
@@ -670,9 +697,13 @@ impl Inner {
                     let Some(remaining) = limit.checked_sub(waited).filter(|d| !d.is_zero()) else {
                         return Err(give_up());
                     };
-                    if tokio::time::timeout(remaining, waiter.wait())
+                    // Cursors left unused stop protecting their pool when their grace period
+                    // ends, which no release signals: look again at least that often.
+                    let recheck = self.config.cursor_grace.max(Duration::from_millis(50));
+                    if tokio::time::timeout(remaining.min(recheck), waiter.wait())
                         .await
                         .is_err()
+                        && started.elapsed() >= limit
                     {
                         return Err(give_up());
                     }
@@ -867,6 +898,7 @@ impl Inner {
             client,
             self.now(),
             self.signal.clone(),
+            self.config.cursor_grace,
         ));
         if self.config.verify_on_open {
             let limit = self.config.server_selection_timeout + Duration::from_secs(2);
@@ -1166,6 +1198,7 @@ impl PolyMongo {
                 has_watch: stats.watch_count > 0,
                 watch_count: stats.watch_count,
                 in_flight: stats.in_flight,
+                open_cursors: e.handle.open_cursors(),
                 opened_at: stats.opened_at_ms,
                 score,
                 protected: e.protection(),

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod clock;
 mod config;
 mod db;
@@ -33,15 +34,18 @@ mod index;
 mod manager;
 mod metadata;
 pub mod name;
+mod namespace;
 mod policy;
 mod routing;
 mod secret;
 mod stats;
 mod support;
+mod tenants;
 mod timed_writes;
 
+pub use admission::{OpenAdmission, OpenRateLimits, OpenRefused, OpenScope};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::Config;
+pub use config::{Config, DEFAULT_MAX_CONNECTIONS};
 pub use db::{by_id, ChangeStream, Collection, Cursor, Db, Transaction};
 pub use error::{Error, Result};
 pub use events::{CloseReason, PoolEvent, PoolEventKind};
@@ -49,6 +53,7 @@ pub use handle::{KeepAlive, Lease};
 pub use index::EvictionIndex;
 pub use manager::{Builder, PolyMongo};
 pub use metadata::DATABASES_COLLECTION;
+pub use namespace::{TenantNamespace, DEFAULT_TENANT_DB_PREFIX};
 pub use policy::{
     builtin_policy, has_stable_key, lowest_score, Choice, EvictionPolicy, LruPolicy, PoolStats,
     SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,

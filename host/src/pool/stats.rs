@@ -77,6 +77,9 @@ pub struct ConnectionStats {
     pub watch_count: u32,
     /// Operations running now.
     pub in_flight: u32,
+    /// Cursors open now (a cursor protects its pool while in use and for `cursor_grace`
+    /// after each use).
+    pub open_cursors: u32,
     /// When the pool was opened, epoch milliseconds.
     pub opened_at: u64,
     /// The active policy's score (higher = keep).

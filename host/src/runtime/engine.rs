@@ -23,6 +23,7 @@ use super::bindings::{TenantPlugin, TenantPluginPre};
 use super::compile_cache::CompileCache;
 use super::content_hash::{ContentHash, Probe};
 use super::error::{InvokeError, LoadError};
+use super::fairness::TenantShares;
 use super::log_limit::{LogLimiter, LogLimits};
 use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
@@ -129,6 +130,8 @@ pub struct Plugin {
     scope: Arc<PluginScope>,
     pre: TenantPluginPre<RequestState>,
     permits: Arc<Semaphore>,
+    /// Per-tenant shares of `permits` (`max_concurrent_per_tenant`).
+    tenant_shares: Arc<TenantShares>,
     ready: Arc<ReadySlot>,
 }
 
@@ -175,6 +178,11 @@ impl Plugin {
     /// Requests running in it now.
     pub fn in_flight(&self) -> u32 {
         self.scope.limits.max_concurrent - self.permits.available_permits() as u32
+    }
+
+    /// Instances database `tenant_db` runs now (its share is [`Limits::tenant_share`]).
+    pub fn tenant_in_flight(&self, tenant_db: &str) -> u32 {
+        self.tenant_shares.running(tenant_db)
     }
 
     /// Whether an instance made ahead of the next request is ready.
@@ -384,6 +392,13 @@ impl Runtime {
             return Err(LoadError::InvalidName(name.to_string()));
         }
         let manifest = manifest.unwrap_or_default();
+        for grant in &manifest.databases {
+            self.inner
+                .manager
+                .namespace()
+                .check_outside("granted database", grant)
+                .map_err(|e| LoadError::Manifest(e.to_string()))?;
+        }
         let limits = self
             .inner
             .config
@@ -422,6 +437,7 @@ impl Runtime {
                     }),
                     pre,
                     permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+                    tenant_shares: Arc::default(),
                     ready: Arc::default(),
                 }))
             }
@@ -550,6 +566,16 @@ impl Runtime {
         timings: &mut InvokeTimings,
     ) -> Result<Response, InvokeError> {
         let limits = plugin.scope.limits;
+        let tenant =
+            self.inner.manager.tenant_db(&request.tenant).map_err(|e| {
+                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
+            })?;
+        // The tenant's share first: a tenant over its share does not take a plugin slot.
+        let share = limits.tenant_share();
+        let _tenant_slot = plugin
+            .tenant_shares
+            .try_acquire(tenant.name(), share)
+            .ok_or(InvokeError::TenantBusy(share))?;
         let _plugin_permit = plugin
             .permits
             .clone()
@@ -561,10 +587,6 @@ impl Runtime {
             .clone()
             .try_acquire_owned()
             .map_err(|_| InvokeError::Busy(self.inner.config.max_instances))?;
-        let tenant =
-            self.inner.manager.db(&request.tenant).map_err(|e| {
-                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
-            })?;
         let deadline = Instant::now() + limits.deadline;
         // The epoch callback stops guest code at the deadline; the timeout bounds the rest
         // (instantiation, host calls) with a little grace.
@@ -578,7 +600,7 @@ impl Runtime {
                 reserve,
             }) => {
                 timings.ready = true;
-                store.data_mut().bind(tenant, deadline);
+                store.data_mut().bind(tenant, &request.tenant, deadline);
                 store.set_epoch_deadline(1);
                 let call = instance
                     .polymongo_plugin_handler()
@@ -587,7 +609,8 @@ impl Runtime {
                 (Some(reserve), store, outcome)
             }
             None => {
-                let mut store = self.new_store(&plugin.scope, Some(tenant), deadline);
+                let mut store = self.new_store(&plugin.scope, deadline);
+                store.data_mut().bind(tenant, &request.tenant, deadline);
                 let run = async {
                     // Timing hook for metrics: measures instantiation only, changes nothing.
                     let started = Instant::now();
@@ -655,12 +678,7 @@ impl Runtime {
     /// A fresh store for one instance of a plugin with `scope`: WASI without filesystem or
     /// network, output captured, memory limiter, and the epoch callback that stops guest
     /// code at `deadline`.
-    fn new_store(
-        &self,
-        scope: &Arc<PluginScope>,
-        tenant: Option<crate::pool::Db>,
-        deadline: Instant,
-    ) -> Store<RequestState> {
+    fn new_store(&self, scope: &Arc<PluginScope>, deadline: Instant) -> Store<RequestState> {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
         let wasi = WasiCtxBuilder::new()
@@ -676,7 +694,8 @@ impl Runtime {
             limiter: MemoryLimiter::new(scope.limits.memory_bytes),
             scope: scope.clone(),
             manager: self.inner.manager.clone(),
-            tenant,
+            tenant: None,
+            tenant_name: None,
             deadline,
             timed_out: false,
             open_cursors: 0,
@@ -716,7 +735,7 @@ impl Runtime {
         tokio::spawn(async move {
             drop(used);
             let limits = scope.limits;
-            let mut store = this.new_store(&scope, None, Instant::now() + limits.deadline);
+            let mut store = this.new_store(&scope, Instant::now() + limits.deadline);
             let made = tokio::time::timeout(
                 limits.deadline + HOST_GRACE,
                 pre.instantiate_async(&mut store),

@@ -35,6 +35,9 @@ pub enum InvokeError {
     /// Too many instances of the plugin are running.
     #[error("plugin is at its concurrency limit of {0} instances; retry later")]
     Busy(u32),
+    /// The tenant already runs its share of the plugin's instances.
+    #[error("this tenant already runs its share of {0} instances of the plugin; retry later")]
+    TenantBusy(u32),
     /// The plugin could not be instantiated.
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
@@ -48,6 +51,7 @@ impl InvokeError {
             InvokeError::MemoryLimit(_) => 500,
             InvokeError::Timeout(_) => 504,
             InvokeError::Busy(_) => 503,
+            InvokeError::TenantBusy(_) => 429,
         }
     }
 
@@ -58,6 +62,7 @@ impl InvokeError {
             InvokeError::Timeout(_) => "timeout",
             InvokeError::MemoryLimit(_) => "memory_limit",
             InvokeError::Busy(_) => "busy",
+            InvokeError::TenantBusy(_) => "tenant_busy",
             InvokeError::Instantiate(_) => "instantiate",
         }
     }

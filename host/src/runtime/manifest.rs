@@ -14,6 +14,7 @@
 //! host_memory_mb = 32              # host-side buffers one request may make the host hold
 //! max_document_depth = 100         # nesting of documents the plugin stores (1..=200)
 //! max_query_depth = 128            # nesting of filters, updates, pipeline stages (1..=200)
+//! max_concurrent_per_tenant = 16   # of those, one tenant's at most (more get 429)
 //! ```
 //!
 //! `allow_server_side_js = true` (top level, default false) lets the plugin send `$where`,
@@ -65,6 +66,8 @@ pub struct LimitOverrides {
     pub max_document_depth: Option<u32>,
     /// Deepest nesting of a filter, update, sort, projection, index keys or pipeline stage.
     pub max_query_depth: Option<u32>,
+    /// Instances one tenant may run at once (default: a quarter of `max_concurrent`).
+    pub max_concurrent_per_tenant: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -73,6 +76,7 @@ impl LimitOverrides {
         if self.memory_mb == Some(0)
             || self.deadline_ms == Some(0)
             || self.max_concurrent == Some(0)
+            || self.max_concurrent_per_tenant == Some(0)
             || self.host_memory_mb == Some(0)
             || self.max_document_depth == Some(0)
             || self.max_query_depth == Some(0)
@@ -112,6 +116,8 @@ pub struct Limits {
     pub max_document_depth: u32,
     /// Deepest nesting of a filter, update, sort, projection, index keys or pipeline stage.
     pub max_query_depth: u32,
+    /// Instances one tenant may run at once; `None`: [`Limits::tenant_share`]'s default.
+    pub max_concurrent_per_tenant: Option<u32>,
 }
 
 impl Default for Limits {
@@ -126,6 +132,7 @@ impl Default for Limits {
             host_memory_bytes: 32 << 20,
             max_document_depth: 100,
             max_query_depth: 128,
+            max_concurrent_per_tenant: None,
         }
     }
 }
@@ -160,7 +167,20 @@ impl Limits {
             max_query_depth: o
                 .max_query_depth
                 .map_or(self.max_query_depth, |d| d.min(MAX_DEPTH_CEILING)),
+            max_concurrent_per_tenant: o
+                .max_concurrent_per_tenant
+                .or(self.max_concurrent_per_tenant),
         }
+    }
+
+    /// Instances of the plugin one tenant may run at once: `max_concurrent_per_tenant`, or
+    /// by default a quarter of `max_concurrent` (rounded up), never more than
+    /// `max_concurrent` nor less than 1. With the default, at least four tenants can always
+    /// run side by side however many requests one of them sends.
+    pub fn tenant_share(&self) -> u32 {
+        self.max_concurrent_per_tenant
+            .unwrap_or_else(|| self.max_concurrent.div_ceil(4))
+            .clamp(1, self.max_concurrent.max(1))
     }
 }
 
@@ -213,6 +233,7 @@ mod tests {
         assert!(Manifest::parse("[limits]\ndeadline_ms = 0").is_err());
         assert!(Manifest::parse("[limits]\nmax_query_depth = 201").is_err());
         assert!(Manifest::parse("[limits]\nhost_memory_mb = 0").is_err());
+        assert!(Manifest::parse("[limits]\nmax_concurrent_per_tenant = 0").is_err());
     }
 
     #[test]
@@ -228,5 +249,20 @@ mod tests {
         assert_eq!(limits.host_memory_bytes, 4 << 20);
         assert_eq!(limits.max_query_depth, 20);
         assert_eq!(limits.max_document_depth, 100);
+    }
+
+    #[test]
+    fn a_tenant_gets_a_quarter_of_the_concurrency_by_default() {
+        let with = |max: u32, per: Option<u32>| Limits {
+            max_concurrent: max,
+            max_concurrent_per_tenant: per,
+            ..Limits::default()
+        };
+        assert_eq!(Limits::default().tenant_share(), 16);
+        assert_eq!(with(4, None).tenant_share(), 1);
+        assert_eq!(with(6, None).tenant_share(), 2);
+        assert_eq!(with(1, None).tenant_share(), 1);
+        assert_eq!(with(8, Some(3)).tenant_share(), 3);
+        assert_eq!(with(8, Some(100)).tenant_share(), 8);
     }
 }

@@ -9,6 +9,7 @@ mod compile_cache;
 mod content_hash;
 mod engine;
 mod error;
+mod fairness;
 mod host_db;
 mod host_log;
 mod input;

@@ -83,6 +83,8 @@ pub(crate) struct RequestState {
     /// The tenant's database: bound when a request takes the instance (an instance made
     /// ahead of its request has none while it is being instantiated).
     pub tenant: Option<Db>,
+    /// The tenant's canonical name (what the plugin sees as `request.tenant`), for logs.
+    pub tenant_name: Option<Arc<str>>,
     pub deadline: Instant,
     pub timed_out: bool,
     pub open_cursors: u32,
@@ -123,12 +125,14 @@ impl RequestState {
 
     /// The tenant's name for logs (`-` before a request binds it).
     pub fn tenant_name(&self) -> &str {
-        self.tenant.as_ref().map_or("-", Db::name)
+        self.tenant_name.as_deref().unwrap_or("-")
     }
 
-    /// Binds the instance to its request: the tenant's database and the request's deadline.
-    pub fn bind(&mut self, tenant: Db, deadline: Instant) {
+    /// Binds the instance to its request: the tenant's database and canonical name, and the
+    /// request's deadline.
+    pub fn bind(&mut self, tenant: Db, tenant_name: &str, deadline: Instant) {
         self.tenant = Some(tenant);
+        self.tenant_name = Some(Arc::from(tenant_name));
         self.deadline = deadline;
         self.log_bucket = None;
     }
