@@ -11,11 +11,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use futures_util::{Stream, StreamExt};
-use mongodb::change_stream::event::ChangeStreamEvent;
+use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::options::{
-    AggregateOptions, CountOptions, CreateIndexOptions, DistinctOptions, FindOneAndUpdateOptions,
+    AggregateOptions, ChangeStreamOptions, CountOptions, CreateIndexOptions, DistinctOptions, FindOneAndUpdateOptions,
     FindOneOptions, FindOptions, ReplaceOptions, UpdateModifications, UpdateOptions,
 };
 use mongodb::results::UpdateResult;
@@ -455,6 +455,27 @@ where
             .watch_with(|db| async move { db.collection::<T>(&name).watch().await })
             .await
     }
+
+    /// Watches this collection through `pipeline` with `options`; each item is a whole change
+    /// event as the server sent it (`_id` is its resume token). Protected like [`watch`](Self::watch).
+    pub async fn watch_events(
+        &self,
+        pipeline: Vec<Document>,
+        options: ChangeStreamOptions,
+    ) -> Result<ChangeStream<RawDocumentBuf>> {
+        let name = self.name.clone();
+        self.db
+            .watch_with(|db| async move {
+                let stream = db
+                    .collection::<Document>(&name)
+                    .watch()
+                    .pipeline(pipeline)
+                    .with_options(options)
+                    .await?;
+                Ok(stream.with_type::<RawDocumentBuf>())
+            })
+            .await
+    }
 }
 
 /// Results of `find` or `aggregate`. Holds a lease: the pool is not closed while it lives.
@@ -523,6 +544,11 @@ impl<T: DeserializeOwned + Unpin + Send + Sync> ChangeStream<T> {
             .next()
             .await
             .map(|r| r.map_err(|e| Error::from_driver(e, redactor)))
+    }
+
+    /// The token to resume after the last change returned (or the stream's start).
+    pub fn resume_token(&self) -> Option<ResumeToken> {
+        self.inner.resume_token()
     }
 }
 

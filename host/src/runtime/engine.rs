@@ -18,8 +18,9 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
+use super::bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
 use super::bindings::{TenantPlugin, TenantPluginPre};
+use super::streams::StreamSlots;
 use super::compile_cache::CompileCache;
 use super::content_hash::{ContentHash, Probe};
 use super::error::{InvokeError, LoadError};
@@ -112,6 +113,7 @@ struct RuntimeInner {
     cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
     logs: Arc<LogLimiter>,
+    streams: Arc<StreamSlots>,
 }
 
 impl Drop for RuntimeInner {
@@ -273,6 +275,7 @@ impl Runtime {
                     .clone()
                     .map(|dir| CompileCache::new(dir, &engine)),
                 logs: Arc::new(LogLimiter::new(config.log_limits)),
+                streams: Arc::default(),
                 engine,
                 linker,
                 manager,
@@ -687,6 +690,7 @@ impl Runtime {
             stderr,
             logs: self.inner.logs.clone(),
             log_bucket: None,
+            streams: self.inner.streams.clone(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
