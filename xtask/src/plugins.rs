@@ -60,6 +60,7 @@ pub const FIXTURES: &[&str] = &[
     "forger",
     "log-flood",
     "scorer-counter",
+    "streamer",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).

@@ -49,10 +49,9 @@ impl ServerCaps {
         let hello = match db.run_command(doc! { "hello": 1 }).await {
             Ok(hello) => hello,
             // Servers that predate `hello` (mongo-java-server) answer the legacy command.
-            Err(e) if command_code(&e) == Some(COMMAND_NOT_FOUND) => db
-                .run_command(doc! { "isMaster": 1 })
-                .await
-                .map_err(map)?,
+            Err(e) if command_code(&e) == Some(COMMAND_NOT_FOUND) => {
+                db.run_command(doc! { "isMaster": 1 }).await.map_err(map)?
+            }
             Err(e) => return Err(map(e)),
         };
         let build = db.run_command(doc! { "buildInfo": 1 }).await.map_err(map)?;

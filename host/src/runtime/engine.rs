@@ -20,7 +20,6 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
 use super::bindings::{TenantPlugin, TenantPluginPre};
-use super::streams::StreamSlots;
 use super::compile_cache::CompileCache;
 use super::content_hash::{ContentHash, Probe};
 use super::error::{InvokeError, LoadError};
@@ -29,6 +28,7 @@ use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
 use super::scorer::{ScorerComponent, ScorerLimits};
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
+use super::streams::StreamSlots;
 use super::warm::{ReadyInstance, ReadySlot};
 use crate::pool::PolyMongo;
 

@@ -92,7 +92,11 @@ impl StreamSlots {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -169,7 +173,11 @@ impl Host for RequestState {
         let requested = Some(options.batch_size.unwrap_or(DEFAULT_STREAM_BATCH));
         let (batch_size, reserved) = wit_try!(self.plan_cursor(requested, MAX_EVENTS_PER_CALL));
         let stream_options = ChangeStreamOptions::builder()
-            .full_document(options.full_document.then_some(FullDocumentType::UpdateLookup))
+            .full_document(
+                options
+                    .full_document
+                    .then_some(FullDocumentType::UpdateLookup),
+            )
             .resume_after(resume_after)
             .batch_size(batch_size)
             .build();
@@ -300,10 +308,16 @@ mod tests {
         assert_eq!(slots.open("p", "t1"), 2);
         drop(a);
         assert_eq!(slots.open("p", "t1"), 1);
-        let e = slots.take(&plugin, "t1", 2).expect("a slot given back is free again");
+        let e = slots
+            .take(&plugin, "t1", 2)
+            .expect("a slot given back is free again");
         drop((b, c, d, e));
         assert_eq!(slots.open("p", "t1"), 0);
-        assert!(slots.open.lock().unwrap_or_else(PoisonError::into_inner).is_empty());
+        assert!(slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty());
     }
 
     #[test]
