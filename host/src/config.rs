@@ -650,6 +650,7 @@ mod tests {
             ("limits.max_result_kb", "1"),
             ("limits.max_request_result_kb", "2"),
             ("limits.max_open_cursors", "3"),
+            ("limits.max_open_streams", "9"),
             ("limits.max_concurrent", "4"),
             ("limits.host_memory_mb", "5"),
             ("limits.max_document_depth", "6"),
@@ -678,6 +679,7 @@ mod tests {
         assert_eq!(c.gateway_config().body_read_timeout, Duration::from_secs(4));
         assert_eq!(c.limits.host_memory_mb, Some(5));
         assert_eq!(c.limits.max_query_depth, Some(7));
+        assert_eq!(c.limits.max_open_streams, Some(9));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         assert_eq!(c.log_queue_lines(), 100);
