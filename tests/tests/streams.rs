@@ -306,3 +306,72 @@ async fn the_pool_api_watch_protects_its_pool_on_a_server_with_change_streams() 
     count(&pm, &unique_db("admitted"), "c").await;
     pm.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_resume_token_is_a_clear_error_and_the_host_keeps_serving() {
+    let host = host("[limits]\ndeadline_ms = 30000\n", 10).await;
+    let tenant = unique_db("garbage");
+    let (status, report) = host
+        .call(
+            &tenant,
+            "POST",
+            "/streamer/collect",
+            Some(json!({"coll": "c", "want": 1, "wait_ms": 100, "resume_after": {"_data": 42}})),
+        )
+        .await;
+    assert_eq!(status, 500, "{report}");
+    let kind = report["error"].as_str().unwrap_or_default();
+    assert!(
+        ["server", "invalid-argument"].contains(&kind),
+        "a clear database error: {report}"
+    );
+    let stats = stats_of(&host.manager, &tenant).expect("pool open");
+    assert_eq!(
+        stats.watch_count, 0,
+        "a failed watch leaves no guard: {stats:?}"
+    );
+    let (status, report) = host
+        .call(
+            &tenant,
+            "POST",
+            "/streamer/self",
+            Some(json!({"coll": "d", "count": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_server_without_change_streams_a_plugin_gets_unsupported() {
+    // The harness's FerretDB (or POLYMONGO_TEST_URI, which may have change streams).
+    let host = Host::with(Options {
+        plugins: vec![("streamer".into(), fixture_wasm("streamer"))],
+        ..Options::default()
+    })
+    .await;
+    let tenant = unique_db("nostreams");
+    let (status, report) = host
+        .call(
+            &tenant,
+            "POST",
+            "/streamer/collect",
+            Some(json!({"coll": "c", "want": 1, "wait_ms": 100})),
+        )
+        .await;
+    if polymongo_tests::using_ferretdb() {
+        assert_eq!(status, 500, "{report}");
+        assert_eq!(report["error"], json!("unsupported"), "{report}");
+        let message = report["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("replica set") && message.contains("FerretDB"),
+            "{message}"
+        );
+        let stats = stats_of(&host.manager, &tenant).expect("pool open");
+        assert_eq!(stats.watch_count, 0, "{stats:?}");
+    } else {
+        assert_eq!(
+            status, 200,
+            "the external server has change streams: {report}"
+        );
+    }
+}
