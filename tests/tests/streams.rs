@@ -20,9 +20,14 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// A host on the change-stream server serving `streamer` with `manifest`, and a pool cap
 /// (LRU eviction, so that which pool goes next is plain).
 async fn host(manifest: &str, max_connections: usize) -> Host {
+    host_for("streamer", manifest, max_connections).await
+}
+
+/// The same, serving the fixture `plugin` (`streamer` in Rust, `streamer-js`).
+async fn host_for(plugin: &str, manifest: &str, max_connections: usize) -> Host {
     Host::with(Options {
-        plugins: vec![("streamer".into(), fixture_wasm("streamer"))],
-        manifests: vec![("streamer".into(), manifest.into())],
+        plugins: vec![(plugin.into(), fixture_wasm(plugin))],
+        manifests: vec![(plugin.into(), manifest.into())],
         manager: Box::new(move |b| {
             b.max_connections(max_connections)
                 .policy(Arc::new(LruPolicy))
@@ -112,6 +117,17 @@ async fn watch_protection_survives_an_eviction_storm_and_ends_with_the_request()
     let stats = stats_of(&pm, &watched).expect("the watched pool is open");
     assert_eq!(stats.protected, Some(Protection::Watched), "{stats:?}");
     assert!(stats.has_watch && stats.watch_count >= 1, "{stats:?}");
+    // The admin API (and the dashboard, which polls it) shows it as watched.
+    let (status, body) = host
+        .admin("GET", "/admin/stats", Some(common::TOKEN), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let shown = body["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["db_name"] == json!(watched)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(shown["protected"], json!("watched"), "{body}");
 
     // The storm: many tenants at the cap, each needing a slot.
     let evictions_before = pm.summary().evictions;
@@ -161,14 +177,28 @@ async fn watch_protection_survives_an_eviction_storm_and_ends_with_the_request()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_opening_streams_in_a_loop_hits_its_cap_with_a_clear_error() {
-    let host = host("[limits]\nmax_open_streams = 3\ndeadline_ms = 30000\n", 10).await;
+    loop_hits_the_cap("streamer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_plugin_opening_streams_in_a_loop_hits_its_cap_too() {
+    loop_hits_the_cap("streamer-js").await;
+}
+
+async fn loop_hits_the_cap(plugin: &str) {
+    let host = host_for(
+        plugin,
+        "[limits]\nmax_open_streams = 3\ndeadline_ms = 30000\n",
+        10,
+    )
+    .await;
     let tenant = unique_db("loop");
     for round in 0..2 {
         let (status, report) = host
             .call(
                 &tenant,
                 "POST",
-                "/streamer/loop",
+                &format!("/{plugin}/loop"),
                 Some(json!({"coll": "c", "max": 50})),
             )
             .await;
@@ -198,35 +228,43 @@ fn ns(report: &Value) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_from_a_stored_token_after_a_host_restart_loses_no_event() {
+    resume_after_restart("streamer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_plugin_resumes_from_a_stored_token_too() {
+    resume_after_restart("streamer-js").await;
+}
+
+async fn resume_after_restart(plugin: &str) {
     const N: i64 = 25;
     let manifest = "[limits]\ndeadline_ms = 60000\n";
+    let path = format!("/{plugin}/collect");
     let tenant = unique_db("resume");
     let collect = |resume_after: Value, want: i64| {
         json!({"coll": "c", "want": want, "wait_ms": 5000, "full_document": true,
                "only_inserts": true, "resume_after": resume_after})
     };
 
-    // A first host: the consumer reads the first event and stores the token.
-    let first = host(manifest, 10).await;
+    // A first host: the consumer reads one event (`n: 0`) and stores the token. Marker events
+    // are inserted every 200 ms until it has one, as its stream may open after the first.
+    let first = host_for(plugin, manifest, 10).await;
     let writer = first
         .manager
         .db(&tenant)
         .unwrap()
         .collection::<Document>("c");
     let (status, report) = {
-        let call = first.call(
-            &tenant,
-            "POST",
-            "/streamer/collect",
-            Some(collect(Value::Null, 1)),
-        );
-        let insert = async {
-            // Insert until the consumer has seen one (it may open its stream after the first).
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            writer.insert_one(doc! { "n": 0_i64 }).await.unwrap();
-        };
-        let (reply, ()) = tokio::join!(call, insert);
-        reply
+        let call = first.call(&tenant, "POST", &path, Some(collect(Value::Null, 1)));
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                reply = &mut call => break reply,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    writer.insert_one(doc! { "n": 0_i64 }).await.unwrap();
+                }
+            }
+        }
     };
     assert_eq!(status, 200, "{report}");
     assert_eq!(ns(&report), vec![0], "{report}");
@@ -245,18 +283,14 @@ async fn resuming_from_a_stored_token_after_a_host_restart_loses_no_event() {
     }
     pm.destroy().await.unwrap();
 
-    // A new host (a restart): the consumer resumes from the stored token and gets all N, in order.
-    let second = host(manifest, 10).await;
-    let mut seen = Vec::new();
+    // A new host (a restart): the consumer resumes from the stored token and gets all N, in
+    // order, after any marker events that followed the one it had seen.
+    let second = host_for(plugin, manifest, 10).await;
+    let mut seen: Vec<i64> = Vec::new();
     let mut token = token;
-    while (seen.len() as i64) < N {
+    while (seen.iter().filter(|&&n| n != 0).count() as i64) < N {
         let (status, report) = second
-            .call(
-                &tenant,
-                "POST",
-                "/streamer/collect",
-                Some(collect(token.clone(), 10)),
-            )
+            .call(&tenant, "POST", &path, Some(collect(token.clone(), 10)))
             .await;
         assert_eq!(status, 200, "{report}");
         let batch = ns(&report);
@@ -264,7 +298,8 @@ async fn resuming_from_a_stored_token_after_a_host_restart_loses_no_event() {
         seen.extend(batch);
         token = report["token"].clone();
     }
-    assert_eq!(seen, (1..=N).collect::<Vec<_>>());
+    let markers = seen.iter().take_while(|&&n| n == 0).count();
+    assert_eq!(seen[markers..], (1..=N).collect::<Vec<_>>(), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

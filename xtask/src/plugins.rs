@@ -113,6 +113,11 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
         "plugins/fixtures/insert-js/index.js",
         Dest::Fixture,
     ),
+    (
+        "streamer-js",
+        "plugins/fixtures/streamer-js/index.js",
+        Dest::Fixture,
+    ),
 ];
 
 /// The Python guests: (name, folder with `app.py` relative to the root, destination).

@@ -193,7 +193,11 @@ impl Host for RequestState {
                 )))
             }
         };
-        wit_try!(self.recharge(0, reserved));
+        if let Err(e) = self.recharge(0, reserved) {
+            // Refused: the stream is closed here, and its reservation given back.
+            self.host_bytes = self.host_bytes.saturating_sub(reserved);
+            return Ok(Err(e));
+        }
         Ok(Ok(self.table.push(StreamHandle {
             stream,
             pending: None,
