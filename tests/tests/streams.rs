@@ -185,6 +185,11 @@ async fn a_javascript_plugin_opening_streams_in_a_loop_hits_its_cap_too() {
     loop_hits_the_cap("streamer-js").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_opening_streams_in_a_loop_hits_its_cap_too() {
+    loop_hits_the_cap("streamer-py").await;
+}
+
 async fn loop_hits_the_cap(plugin: &str) {
     let host = host_for(
         plugin,
@@ -234,6 +239,11 @@ async fn resuming_from_a_stored_token_after_a_host_restart_loses_no_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_plugin_resumes_from_a_stored_token_too() {
     resume_after_restart("streamer-js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_resumes_from_a_stored_token_too() {
+    resume_after_restart("streamer-py").await;
 }
 
 async fn resume_after_restart(plugin: &str) {

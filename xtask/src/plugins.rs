@@ -124,6 +124,7 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
 pub const PY_GUESTS: &[(&str, &str, Dest)] = &[
     ("users-py", "plugins/users-py", Dest::Deploy),
     ("bench-py", "plugins/fixtures/bench-py", Dest::Fixture),
+    ("streamer-py", "plugins/fixtures/streamer-py", Dest::Fixture),
 ];
 
 /// Builds every guest and copies the components into place: bundled plugins into
