@@ -1,6 +1,8 @@
 //! Change streams for plugins (`polymongo:plugin@0.2.0`), against a server that has them:
 //! mongo-java-server, which the harness starts beside FerretDB (`polymongo_tests::mjs`), or
-//! the server of `POLYMONGO_TEST_URI`. The `streamer` fixture drives the WIT through the SDK.
+//! the server of `POLYMONGO_TEST_URI`. The `streamer` fixture drives the WIT through the Rust
+//! SDK; `streamer-js` and `streamer-py` run the loop-cap and resume scenarios through the
+//! JavaScript and Python SDKs.
 
 mod common;
 
@@ -23,7 +25,7 @@ async fn host(manifest: &str, max_connections: usize) -> Host {
     host_for("streamer", manifest, max_connections).await
 }
 
-/// The same, serving the fixture `plugin` (`streamer` in Rust, `streamer-js`).
+/// The same, serving the fixture `plugin` (`streamer`, `streamer-js` or `streamer-py`).
 async fn host_for(plugin: &str, manifest: &str, max_connections: usize) -> Host {
     Host::with(Options {
         plugins: vec![(plugin.into(), fixture_wasm(plugin))],

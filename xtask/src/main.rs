@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what development and tests need (FerretDB, the wasm32-wasip2 target).
+    /// Install what development and tests need (FerretDB, mongo-java-server, the wasm32-wasip2
+    /// target).
     Setup,
     /// Run a local FerretDB in the foreground and print its URI.
     Db {
