@@ -23,7 +23,8 @@
 import { build } from "esbuild";
 import { componentize } from "@bytecodealliance/componentize-js";
 import { createRequire } from "node:module";
-import { mkdir, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, resolve, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -56,6 +57,29 @@ function parseArgs(argv) {
   return opts;
 }
 
+/**
+ * The WIT folder to build against: `wit/` (polymongo:plugin@0.1.0) as it is, or, when it has
+ * the 0.2.0 package in `v0.2/` (change streams), a temporary folder whose main package is 0.2.0
+ * with 0.1.0 as its dependency (componentize-js and jco take one folder).
+ */
+async function witFolder(wit) {
+  const v2 = join(wit, "v0.2");
+  let names;
+  try {
+    names = (await readdir(v2)).filter((n) => n.endsWith(".wit"));
+  } catch {
+    return wit;
+  }
+  const tmp = await mkdtemp(join(tmpdir(), "polymongo-wit-"));
+  const dep = join(tmp, "deps", "polymongo-plugin-0.1.0");
+  await mkdir(dep, { recursive: true });
+  for (const n of names) await copyFile(join(v2, n), join(tmp, n));
+  for (const n of (await readdir(wit)).filter((n) => n.endsWith(".wit"))) {
+    await copyFile(join(wit, n), join(dep, n));
+  }
+  return tmp;
+}
+
 async function component(opts) {
   if (!opts.entry || !opts.out) usage("give the entry module and -o <out.wasm>");
   const bundle = opts.bundle ?? opts.out.replace(/\.wasm$/, "") + ".bundle.js";
@@ -74,7 +98,7 @@ async function component(opts) {
   });
   const { component } = await componentize({
     sourcePath: bundle,
-    witPath: opts.wit,
+    witPath: await witFolder(opts.wit),
     worldName: "tenant-plugin",
     disableFeatures: ["http", "fetch-event"],
   });
@@ -92,7 +116,7 @@ async function types(opts) {
   const { _setPreopens } = await import(pathToFileURL(shim).href);
   _setPreopens({ "/": "/" });
   const { generateGuestTypes } = await import(pathToFileURL(transpile).href);
-  const files = await generateGuestTypes(opts.wit, {
+  const files = await generateGuestTypes(await witFolder(opts.wit), {
     worldName: "tenant-plugin",
     guest: true,
     outDir: opts.types.endsWith("/") ? opts.types : opts.types + "/",

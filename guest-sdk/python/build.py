@@ -11,7 +11,8 @@ Run it with the Python environment that has the pinned toolchain
   ``*.py`` files only, staged next to the output (the C accelerator cannot run inside wasm;
   ``bson`` falls back to its pure-Python implementation).
 - componentize-py builds the world ``tenant-plugin`` of the WIT next to this SDK (``--wit`` to
-  use another folder). It imports the app at build time and snapshots the interpreter, so
+  use another folder): ``polymongo:plugin@0.2.0`` (``wit/v0.2``, change streams) with 0.1.0
+  as its dependency. It imports the app at build time and snapshots the interpreter, so
   module-level code runs once, at build time: keep per-request work in handlers.
 """
 
@@ -44,6 +45,23 @@ def stage_bson(dest: Path) -> Path:
     return dest
 
 
+def wit_folder(wit: Path, staging: Path) -> Path:
+    """The WIT folder to build against: ``wit`` (polymongo:plugin@0.1.0) as it is, or, when it
+    has the 0.2.0 package in ``v0.2/`` (change streams), ``staging`` rebuilt with 0.2.0 as the
+    main package and 0.1.0 as its dependency (componentize-py takes one folder)."""
+    v2 = wit / "v0.2"
+    if not v2.is_dir():
+        return wit
+    shutil.rmtree(staging, ignore_errors=True)
+    dep = staging / "deps" / "polymongo-plugin-0.1.0"
+    dep.mkdir(parents=True)
+    for f in v2.glob("*.wit"):
+        shutil.copy2(f, staging / f.name)
+    for f in wit.glob("*.wit"):
+        shutil.copy2(f, dep / f.name)
+    return staging
+
+
 def componentize_py() -> str:
     """The componentize-py of this environment."""
     local = Path(sys.executable).parent / "componentize-py"
@@ -65,8 +83,9 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     site = stage_bson(out.parent / f".{out.stem}.site")
+    wit = wit_folder(Path(args.wit), out.parent / f".{out.stem}.wit")
     command = [
-        componentize_py(), "-d", args.wit, "-w", "tenant-plugin",
+        componentize_py(), "-d", str(wit), "-w", "tenant-plugin",
         "componentize", args.module, "-o", str(out),
         "-p", str(Path(args.app_dir).resolve()),
         "-p", str(HERE / "src"),

@@ -10,7 +10,8 @@ use bson::{Bson, Document};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::raw::polymongo::plugin::database as wit;
+use crate::raw::polymongo::plugin0_1_0::database as wit;
+use crate::stream::{ChangeStream, WatchOptions};
 use crate::{Error, Result};
 
 /// How many documents [`Find::all`], [`Collection::aggregate`] and the [`Cursor`] iterator
@@ -207,7 +208,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bson::to_vec(value)?)
 }
 
-fn encode_doc(doc: &Document) -> Result<Vec<u8>> {
+pub(crate) fn encode_doc(doc: &Document) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     doc.to_writer(&mut bytes)?;
     Ok(bytes)
@@ -217,7 +218,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(bson::from_slice(bytes)?)
 }
 
-fn decode_doc(bytes: &[u8]) -> Result<Document> {
+pub(crate) fn decode_doc(bytes: &[u8]) -> Result<Document> {
     Document::from_reader(bytes).map_err(|e| Error::Bson(e.to_string()))
 }
 
@@ -350,6 +351,18 @@ impl<T> Collection<T> {
                 expire_after_seconds: options.expire_after_seconds,
             },
         )?)
+    }
+}
+
+impl<T> Collection<T> {
+    /// Opens a change stream on this collection: its changes (inserts, updates, replaces,
+    /// deletes), filtered by `pipeline` (e.g. a `$match` on `operationType`), as the server's
+    /// change events. Iterate it, or call [`ChangeStream::next_batch`]. While it is open the
+    /// database's pool is protected from eviction; the host closes it when the request ends.
+    /// [`Error::Unsupported`] where the server has no change streams, [`Error::LimitReached`]
+    /// past the plugin's `max_open_streams`.
+    pub fn watch(&self, pipeline: Vec<Document>, options: WatchOptions) -> Result<ChangeStream> {
+        ChangeStream::open(&self.db, &self.name, pipeline, options)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::raw::polymongo::plugin::types as wit;
+use crate::raw::polymongo::plugin0_1_0::types as wit;
 
 /// The result of a database operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::raw::exports::polymongo::plugin::handler as wit;
+use crate::raw::exports::polymongo::plugin0_1_0::handler as wit;
 use crate::Error;
 
 /// An HTTP request routed to the plugin.

@@ -5,7 +5,7 @@
 //! polymongo_guest::log::warn(format!("slow query: {} ms", 120));
 //! ```
 
-use crate::raw::polymongo::plugin::log as wit;
+use crate::raw::polymongo::plugin0_1_0::log as wit;
 
 pub use wit::Level;
 

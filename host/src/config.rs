@@ -261,6 +261,7 @@ pub const KEYS: &[&str] = &[
     "limits.max_result_kb",
     "limits.max_request_result_kb",
     "limits.max_open_cursors",
+    "limits.max_open_streams",
     "limits.max_concurrent",
     "limits.host_memory_mb",
     "limits.max_document_depth",
@@ -706,6 +707,7 @@ mod tests {
             ("limits.max_result_kb", "1"),
             ("limits.max_request_result_kb", "2"),
             ("limits.max_open_cursors", "3"),
+            ("limits.max_open_streams", "9"),
             ("limits.max_concurrent", "4"),
             ("limits.host_memory_mb", "5"),
             ("limits.max_document_depth", "6"),
@@ -743,6 +745,7 @@ mod tests {
         assert_eq!(pool.open_rate.global_per_sec, 20.0);
         assert_eq!(pool.open_rate.global_burst, 40);
         assert_eq!(pool.cursor_grace, Duration::from_millis(500));
+        assert_eq!(c.limits.max_open_streams, Some(9));
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         assert_eq!(c.log_queue_lines(), 100);

@@ -8,6 +8,11 @@
 //!
 //! [`FerretDb`] is also used on its own: by tests that kill and restart a server, and by
 //! `cargo xtask db` / `cargo xtask demo` to run a local development database.
+//!
+//! Tests of change streams use [`mjs::change_stream_uri`] instead: mongo-java-server, started
+//! lazily beside FerretDB (FerretDB has no change streams).
+
+pub mod mjs;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

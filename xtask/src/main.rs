@@ -1,8 +1,9 @@
 //! Project tasks: `cargo xtask setup | db | test | demo | bench`.
 //!
-//! Everything a fresh machine needs is installed here, idempotently: FerretDB (into the
-//! git-ignored `.tools/` folder) and the `wasm32-wasip2` Rust target.
+//! Everything a fresh machine needs is installed here, idempotently: FerretDB and
+//! mongo-java-server (into the git-ignored `.tools/` folder) and the `wasm32-wasip2` Rust target.
 
+mod mjs;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what development and tests need (FerretDB, the wasm32-wasip2 target).
+    /// Install what development and tests need (FerretDB, mongo-java-server, the wasm32-wasip2
+    /// target).
     Setup,
     /// Run a local FerretDB in the foreground and print its URI.
     Db {
@@ -283,10 +285,11 @@ fn start_db(data: &Path, port: Option<u16>) -> Result<FerretDb> {
     FerretDb::start_in(data, port).context("starting FerretDB")
 }
 
-/// Installs FerretDB, the wasm target and Chromium (for the dashboard test) if they are
+/// Installs FerretDB, mongo-java-server, the wasm target and Chromium (for the dashboard test) if they are
 /// missing. Quick when already done.
 fn setup(root: &Path) -> Result<()> {
     install_ferretdb(root)?;
+    mjs::install_mjs(root)?;
     add_wasm_target()?;
     install_chromium();
     Ok(())

@@ -60,6 +60,7 @@ pub const FIXTURES: &[&str] = &[
     "forger",
     "log-flood",
     "scorer-counter",
+    "streamer",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).
@@ -112,12 +113,18 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
         "plugins/fixtures/insert-js/index.js",
         Dest::Fixture,
     ),
+    (
+        "streamer-js",
+        "plugins/fixtures/streamer-js/index.js",
+        Dest::Fixture,
+    ),
 ];
 
 /// The Python guests: (name, folder with `app.py` relative to the root, destination).
 pub const PY_GUESTS: &[(&str, &str, Dest)] = &[
     ("users-py", "plugins/users-py", Dest::Deploy),
     ("bench-py", "plugins/fixtures/bench-py", Dest::Fixture),
+    ("streamer-py", "plugins/fixtures/streamer-py", Dest::Fixture),
 ];
 
 /// Builds every guest and copies the components into place: bundled plugins into

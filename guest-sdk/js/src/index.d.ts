@@ -117,6 +117,8 @@ export class Collection<T extends Document = Document> {
   count(filter?: Document): number;
   aggregate(pipeline: Document[]): Document[];
   aggregateCursor(pipeline: Document[], batchSize?: number): Cursor<Document>;
+  /** Opens a change stream (polymongo:plugin@0.2.0); see `ChangeStream`. */
+  watch(pipeline?: Document[], options?: WatchOptions): ChangeStream;
   distinct(field: string, filter?: Document): unknown[];
   findOneAndUpdate(
     filter: Document,
@@ -141,6 +143,27 @@ export class Cursor<T = Document> implements Iterable<T> {
   nextBatch(max?: number): T[];
   toArray(): T[];
   [Symbol.iterator](): Iterator<T>;
+}
+
+export const DEFAULT_WAIT_MS: number;
+
+export interface WatchOptions {
+  /** Add the whole current document to update events. */
+  fullDocument?: boolean;
+  /** Resume after this token (from `ChangeStream.resumeToken()` or an event's `_id`). */
+  resumeAfter?: Document;
+  /** Events per server batch. */
+  batchSize?: number;
+  /** How long iteration waits for an event before it ends (ms). */
+  waitMs?: number;
+}
+
+/** An open change stream: the server's change events; iteration ends after a wait with none. */
+export class ChangeStream implements Iterable<Document>, AsyncIterable<Document> {
+  nextBatch(max?: number, waitMs?: number): Document[];
+  resumeToken(): Document | null;
+  [Symbol.iterator](): Iterator<Document>;
+  [Symbol.asyncIterator](): AsyncIterator<Document>;
 }
 
 export const log: {

@@ -13,13 +13,16 @@
 //
 // What it offers: `tenant()` / `openDb(name)` -> `Db`, `Db.collection(name)` -> `Collection`
 // (find with sort/projection/skip/limit, findOne, insertOne/Many, updateOne/Many, replaceOne,
-// deleteOne/Many, count, aggregate, distinct, findOneAndUpdate, createIndex), `Cursor`,
+// deleteOne/Many, count, aggregate, distinct, findOneAndUpdate, createIndex, watch), `Cursor`,
+// `ChangeStream` (change streams, polymongo:plugin@0.2.0: a component built with this SDK needs
+// a host that offers 0.2.0),
 // `Request` / `Response` helpers, a small `Router` (`/users/:id`), one exception class per WIT
 // error case (each with the HTTP status the Rust SDK uses), `log`, and the BSON types
 // (`ObjectId`, `Int32`, ...) re-exported from `bson`.
 
 import * as database from "polymongo:plugin/database@0.1.0";
 import * as witLog from "polymongo:plugin/log@0.1.0";
+import * as streams from "polymongo:plugin/streams@0.2.0";
 import { BSON } from "bson";
 
 export { BSON };
@@ -322,6 +325,24 @@ export class Collection {
     return Number(call(() => this.raw.countDocuments(this.name, encode(filter))));
   }
 
+  /**
+   * Opens a change stream on this collection: its changes, filtered by `pipeline`, as the
+   * server's change events. `options`: `fullDocument` (add the current document to update
+   * events), `resumeAfter` (a stored resume token), `batchSize`, `waitMs` (how long iteration
+   * waits for an event before it ends; default `DEFAULT_WAIT_MS`). The pool stays protected
+   * while it is open; the host closes it when the request ends.
+   */
+  watch(pipeline = [], options = {}) {
+    const raw = call(() =>
+      streams.watch(this.raw, this.name, pipeline.map(encode), {
+        fullDocument: Boolean(options.fullDocument),
+        resumeAfter: optDoc(options.resumeAfter),
+        batchSize: options.batchSize,
+      }),
+    );
+    return new ChangeStream(raw, options.waitMs ?? DEFAULT_WAIT_MS, (b) => this.#decode(b));
+  }
+
   /** Runs an aggregation pipeline and returns every resulting document. */
   aggregate(pipeline) {
     return this.aggregateCursor(pipeline).toArray();
@@ -471,6 +492,58 @@ export class Cursor {
       if (batch.length === 0) return;
       yield* batch;
     }
+  }
+}
+
+/** How long (ms) iterating a `ChangeStream` waits for the next event before it ends. */
+export const DEFAULT_WAIT_MS = 1000;
+
+/**
+ * An open change stream. Iterate it (`for (const event of stream)` or `for await`): it ends
+ * when no event arrives within its wait (the stream stays usable). `resumeToken()` is the token
+ * after the last event handed out: store it and pass it as `resumeAfter` later.
+ */
+export class ChangeStream {
+  constructor(raw, waitMs, decodeDoc) {
+    this.raw = raw;
+    this.waitMs = waitMs;
+    this.decodeDoc = decodeDoc;
+    this.buffer = [];
+    this.lastYielded = null;
+  }
+
+  #take(events) {
+    const last = events[events.length - 1];
+    if (last && last._id !== undefined) this.lastYielded = last._id;
+    return events;
+  }
+
+  /** Up to `max` further events; waits up to `waitMs` for the first. Empty: none came in time. */
+  nextBatch(max = DEFAULT_BATCH, waitMs = this.waitMs) {
+    if (this.buffer.length > 0) return this.#take(this.buffer.splice(0, max));
+    return this.#take(call(() => this.raw.next(max, waitMs)).map(this.decodeDoc));
+  }
+
+  /** The token to resume after the last event handed out (`null` before the first, if none). */
+  resumeToken() {
+    if (this.buffer.length > 0) return this.lastYielded;
+    const token = call(() => this.raw.resumeToken());
+    return token === undefined || token === null ? null : decode(token);
+  }
+
+  *[Symbol.iterator]() {
+    for (;;) {
+      if (this.buffer.length === 0) {
+        const batch = call(() => this.raw.next(DEFAULT_BATCH, this.waitMs)).map(this.decodeDoc);
+        if (batch.length === 0) return;
+        this.buffer.push(...batch);
+      }
+      yield this.#take([this.buffer.shift()])[0];
+    }
+  }
+
+  async *[Symbol.asyncIterator]() {
+    yield* this[Symbol.iterator]();
   }
 }
 

@@ -11,12 +11,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use futures_util::{Stream, StreamExt};
-use mongodb::change_stream::event::ChangeStreamEvent;
+use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::options::{
-    AggregateOptions, CountOptions, CreateIndexOptions, DistinctOptions, FindOneAndUpdateOptions,
-    FindOneOptions, FindOptions, ReplaceOptions, UpdateModifications, UpdateOptions,
+    AggregateOptions, ChangeStreamOptions, CountOptions, CreateIndexOptions, DistinctOptions,
+    FindOneAndUpdateOptions, FindOneOptions, FindOptions, ReplaceOptions, UpdateModifications,
+    UpdateOptions,
 };
 use mongodb::results::UpdateResult;
 use mongodb::{ClientSession, IndexModel};
@@ -123,6 +124,7 @@ impl Db {
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(ChangeStream {
+            token: stream.resume_token(),
             inner: stream,
             redactor: self.redactor().clone(),
             _guard: guard,
@@ -455,6 +457,27 @@ where
             .watch_with(|db| async move { db.collection::<T>(&name).watch().await })
             .await
     }
+
+    /// Watches this collection through `pipeline` with `options`; each item is a whole change
+    /// event as the server sent it (`_id` is its resume token). Protected like [`watch`](Self::watch).
+    pub async fn watch_events(
+        &self,
+        pipeline: Vec<Document>,
+        options: ChangeStreamOptions,
+    ) -> Result<ChangeStream<RawDocumentBuf>> {
+        let name = self.name.clone();
+        self.db
+            .watch_with(|db| async move {
+                let stream = db
+                    .collection::<Document>(&name)
+                    .watch()
+                    .pipeline(pipeline)
+                    .with_options(options)
+                    .await?;
+                Ok(stream.with_type::<RawDocumentBuf>())
+            })
+            .await
+    }
 }
 
 /// Results of `find` or `aggregate`. While it is in use, and for the cursor grace period
@@ -526,18 +549,32 @@ impl<T: DeserializeOwned + Unpin + Send + Sync> Stream for Cursor<T> {
 /// A change stream. Holds a keep-alive guard: the pool is protected while it lives.
 pub struct ChangeStream<T: DeserializeOwned> {
     inner: mongodb::change_stream::ChangeStream<T>,
+    /// The driver's token after the last completed `next` (the driver panics when asked for
+    /// it while a cancelled `next` left a batch request in flight, so it is copied here).
+    token: Option<ResumeToken>,
     redactor: Redactor,
     _guard: KeepAlive,
 }
 
 impl<T: DeserializeOwned + Unpin + Send + Sync> ChangeStream<T> {
     /// The next change (waits for one).
+    ///
+    /// Cancel-safe: a call dropped while it waits (e.g. under a timeout) loses no change; the
+    /// next call continues the same request to the server.
     pub async fn next(&mut self) -> Option<Result<T>> {
         let redactor = &self.redactor;
-        self.inner
+        let next = self
+            .inner
             .next()
             .await
-            .map(|r| r.map_err(|e| Error::from_driver(e, redactor)))
+            .map(|r| r.map_err(|e| Error::from_driver(e, redactor)));
+        self.token = self.inner.resume_token();
+        next
+    }
+
+    /// The token to resume after the last change returned (or the stream's start).
+    pub fn resume_token(&self) -> Option<ResumeToken> {
+        self.token.clone()
     }
 }
 

@@ -9,7 +9,8 @@ use super::secret::Redactor;
 /// Capabilities of the server behind a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerCaps {
-    /// Change streams (`watch`) work: a replica set or a sharded cluster, not FerretDB.
+    /// Change streams (`watch`) work: a replica set or a sharded cluster, or a standalone
+    /// server that accepts one (mongo-java-server); not FerretDB.
     pub change_streams: bool,
     /// Multi-document transactions work (same topologies).
     pub transactions: bool,
@@ -45,7 +46,14 @@ impl ServerCaps {
     /// Asks the server (`hello` and `buildInfo`).
     pub async fn detect(db: &Database, redactor: &Redactor) -> Result<Self> {
         let map = |e| Error::from_driver(e, redactor);
-        let hello = db.run_command(doc! { "hello": 1 }).await.map_err(map)?;
+        let hello = match db.run_command(doc! { "hello": 1 }).await {
+            Ok(hello) => hello,
+            // Servers that predate `hello` (mongo-java-server) answer the legacy command.
+            Err(e) if command_code(&e) == Some(COMMAND_NOT_FOUND) => {
+                db.run_command(doc! { "isMaster": 1 }).await.map_err(map)?
+            }
+            Err(e) => return Err(map(e)),
+        };
         let build = db.run_command(doc! { "buildInfo": 1 }).await.map_err(map)?;
         let topology = if build.contains_key("ferretdbVersion") || build.contains_key("ferretdb") {
             Topology::FerretDb
@@ -57,8 +65,12 @@ impl ServerCaps {
             Topology::Standalone
         };
         let replicated = matches!(topology, Topology::ReplicaSet | Topology::Sharded);
+        // A standalone server that is not mongod may still have change streams
+        // (mongo-java-server keeps an oplog of its own): ask it by opening one.
+        let change_streams = replicated
+            || (topology == Topology::Standalone && probe_change_stream(db, redactor).await?);
         Ok(Self {
-            change_streams: replicated,
+            change_streams,
             transactions: replicated,
             topology,
         })
@@ -86,5 +98,33 @@ impl ServerCaps {
                 self.topology.describe()
             )))
         }
+    }
+}
+
+/// The server's code for an unknown command.
+const COMMAND_NOT_FOUND: i32 = 59;
+
+fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+/// Whether a `$changeStream` opens on this standalone server: a real standalone mongod refuses
+/// it with a command error (40573), mongo-java-server accepts it. The probe stream is closed at
+/// once; errors other than a refusal (server gone) are reported.
+async fn probe_change_stream(db: &Database, redactor: &Redactor) -> Result<bool> {
+    match db
+        .collection::<bson::Document>("polymongo_change_stream_probe")
+        .watch()
+        .await
+    {
+        Ok(stream) => {
+            drop(stream);
+            Ok(true)
+        }
+        Err(e) if command_code(&e).is_some() => Ok(false),
+        Err(e) => Err(Error::from_driver(e, redactor)),
     }
 }

@@ -1,11 +1,12 @@
 //! The `bindgen!` calls: Rust types and traits for the `polymongo:plugin` WIT package, one
 //! module per world.
 
-/// World `tenant-plugin`: async host imports (database, log), async `handler` export.
+/// World `tenant-plugin@0.2.0` (which includes `tenant-plugin@0.1.0`, so components built
+/// against 0.1.0 link too): async host imports (database, streams, log), async `handler` export.
 pub mod tenant {
     wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "tenant-plugin",
+        path: ["../wit", "../wit/v0.2"],
+        world: "polymongo:plugin/tenant-plugin@0.2.0",
         // Imports that never wait are plain (cheaper) synchronous host functions: `log`, and
         // those that only touch the request's resource table (taking the tenant's database,
         // opening a granted one, a handle's name, dropping handles).
@@ -16,12 +17,15 @@ pub mod tenant {
             "polymongo:plugin/database.[method]db.name": trappable,
             "polymongo:plugin/database.[drop]db": trappable,
             "polymongo:plugin/database.[drop]cursor": trappable,
+            "polymongo:plugin/streams.[method]change-stream.resume-token": trappable,
+            "polymongo:plugin/streams.[drop]change-stream": trappable,
             default: async | trappable,
         },
         exports: { default: async },
         with: {
             "polymongo:plugin/database.db": crate::runtime::host_db::DbHandle,
             "polymongo:plugin/database.cursor": crate::runtime::host_db::CursorHandle,
+            "polymongo:plugin/streams.change-stream": crate::runtime::streams::StreamHandle,
         },
     });
 }
@@ -35,5 +39,16 @@ pub mod scorer {
     });
 }
 
-pub use tenant::polymongo::plugin::{database, log, types};
+pub use tenant::polymongo::plugin0_1_0::{database, log, types};
+pub use tenant::polymongo::plugin0_2_0::streams;
 pub use tenant::{TenantPlugin, TenantPluginPre};
+
+impl TenantPlugin {
+    /// The `handler@0.1.0` export (the same in both worlds): the name the runtime calls it by,
+    /// whichever package versions the bindings were generated from.
+    pub fn polymongo_plugin_handler(
+        &self,
+    ) -> &tenant::exports::polymongo::plugin0_1_0::handler::Guest {
+        self.polymongo_plugin0_1_0_handler()
+    }
+}

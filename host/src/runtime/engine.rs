@@ -18,7 +18,7 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
+use super::bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
 use super::bindings::{TenantPlugin, TenantPluginPre};
 use super::compile_cache::CompileCache;
 use super::content_hash::{ContentHash, Probe};
@@ -29,6 +29,7 @@ use super::manifest::{Limits, Manifest};
 use super::recent::RecentComponents;
 use super::scorer::{ScorerComponent, ScorerLimits};
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
+use super::streams::StreamSlots;
 use super::warm::{ReadyInstance, ReadySlot};
 use crate::pool::PolyMongo;
 
@@ -113,6 +114,7 @@ struct RuntimeInner {
     cache: Option<CompileCache>,
     stop_ticker: Arc<AtomicBool>,
     logs: Arc<LogLimiter>,
+    streams: Arc<StreamSlots>,
 }
 
 impl Drop for RuntimeInner {
@@ -281,6 +283,7 @@ impl Runtime {
                     .clone()
                     .map(|dir| CompileCache::new(dir, &engine)),
                 logs: Arc::new(LogLimiter::new(config.log_limits)),
+                streams: Arc::default(),
                 engine,
                 linker,
                 manager,
@@ -706,6 +709,7 @@ impl Runtime {
             stderr,
             logs: self.inner.logs.clone(),
             log_bucket: None,
+            streams: self.inner.streams.clone(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

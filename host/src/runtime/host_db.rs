@@ -99,7 +99,7 @@ pub(crate) fn to_wit(e: pool::Error) -> WitError {
 }
 
 /// Collection names a plugin may use.
-fn check_collection(name: &str) -> WitResult<()> {
+pub(crate) fn check_collection(name: &str) -> WitResult<()> {
     if name.is_empty() {
         return Err(invalid("collection name is empty"));
     }
@@ -195,7 +195,7 @@ async fn bounded<R>(deadline: Instant, fut: impl Future<Output = pool::Result<R>
 }
 
 impl RequestState {
-    fn db_of(&self, handle: &Resource<DbHandle>) -> wasmtime::Result<Db> {
+    pub(crate) fn db_of(&self, handle: &Resource<DbHandle>) -> wasmtime::Result<Db> {
         Ok(self.table.get(handle)?.db.clone())
     }
 
@@ -220,7 +220,7 @@ impl RequestState {
     }
 
     /// Counts `bytes` of results against the per-call and per-request caps.
-    fn charge(&mut self, bytes: usize) -> WitResult<()> {
+    pub(crate) fn charge(&mut self, bytes: usize) -> WitResult<()> {
         let limits = self.scope.limits;
         if bytes > limits.max_result_bytes {
             return Err(WitError::TooLarge(limits.max_result_bytes as u64));

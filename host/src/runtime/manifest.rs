@@ -58,6 +58,8 @@ pub struct LimitOverrides {
     pub max_request_result_kb: Option<u64>,
     /// Cursors open at once per request.
     pub max_open_cursors: Option<u32>,
+    /// Change streams open at once per database (tenant), over all the plugin's requests.
+    pub max_open_streams: Option<u32>,
     /// Instances running at once.
     pub max_concurrent: Option<u32>,
     /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in MiB.
@@ -108,6 +110,8 @@ pub struct Limits {
     pub max_request_result_bytes: usize,
     /// Cursors open at once per request.
     pub max_open_cursors: u32,
+    /// Change streams open at once per database (tenant), over all the plugin's requests.
+    pub max_open_streams: u32,
     /// Instances running at once.
     pub max_concurrent: u32,
     /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in bytes.
@@ -128,6 +132,7 @@ impl Default for Limits {
             max_result_bytes: 4 << 20,
             max_request_result_bytes: 16 << 20,
             max_open_cursors: 16,
+            max_open_streams: 4,
             max_concurrent: 64,
             host_memory_bytes: 32 << 20,
             max_document_depth: 100,
@@ -156,6 +161,7 @@ impl Limits {
                 .map(kb)
                 .unwrap_or(self.max_request_result_bytes),
             max_open_cursors: o.max_open_cursors.unwrap_or(self.max_open_cursors),
+            max_open_streams: o.max_open_streams.unwrap_or(self.max_open_streams),
             max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
             host_memory_bytes: o
                 .host_memory_mb

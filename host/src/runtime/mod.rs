@@ -20,9 +20,10 @@ mod manifest;
 mod recent;
 mod scorer;
 mod state;
+mod streams;
 mod warm;
 
-pub use bindings::tenant::exports::polymongo::plugin::handler::{Request, Response};
+pub use bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
 pub use content_hash::{ContentHash, Probe};
 pub use engine::{
     new_engine, spawn_epoch_ticker, valid_plugin_name, HashedFile, InvokeTimings, Loaded, Plugin,

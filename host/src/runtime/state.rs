@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::host_log::truncate_message;
 use super::log_limit::{LogBucket, LogLimiter};
 use super::manifest::Limits;
+use super::streams::StreamSlots;
 use crate::pool::{Db, PolyMongo};
 
 /// Bytes of stdout/stderr kept per request (the rest is dropped).
@@ -101,6 +102,8 @@ pub(crate) struct RequestState {
     pub logs: Arc<LogLimiter>,
     /// This instance's bucket of `logs`, found on its first log line (per tenant binding).
     pub log_bucket: Option<Arc<LogBucket>>,
+    /// Open change streams per (plugin, database) (shared by the runtime's requests).
+    pub streams: Arc<StreamSlots>,
 }
 
 impl WasiView for RequestState {

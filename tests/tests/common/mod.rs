@@ -37,6 +37,8 @@ pub struct Options {
     pub recent_components: usize,
     /// Adjusts the connection manager.
     pub manager: Box<dyn FnOnce(Builder) -> Builder + Send>,
+    /// The database server (default: the harness's, `test_uri()`).
+    pub uri: Option<String>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             cache_dir: None,
             recent_components: RuntimeConfig::default().recent_components,
             manager: Box::new(|b| b),
+            uri: None,
         }
     }
 }
@@ -88,7 +91,7 @@ impl Host {
         for (name, text) in &options.manifests {
             std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
         }
-        let builder = PolyMongo::builder(test_uri())
+        let builder = PolyMongo::builder(options.uri.clone().unwrap_or_else(test_uri))
             .metadata_db(unique_db("meta"))
             .no_idle_timeout();
         let manager = (options.manager)(builder).build().await.unwrap();

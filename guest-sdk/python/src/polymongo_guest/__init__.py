@@ -41,11 +41,14 @@ from wit_world import exports as _exports
 from wit_world.exports import handler as _handler
 from wit_world.imports import database as _database
 from wit_world.imports import log as _log
+from wit_world.imports import streams as _streams
 from wit_world.imports import types as _types
 
 __all__ = [
     "DEFAULT_BATCH",
+    "DEFAULT_WAIT_MS",
     "BsonError",
+    "ChangeStream",
     "Collection",
     "Cursor",
     "Db",
@@ -74,6 +77,9 @@ __all__ = [
 
 #: Documents per ``next-batch`` call when no batch size is set (as in the Rust SDK).
 DEFAULT_BATCH = 100
+
+#: How long (ms) iterating a :class:`ChangeStream` waits for the next event before it ends.
+DEFAULT_WAIT_MS = 1000
 
 #: How documents from the host are decoded: timezone-aware UTC datetimes, and
 #: ``DatetimeMS`` for dates outside Python's range.
@@ -308,6 +314,24 @@ class Collection:
         self.raw = raw
         self.name = name
 
+    def watch(
+        self,
+        pipeline: Sequence[Document] = (),
+        *,
+        full_document: bool = False,
+        resume_after: Optional[Document] = None,
+        batch_size: Optional[int] = None,
+        wait_ms: int = DEFAULT_WAIT_MS,
+    ) -> "ChangeStream":
+        """Opens a change stream on this collection, filtered by ``pipeline``; see
+        :class:`ChangeStream`. ``full_document`` adds the current document to update events;
+        ``resume_after`` continues after a stored token. The pool stays protected while it is
+        open."""
+        options = _streams.WatchOptions(full_document, _opt(resume_after), batch_size)
+        stages = [encode(s) for s in pipeline]
+        raw = _call(lambda: _streams.watch(self.raw, self.name, stages, options))
+        return ChangeStream(raw, wait_ms)
+
     def find(
         self,
         filter: Optional[Document] = None,
@@ -434,6 +458,62 @@ class Collection:
         """Creates an index on ``keys``; returns its name (a no-op if it already exists)."""
         options = _database.IndexOptions(name, unique, expire_after_seconds)
         return _call(lambda: self.raw.create_index(self.name, encode(keys), options))
+
+
+class ChangeStream:
+    """An open change stream (``polymongo:plugin@0.2.0``): the server's change events
+    (``operationType``, ``fullDocument``, ``_id`` = resume token). Iterate it (``for`` or
+    ``async for``): iteration ends when no event arrives within ``wait_ms`` (the stream stays
+    usable). :meth:`resume_token` is the token after the last event handed out: store it and
+    pass it as ``resume_after`` later. The host closes the stream when the request ends."""
+
+    def __init__(self, raw: _streams.ChangeStream, wait_ms: int = DEFAULT_WAIT_MS) -> None:
+        self.raw = raw
+        self.wait_ms = wait_ms
+        self._buffer: list[dict[str, Any]] = []
+        self._last_yielded: Optional[Any] = None
+
+    def _take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if events and "_id" in events[-1]:
+            self._last_yielded = events[-1]["_id"]
+        return events
+
+    def next_batch(self, max: int = DEFAULT_BATCH, wait_ms: Optional[int] = None) -> list[dict[str, Any]]:
+        """Up to ``max`` further events; waits up to ``wait_ms`` for the first. ``[]``: none
+        came in time."""
+        if self._buffer:
+            events, self._buffer = self._buffer[:max], self._buffer[max:]
+            return self._take(events)
+        wait = self.wait_ms if wait_ms is None else wait_ms
+        return self._take([decode(e) for e in _call(lambda: self.raw.next(max, wait))])
+
+    def resume_token(self) -> Optional[dict[str, Any]]:
+        """The token to resume after the last event handed out (``None`` if there is none)."""
+        if self._buffer:
+            return self._last_yielded
+        token = _call(lambda: self.raw.resume_token())
+        return None if token is None else decode(token)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            if not self._buffer:
+                batch = _call(lambda: self.raw.next(DEFAULT_BATCH, self.wait_ms))
+                if not batch:
+                    return
+                self._buffer = [decode(e) for e in batch]
+            event = self._buffer.pop(0)
+            self._take([event])
+            yield event
+
+    def __aiter__(self) -> "ChangeStream":
+        self._iter = iter(self)
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            return next(self._iter)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
 
 class Cursor:

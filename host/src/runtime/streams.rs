@@ -1,0 +1,335 @@
+//! Host side of the `streams` interface (`polymongo:plugin@0.2.0`): change streams for
+//! plugins.
+//!
+//! A stream holds a keep-alive guard on its database's pool (the pool is watch-protected:
+//! never evicted or idle-closed while it lives), a slot of the per-(plugin, database) cap
+//! `limits.max_open_streams`, and a reservation of the request's host-memory budget for the
+//! batch the driver buffers. All three go when the plugin drops the stream or the request
+//! ends (the request's resource table is dropped then).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bson::{Document, RawDocumentBuf};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::options::{ChangeStreamOptions, FullDocumentType};
+use wasmtime::component::Resource;
+
+use super::bindings::streams::{Host, HostChangeStream, WatchOptions};
+use super::bindings::types::Error as WitError;
+use super::host_db::{check_collection, check_pipeline, to_wit, DbHandle};
+use super::input::{batch_bytes, decode, decode_opt, INITIAL_DOC_SIZE_HINT};
+use super::state::RequestState;
+use crate::pool;
+
+type WitResult<T> = Result<T, WitError>;
+
+/// Most events one `next` call returns.
+const MAX_EVENTS_PER_CALL: u32 = 10_000;
+/// Events per server batch unless the plugin asks for another size (at most
+/// [`MAX_EVENTS_PER_CALL`], and fewer when the host-memory budget is short).
+const DEFAULT_STREAM_BATCH: u32 = 100;
+
+/// An open change stream handed to a plugin.
+pub struct StreamHandle {
+    stream: pool::ChangeStream<RawDocumentBuf>,
+    /// An event read but not returned because the call's byte cap was full.
+    pending: Option<RawDocumentBuf>,
+    /// Events per server batch.
+    batch_size: u32,
+    /// The largest event read so far.
+    max_event: usize,
+    /// Bytes of the request's host-memory budget it holds.
+    charged: usize,
+    /// `{ "_data": ... }` of the last event handed to the plugin.
+    delivered: Option<Vec<u8>>,
+    _slot: StreamSlot,
+}
+
+/// Open change streams per (plugin, database), shared by all requests of a runtime.
+#[derive(Debug, Default)]
+pub(crate) struct StreamSlots {
+    open: Mutex<HashMap<(Arc<str>, String), u32>>,
+}
+
+/// One open stream's place in [`StreamSlots`]; gives it back when dropped.
+pub(crate) struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    key: (Arc<str>, String),
+}
+
+impl StreamSlots {
+    /// Takes a slot for `plugin` on `database`, or says how many are allowed.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        plugin: &Arc<str>,
+        database: &str,
+        max: u32,
+    ) -> Result<StreamSlot, u32> {
+        let key = (plugin.clone(), database.to_string());
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(key.clone()).or_insert(0);
+        if *count >= max {
+            return Err(max);
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+
+    /// Streams `plugin` holds open on `database` now.
+    #[cfg(test)]
+    fn open(&self, plugin: &str, database: &str) -> u32 {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.iter()
+            .find(|((p, d), _)| &**p == plugin && d == database)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> WitError {
+    WitError::InvalidArgument(msg.into())
+}
+
+/// A resume token the plugin sent back (a document such as `{ "_data": "..." }`).
+fn resume_token(doc: Document) -> WitResult<ResumeToken> {
+    bson::from_document(doc).map_err(|e| invalid(format!("invalid resume token: {e}")))
+}
+
+/// A resume token as the BSON document the plugin stores.
+fn token_bytes(token: &ResumeToken) -> Option<Vec<u8>> {
+    let doc = bson::to_document(token).ok()?;
+    let mut out = Vec::new();
+    doc.to_writer(&mut out).ok()?;
+    Some(out)
+}
+
+/// `?` for the inner (WIT) result inside a function returning `wasmtime::Result<WitResult<_>>`.
+macro_rules! wit_try {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+impl Host for RequestState {
+    async fn watch(
+        &mut self,
+        db: Resource<DbHandle>,
+        collection: String,
+        pipeline: Vec<Vec<u8>>,
+        options: WatchOptions,
+    ) -> wasmtime::Result<WitResult<Resource<StreamHandle>>> {
+        let db = self.db_of(&db)?;
+        wit_try!(check_collection(&collection));
+        let input = pipeline.iter().map(Vec::len).sum::<usize>()
+            + options.resume_after.as_ref().map_or(0, Vec::len);
+        wit_try!(self.input_fits(input));
+        let rules = self.query_rules();
+        let pipeline: Vec<Document> = wit_try!(pipeline
+            .iter()
+            .enumerate()
+            .map(|(i, d)| decode(d, &format!("pipeline stage {i}"), rules))
+            .collect::<WitResult<_>>());
+        wit_try!(check_pipeline(&pipeline, db.name()));
+        let resume_after = match decode_opt(&options.resume_after, "resume token", rules) {
+            Ok(Some(doc)) => Some(wit_try!(resume_token(doc))),
+            Ok(None) => None,
+            Err(e) => return Ok(Err(e)),
+        };
+        let max = self.scope.limits.max_open_streams;
+        let slot = match self.streams.take(&self.scope.plugin, db.name(), max) {
+            Ok(slot) => slot,
+            Err(max) => {
+                return Ok(Err(WitError::LimitReached(format!(
+                    "plugin {} may hold at most {max} change streams open on database {} at once \
+                     (limits.max_open_streams); drop streams it no longer reads",
+                    self.scope.plugin,
+                    db.name()
+                ))))
+            }
+        };
+        let requested = Some(options.batch_size.unwrap_or(DEFAULT_STREAM_BATCH));
+        let (batch_size, reserved) = wit_try!(self.plan_cursor(requested, MAX_EVENTS_PER_CALL));
+        let stream_options = ChangeStreamOptions::builder()
+            .full_document(
+                options
+                    .full_document
+                    .then_some(FullDocumentType::UpdateLookup),
+            )
+            .resume_after(resume_after)
+            .batch_size(batch_size)
+            .build();
+        let coll = db.collection::<Document>(&collection);
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let opened = tokio::time::timeout(remaining, coll.watch_events(pipeline, stream_options));
+        let stream = match opened.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Ok(Err(to_wit(e))),
+            Err(_) => {
+                return Ok(Err(WitError::Timeout(
+                    "the request's deadline passed while opening a change stream".into(),
+                )))
+            }
+        };
+        if let Err(e) = self.recharge(0, reserved) {
+            // Refused: the stream is closed here, and its reservation given back.
+            self.host_bytes = self.host_bytes.saturating_sub(reserved);
+            return Ok(Err(e));
+        }
+        Ok(Ok(self.table.push(StreamHandle {
+            stream,
+            pending: None,
+            batch_size,
+            max_event: 0,
+            charged: reserved,
+            delivered: None,
+            _slot: slot,
+        })?))
+    }
+}
+
+impl HostChangeStream for RequestState {
+    async fn next(
+        &mut self,
+        this: Resource<StreamHandle>,
+        max: u32,
+        wait_ms: u32,
+    ) -> wasmtime::Result<WitResult<Vec<Vec<u8>>>> {
+        let max = max.clamp(1, MAX_EVENTS_PER_CALL) as usize;
+        let per_call = self.scope.limits.max_result_bytes;
+        let wait_until =
+            (Instant::now() + Duration::from_millis(u64::from(wait_ms))).min(self.deadline);
+        let handle = self.table.get_mut(&this)?;
+        let mut events: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0usize;
+        let outcome: WitResult<()> = async {
+            while events.len() < max {
+                let event = match handle.pending.take() {
+                    Some(event) => event,
+                    None => {
+                        // Wait for the first event; after it, take only what has arrived.
+                        let wait = if events.is_empty() {
+                            wait_until.saturating_duration_since(Instant::now())
+                        } else {
+                            Duration::ZERO
+                        };
+                        match tokio::time::timeout(wait, handle.stream.next()).await {
+                            Err(_) => break,
+                            Ok(None) => break,
+                            Ok(Some(Err(e))) if events.is_empty() => return Err(to_wit(e)),
+                            // Return what was read; the next call meets the error again.
+                            Ok(Some(Err(_))) => break,
+                            Ok(Some(Ok(event))) => event,
+                        }
+                    }
+                };
+                let size = event.as_bytes().len();
+                handle.max_event = handle.max_event.max(size);
+                if bytes + size > per_call {
+                    let too_large = events.is_empty();
+                    handle.pending = Some(event);
+                    if too_large {
+                        return Err(WitError::TooLarge(per_call as u64));
+                    }
+                    break;
+                }
+                bytes += size;
+                if let Ok(id) = event.get_document("_id") {
+                    handle.delivered = Some(id.as_bytes().to_vec());
+                }
+                events.push(event.into_bytes());
+            }
+            Ok(())
+        }
+        .await;
+        let old = handle.charged;
+        let new = batch_bytes(
+            handle.batch_size,
+            handle.max_event.max(INITIAL_DOC_SIZE_HINT),
+        )
+        .max(old);
+        handle.charged = new;
+        wit_try!(outcome);
+        wit_try!(self.recharge(old, new));
+        wit_try!(self.charge(bytes));
+        Ok(Ok(events))
+    }
+
+    fn resume_token(&mut self, this: Resource<StreamHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let handle = self.table.get(&this)?;
+        // With an event held back for the next call, the driver's token is already past it:
+        // resume after the last event the plugin got instead.
+        if handle.pending.is_some() {
+            return Ok(handle.delivered.clone());
+        }
+        Ok(handle.stream.resume_token().as_ref().and_then(token_bytes))
+    }
+
+    fn drop(&mut self, this: Resource<StreamHandle>) -> wasmtime::Result<()> {
+        let handle = self.table.delete(this)?;
+        self.host_bytes = self.host_bytes.saturating_sub(handle.charged);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_capped_per_plugin_and_database_and_given_back_on_drop() {
+        let slots = Arc::new(StreamSlots::default());
+        let plugin: Arc<str> = Arc::from("p");
+        let other: Arc<str> = Arc::from("q");
+        let a = slots.take(&plugin, "t1", 2).expect("first slot");
+        let b = slots.take(&plugin, "t1", 2).expect("second slot");
+        assert_eq!(slots.take(&plugin, "t1", 2).err(), Some(2));
+        // Another database and another plugin have their own count.
+        let c = slots.take(&plugin, "t2", 2).expect("other database");
+        let d = slots.take(&other, "t1", 2).expect("other plugin");
+        assert_eq!(slots.open("p", "t1"), 2);
+        drop(a);
+        assert_eq!(slots.open("p", "t1"), 1);
+        let e = slots
+            .take(&plugin, "t1", 2)
+            .expect("a slot given back is free again");
+        drop((b, c, d, e));
+        assert_eq!(slots.open("p", "t1"), 0);
+        assert!(slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty());
+    }
+
+    #[test]
+    fn resume_tokens_round_trip() {
+        let doc = bson::doc! { "_data": "8263a1b2c3000000012b022c0100296e5a1004" };
+        let token = resume_token(doc.clone()).expect("a token document");
+        let bytes = token_bytes(&token).expect("encodable");
+        let back = Document::from_reader(bytes.as_slice()).expect("BSON");
+        assert_eq!(back, doc);
+    }
+}
