@@ -235,8 +235,9 @@ fn replay_one(
     }
 }
 
-/// `follow:E1+E2…[@HALF_LIFE/MARGIN]`: the follower of `scorer-hybrid`, natively, with
-/// experts among `wtinylfu`, `lru`, `arc` (an experiment; the scorer is what ships).
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE]]`: the follower of `scorer-hybrid`,
+/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits` (an experiment; the scorer
+/// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
     let body = spec.trim_start_matches("follow:");
     let (names, rule) = match body.split_once('@') {
@@ -255,8 +256,15 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let (h, m) = rule
             .split_once('/')
             .with_context(|| format!("{spec}: expected @HALF_LIFE/MARGIN"))?;
+        let (m, z) = match m.split_once('/') {
+            Some((m, z)) => (m, Some(z)),
+            None => (m, None),
+        };
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
+        if let Some(z) = z {
+            leader.confidence = z.parse().context("confidence")?;
+        }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))
 }

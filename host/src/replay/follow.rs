@@ -93,6 +93,9 @@ pub struct LeaderRule {
     /// Another expert takes the lead when its decayed hit ratio exceeds the leader's by more
     /// than this (hysteresis: switching costs misses while the real pools converge).
     pub margin: f64,
+    /// ... and when its lead over the leader, request by request, is this many standard
+    /// errors above zero (a paired test on the decayed hit differences; 0 disables it).
+    pub confidence: f64,
 }
 
 impl Default for LeaderRule {
@@ -100,6 +103,7 @@ impl Default for LeaderRule {
         Self {
             half_life_per_slot: 10.0,
             margin: 0.01,
+            confidence: 0.0,
         }
     }
 }
@@ -120,6 +124,10 @@ pub struct Follower {
     clock: u64,
     experts: Vec<Box<dyn Expert + Send>>,
     hits: Vec<f64>,
+    /// Decayed sums of `hit_i − hit_j` and of its square, for every pair (row-major).
+    lead: Vec<f64>,
+    lead_squares: Vec<f64>,
+    outcomes: Vec<bool>,
     weight: f64,
     decay: f64,
     leader: usize,
@@ -145,6 +153,9 @@ impl Follower {
             clock: 0,
             experts,
             hits: vec![0.0; n],
+            lead: vec![0.0; n * n],
+            lead_squares: vec![0.0; n * n],
+            outcomes: vec![false; n],
             weight: 0.0,
             decay: 1.0,
             leader: 0,
@@ -223,9 +234,26 @@ impl Follower {
     fn feed(&mut self, key: u32) {
         let hash = self.hashes[key as usize];
         self.weight = self.weight * self.decay + 1.0;
-        for (expert, hits) in self.experts.iter_mut().zip(&mut self.hits) {
+        for ((expert, hits), outcome) in self
+            .experts
+            .iter_mut()
+            .zip(&mut self.hits)
+            .zip(&mut self.outcomes)
+        {
             let hit = expert.request(key, hash);
             *hits = *hits * self.decay + if hit { 1.0 } else { 0.0 };
+            *outcome = hit;
+        }
+        if self.rule.confidence > 0.0 {
+            let n = self.outcomes.len();
+            for i in 0..n {
+                for j in 0..n {
+                    let d = f64::from(u8::from(self.outcomes[i])) - f64::from(u8::from(self.outcomes[j]));
+                    let at = i * n + j;
+                    self.lead[at] = self.lead[at] * self.decay + d;
+                    self.lead_squares[at] = self.lead_squares[at] * self.decay + d * d;
+                }
+            }
         }
     }
 
@@ -238,13 +266,25 @@ impl Follower {
         self.decay = 0.5f64.powf(1.0 / half_life);
     }
 
+    /// Whether expert `challenger` leads the current leader clearly enough to take over.
+    fn clear_lead(&self, challenger: usize) -> bool {
+        let margin = self.rule.margin * self.weight;
+        if self.hits[challenger] <= self.hits[self.leader] + margin {
+            return false;
+        }
+        if self.rule.confidence <= 0.0 {
+            return true;
+        }
+        let at = challenger * self.hits.len() + self.leader;
+        self.lead[at] > self.rule.confidence * self.lead_squares[at].sqrt()
+    }
+
     fn choose_leader(&mut self) {
-        let best = (0..self.hits.len()).max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
+        let best = (0..self.hits.len())
+            .filter(|&c| c != self.leader && self.clear_lead(c))
+            .max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
         if let Some(best) = best {
-            let margin = self.rule.margin * self.weight;
-            if self.hits[best] > self.hits[self.leader] + margin {
-                self.leader = best;
-            }
+            self.leader = best;
         }
     }
 
@@ -300,6 +340,8 @@ impl Follower {
                 }
             }
             self.hits.iter_mut().for_each(|h| *h = 0.0);
+            self.lead.iter_mut().for_each(|h| *h = 0.0);
+            self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
             self.weight = 0.0;
         } else if maximum != self.maximum {
             self.set_maximum(maximum);

@@ -27,6 +27,7 @@ mod sim;
 mod sketch;
 mod suite;
 mod trace;
+mod visits;
 mod wasm;
 mod wtinylfu;
 
@@ -41,5 +42,6 @@ pub use sim::{simulate, SimConfig, SimResult};
 pub use sketch::{java_hash, FrequencySketch};
 pub use suite::{Suite, SuiteRow, Verdict};
 pub use trace::{generate, Trace, TraceSpec};
+pub use visits::VisitsExpert;
 pub use wasm::ScorerLoader;
 pub use wtinylfu::{Region, WTinyLfu};

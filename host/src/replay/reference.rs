@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use super::experts::{Arc, Expert, Lru};
 use super::follow::{Follower, LeaderRule};
+use super::visits::VisitsExpert;
 use super::wtinylfu::WTinyLfu;
 use crate::pool::{EvictionPolicy, PoolStats};
 
@@ -46,12 +47,13 @@ impl WTinyLfuPolicy {
         }
     }
 
-    /// Experts by name: `wtinylfu`, `lru`, `arc`.
+    /// Experts by name: `wtinylfu`, `lru`, `arc`, `visits`.
     pub fn expert(name: &str) -> Option<Box<dyn Expert + Send>> {
         match name {
             WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
             "lru" => Some(Box::new(Lru::new())),
             "arc" => Some(Box::new(Arc::new())),
+            "visits" => Some(Box::new(VisitsExpert::new())),
             _ => None,
         }
     }
