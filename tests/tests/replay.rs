@@ -151,7 +151,7 @@ fn min_is_never_worse_than_lru_or_seed() {
             let hybrid_result = replay(&trace, &hybrid_scorer, capacity);
             assert_eq!(hybrid_result.policy_fallbacks, 0);
             // The scorer runs the replay tool's own follower: the same victims natively.
-            let experts = ["wtinylfu", "lru", "arc"]
+            let experts = HYBRID_EXPERTS
                 .map(|e| WTinyLfuPolicy::expert(e).expect("expert"))
                 .into_iter()
                 .collect();

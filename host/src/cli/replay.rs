@@ -235,8 +235,8 @@ fn replay_one(
     }
 }
 
-/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE]]`: the follower of `scorer-hybrid`,
-/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits` (an experiment; the scorer
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST]]]]]`: the follower of `scorer-hybrid`,
+/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (an experiment; the scorer
 /// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
     let body = spec.trim_start_matches("follow:");
@@ -256,14 +256,25 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let (h, m) = rule
             .split_once('/')
             .with_context(|| format!("{spec}: expected @HALF_LIFE/MARGIN"))?;
-        let (m, z) = match m.split_once('/') {
-            Some((m, z)) => (m, Some(z)),
-            None => (m, None),
-        };
+        let mut rest = m.split('/');
+        let m = rest.next().unwrap_or_default();
+        let z = rest.next();
+        let cost = rest.next();
+        let support = rest.next();
+        let cusum = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
         if let Some(z) = z {
             leader.confidence = z.parse().context("confidence")?;
+        }
+        if let Some(cost) = cost {
+            leader.switch_cost = cost.parse().context("switch cost")?;
+        }
+        if let Some(support) = support {
+            leader.support_scale = support.parse().context("support scale")?;
+        }
+        if let Some(cusum) = cusum {
+            leader.cusum_cost = cusum.parse().context("CUSUM cost")?;
         }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))

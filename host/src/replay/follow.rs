@@ -96,6 +96,18 @@ pub struct LeaderRule {
     /// ... and when its lead over the leader, request by request, is this many standard
     /// errors above zero (a paired test on the decayed hit differences; 0 disables it).
     pub confidence: f64,
+    /// ... and when its decayed lead in hits exceeds this many times the number of real pools
+    /// it does not hold (what following it would cost in misses at most; 0 disables it).
+    pub switch_cost: f64,
+    /// Scale of the hit-ratio differences within which the other experts' wishes count when
+    /// the real pools converge to the leader's (see `least_supported_stray`; 0: least
+    /// recently used first).
+    pub support_scale: f64,
+    /// When above 0, the leader is chosen by a CUSUM instead: each other expert accumulates
+    /// its excess hits over the leader's (never below 0), and takes the lead when they exceed
+    /// this many times the number of real pools it does not hold (the most misses the switch
+    /// can cost). `margin`, `confidence` and `switch_cost` are then unused.
+    pub cusum_cost: f64,
 }
 
 impl Default for LeaderRule {
@@ -104,6 +116,9 @@ impl Default for LeaderRule {
             half_life_per_slot: 10.0,
             margin: 0.01,
             confidence: 0.0,
+            switch_cost: 0.0,
+            support_scale: 0.01,
+            cusum_cost: 0.0,
         }
     }
 }
@@ -128,6 +143,10 @@ pub struct Follower {
     lead: Vec<f64>,
     lead_squares: Vec<f64>,
     outcomes: Vec<bool>,
+    /// CUSUM of each expert's excess hits over the leader's, and the number of real pools it
+    /// did not hold when last counted.
+    excess: Vec<f64>,
+    missing: Vec<usize>,
     weight: f64,
     decay: f64,
     leader: usize,
@@ -156,6 +175,8 @@ impl Follower {
             lead: vec![0.0; n * n],
             lead_squares: vec![0.0; n * n],
             outcomes: vec![false; n],
+            excess: vec![0.0; n],
+            missing: vec![0; n],
             weight: 0.0,
             decay: 1.0,
             leader: 0,
@@ -244,11 +265,18 @@ impl Follower {
             *hits = *hits * self.decay + if hit { 1.0 } else { 0.0 };
             *outcome = hit;
         }
+        if self.rule.cusum_cost > 0.0 {
+            let leader = f64::from(u8::from(self.outcomes[self.leader]));
+            for (excess, &hit) in self.excess.iter_mut().zip(&self.outcomes) {
+                *excess = (*excess + f64::from(u8::from(hit)) - leader).max(0.0);
+            }
+        }
         if self.rule.confidence > 0.0 {
             let n = self.outcomes.len();
             for i in 0..n {
                 for j in 0..n {
-                    let d = f64::from(u8::from(self.outcomes[i])) - f64::from(u8::from(self.outcomes[j]));
+                    let d = f64::from(u8::from(self.outcomes[i]))
+                        - f64::from(u8::from(self.outcomes[j]));
                     let at = i * n + j;
                     self.lead[at] = self.lead[at] * self.decay + d;
                     self.lead_squares[at] = self.lead_squares[at] * self.decay + d * d;
@@ -266,6 +294,39 @@ impl Follower {
         self.decay = 0.5f64.powf(1.0 / half_life);
     }
 
+    /// Among the real pools the leader does not hold, the index of the one the other experts
+    /// want least: each expert holding it adds `e^(−(best − its hit ratio) / support_scale)`
+    /// (an expert as good as the best counts 1, a clearly worse one nearly 0), ties to the
+    /// least recently used. So while the real pools converge to a new leader's cache, what a
+    /// close runner-up also holds stays, and switching back costs fewer misses.
+    fn least_supported_stray(&self, keys: &[u32]) -> Option<usize> {
+        let ratios = self.hit_ratios();
+        let best = ratios.iter().map(|&(_, r)| r).fold(0.0, f64::max);
+        let weights: Vec<f64> = ratios
+            .iter()
+            .map(|&(_, r)| (-(best - r) / self.rule.support_scale).exp())
+            .collect();
+        let leader = &self.experts[self.leader];
+        let mut chosen: Option<(f64, u64, usize)> = None;
+        for (i, &k) in keys.iter().enumerate() {
+            if leader.contains(k) {
+                continue;
+            }
+            let support: f64 = self
+                .experts
+                .iter()
+                .zip(&weights)
+                .filter(|(e, _)| e.contains(k))
+                .map(|(_, w)| w)
+                .sum();
+            let last_use = self.last_use[k as usize];
+            if chosen.is_none_or(|(s, u, _)| (support, last_use) < (s, u)) {
+                chosen = Some((support, last_use, i));
+            }
+        }
+        chosen.map(|(_, _, i)| i)
+    }
+
     /// Whether expert `challenger` leads the current leader clearly enough to take over.
     fn clear_lead(&self, challenger: usize) -> bool {
         let margin = self.rule.margin * self.weight;
@@ -279,11 +340,46 @@ impl Follower {
         self.lead[at] > self.rule.confidence * self.lead_squares[at].sqrt()
     }
 
-    fn choose_leader(&mut self) {
+    /// CUSUM rule (see [`LeaderRule::cusum_cost`]).
+    fn choose_leader_by_excess(&mut self, keys: &[u32]) {
+        let mut best: Option<usize> = None;
+        for c in 0..self.experts.len() {
+            if c == self.leader || self.excess[c] <= self.rule.cusum_cost * self.missing[c] as f64 {
+                continue;
+            }
+            // Count again only when the excess passed the last count (it changes slowly).
+            let challenger = &self.experts[c];
+            self.missing[c] = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+            if self.excess[c] > self.rule.cusum_cost * self.missing[c] as f64
+                && best.is_none_or(|b| self.excess[c] > self.excess[b])
+            {
+                best = Some(c);
+            }
+        }
+        if let Some(best) = best {
+            self.leader = best;
+            self.excess.iter_mut().for_each(|e| *e = 0.0);
+            self.missing.iter_mut().for_each(|m| *m = 0);
+        }
+    }
+
+    fn choose_leader(&mut self, keys: &[u32]) {
+        if self.rule.cusum_cost > 0.0 {
+            self.choose_leader_by_excess(keys);
+            return;
+        }
         let best = (0..self.hits.len())
             .filter(|&c| c != self.leader && self.clear_lead(c))
             .max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
         if let Some(best) = best {
+            if self.rule.switch_cost > 0.0 {
+                let challenger = &self.experts[best];
+                let missing = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+                let lead = self.hits[best] - self.hits[self.leader];
+                if lead <= self.rule.switch_cost * missing as f64 {
+                    return;
+                }
+            }
             self.leader = best;
         }
     }
@@ -342,29 +438,37 @@ impl Follower {
             self.hits.iter_mut().for_each(|h| *h = 0.0);
             self.lead.iter_mut().for_each(|h| *h = 0.0);
             self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
+            self.excess.iter_mut().for_each(|h| *h = 0.0);
             self.weight = 0.0;
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        self.choose_leader();
+        self.choose_leader(&keys);
 
-        let leader = &mut self.experts[self.leader];
-        let oldest = |pick: &dyn Fn(u32) -> bool| {
-            keys.iter()
-                .enumerate()
-                .filter(|&(_, &k)| pick(k))
-                .min_by_key(|&(_, &k)| self.last_use[k as usize])
-                .map(|(i, _)| i)
+        let leader = &self.experts[self.leader];
+        let stray = if self.rule.support_scale > 0.0 && self.experts.len() > 2 {
+            self.least_supported_stray(&keys)
+        } else {
+            self.oldest(&keys, |k| !leader.contains(k))
         };
-        if let Some(i) = oldest(&|k| !leader.contains(k)) {
+        if let Some(i) = stray {
             return Some(i);
         }
-        if let Some(victim) = leader.next_victim() {
+        if let Some(victim) = self.experts[self.leader].next_victim() {
             if let Some(i) = keys.iter().position(|&k| k == victim) {
                 return Some(i);
             }
         }
-        oldest(&|_| true)
+        self.oldest(&keys, |_| true)
+    }
+
+    /// The index of the least recently used of `keys` that `pick` accepts.
+    fn oldest(&self, keys: &[u32], pick: impl Fn(u32) -> bool) -> Option<usize> {
+        keys.iter()
+            .enumerate()
+            .filter(|&(_, &k)| pick(k))
+            .min_by_key(|&(_, &k)| self.last_use[k as usize])
+            .map(|(i, _)| i)
     }
 }
 

@@ -19,6 +19,7 @@
 mod experts;
 mod file;
 mod follow;
+mod lirs;
 mod min;
 mod reference;
 mod report;
@@ -34,8 +35,9 @@ mod wtinylfu;
 pub use experts::{Arc as ArcPolicy, Expert, Lru};
 pub use file::{read_trace, read_trace_from, write_trace};
 pub use follow::{FastHasher, FastMap, Follower, LeaderRule};
+pub use lirs::Lirs;
 pub use min::belady;
-pub use reference::{WTinyLfuPolicy, WTINYLFU};
+pub use reference::{WTinyLfuPolicy, HYBRID_EXPERTS, WTINYLFU};
 pub use report::{gap_closed, Report, Row};
 pub use rng::Rng;
 pub use sim::{simulate, SimConfig, SimResult};
