@@ -235,7 +235,7 @@ fn replay_one(
     }
 }
 
-/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST]]]]]`: the follower of `scorer-hybrid`,
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager]]]]]]`: the follower of `scorer-hybrid`,
 /// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (an experiment; the scorer
 /// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
@@ -262,6 +262,7 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let cost = rest.next();
         let support = rest.next();
         let cusum = rest.next();
+        let lazy = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
         if let Some(z) = z {
@@ -275,6 +276,13 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         }
         if let Some(cusum) = cusum {
             leader.cusum_cost = cusum.parse().context("CUSUM cost")?;
+        }
+        if let Some(lazy) = lazy {
+            leader.lazy = match lazy {
+                "lazy" => true,
+                "eager" => false,
+                other => bail!("{spec}: expected lazy or eager, not {other:?}"),
+            };
         }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))

@@ -108,6 +108,10 @@ pub struct LeaderRule {
     /// this many times the number of real pools it does not hold (the most misses the switch
     /// can cost). `margin`, `confidence` and `switch_cost` are then unused.
     pub cusum_cost: f64,
+    /// Lazy migration: the leader's own next victim goes first when it is open, the real
+    /// pools it does not hold only when it is not (they then converge only as far as the
+    /// leader's victims force them).
+    pub lazy: bool,
 }
 
 impl Default for LeaderRule {
@@ -119,6 +123,7 @@ impl Default for LeaderRule {
             switch_cost: 0.0,
             support_scale: 0.01,
             cusum_cost: 0.0,
+            lazy: true,
         }
     }
 }
@@ -445,6 +450,13 @@ impl Follower {
         }
         self.choose_leader(&keys);
 
+        if self.rule.lazy {
+            if let Some(victim) = self.experts[self.leader].next_victim() {
+                if let Some(i) = keys.iter().position(|&k| k == victim) {
+                    return Some(i);
+                }
+            }
+        }
         let leader = &self.experts[self.leader];
         let stray = if self.rule.support_scale > 0.0 && self.experts.len() > 2 {
             self.least_supported_stray(&keys)
