@@ -17,7 +17,9 @@
 //!
 //! No dependency beyond std, so that a scorer component can include this file.
 
-use super::experts::Expert;
+use std::collections::BTreeSet;
+
+use super::experts::{Expert, Lists};
 use super::follow::FastMap;
 
 /// Reuses closer than this many times the median reuse gap continue a visit.
@@ -95,6 +97,16 @@ impl History {
             decay(at_reset, now - self.reset_at, self.long_half_life)
         } else {
             decay(counts.long, now - counts.at, self.long_half_life)
+        }
+    }
+
+    /// A number that orders keys as their long-memory counts do at any one time, and does
+    /// not change as time passes: `log2` of the count, plus the time in half-lives.
+    fn rank(&self, counts: Counts) -> f64 {
+        if counts.at < self.reset_at {
+            self.short(counts, self.reset_at).log2() + self.reset_at as f64 / self.long_half_life
+        } else {
+            counts.long.log2() + counts.at as f64 / self.long_half_life
         }
     }
 
@@ -235,27 +247,53 @@ impl Visits {
     }
 }
 
-/// A cached key.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    key: u32,
+/// What the expert knows of a key.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
     counts: Counts,
     last_use: u64,
+    /// [`History::rank`] of `counts`, while cached.
+    rank: f64,
+    cached: bool,
 }
 
-const ABSENT: u32 = u32::MAX;
+/// An `f64` ordered by `total_cmp`, for the popularity index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rank(f64);
+
+impl Eq for Rank {}
+
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
 
 /// The session-aware expert (see the module documentation).
+///
+/// Finding the lowest value does not scan the cache: a key idle for more than
+/// [`FORGOTTEN_VISIT_GAPS`] mean gaps has no visit term, so its value is its popularity, and
+/// those keys are ordered by popularity in a `BTreeSet` (by [`History::rank`], which does not
+/// change as time passes); only the keys used more recently (walked from the most recent in a
+/// recency list) are valued one by one.
 #[derive(Debug)]
 pub struct VisitsExpert {
     visits: Visits,
     history: History,
-    /// Position of every key in `slots`, or [`ABSENT`].
-    position: Vec<u32>,
-    slots: Vec<Slot>,
+    entries: Vec<Entry>,
+    /// Cached keys, least recently used first.
+    recency: Lists,
+    /// Cached keys by popularity rank.
+    by_rank: BTreeSet<(Rank, u32)>,
     maximum: u64,
     clock: u64,
-    /// The victim computed at `clock` (a decision and the miss after it share one scan).
+    /// The victim computed at `clock` (a decision and the miss after it share one search).
     memo: Option<(u64, u32)>,
 }
 
@@ -271,24 +309,23 @@ impl VisitsExpert {
         Self {
             visits: Visits::new(),
             history: History::new(),
-            position: Vec::new(),
-            slots: Vec::new(),
+            entries: Vec::new(),
+            recency: Lists::new(1),
+            by_rank: BTreeSet::new(),
             maximum: 0,
             clock: 0,
             memo: None,
         }
     }
 
-    fn grow(&mut self, key: u32) {
-        if self.position.len() <= key as usize {
-            self.position.resize(key as usize + 1, ABSENT);
-        }
+    fn cached(&self) -> u64 {
+        self.recency.len(0)
     }
 
-    /// The lowest-valued cached key (ties to the first slot).
+    /// The lowest-valued cached key.
     fn lowest(&mut self) -> Option<u32> {
         if let Some((clock, key)) = self.memo {
-            if clock == self.clock && self.position_of(key).is_some() {
+            if clock == self.clock && self.contains(key) {
                 return Some(key);
             }
         }
@@ -299,12 +336,31 @@ impl VisitsExpert {
         } else {
             0.0
         };
+        let horizon = FORGOTTEN_VISIT_GAPS * self.visits.gap.max(1.0);
+        let in_visit = |entry: &Entry| (now - entry.last_use) as f64 <= horizon;
         let mut best: Option<(f64, u32)> = None;
-        for slot in &self.slots {
-            let value = self.visits.rate(now - slot.last_use)
-                + self.history.long(slot.counts, now) * per_visit;
+        let mut cursor = self.recency.tail(0);
+        while let Some(key) = cursor {
+            let entry = &self.entries[key as usize];
+            if !in_visit(entry) {
+                break;
+            }
+            let value = self.visits.rate(now - entry.last_use)
+                + self.history.long(entry.counts, now) * per_visit;
             if best.is_none_or(|(b, _)| value < b) {
-                best = Some((value, slot.key));
+                best = Some((value, key));
+            }
+            cursor = self.recency.prev(key);
+        }
+        let idle_least_popular = self
+            .by_rank
+            .iter()
+            .map(|&(_, key)| key)
+            .find(|&key| !in_visit(&self.entries[key as usize]));
+        if let Some(key) = idle_least_popular {
+            let value = self.history.long(self.entries[key as usize].counts, now) * per_visit;
+            if best.is_none_or(|(b, _)| value < b) {
+                best = Some((value, key));
             }
         }
         let key = best.map(|(_, k)| k)?;
@@ -312,20 +368,43 @@ impl VisitsExpert {
         Some(key)
     }
 
-    fn position_of(&self, key: u32) -> Option<usize> {
-        match self.position.get(key as usize) {
-            Some(&p) if p != ABSENT => Some(p as usize),
-            _ => None,
+    fn evict(&mut self, key: u32) {
+        let Some(entry) = self.entries.get_mut(key as usize) else {
+            return;
+        };
+        if entry.cached {
+            entry.cached = false;
+            self.by_rank.remove(&(Rank(entry.rank), key));
+            self.recency.unlink(key);
         }
     }
 
-    fn evict(&mut self, key: u32) {
-        if let Some(p) = self.position_of(key) {
-            self.slots.swap_remove(p);
-            if let Some(moved) = self.slots.get(p) {
-                self.position[moved.key as usize] = p as u32;
+    /// Counts a visit of `key` (cached) and re-files it by popularity; after a popularity
+    /// shift every cached key is re-filed.
+    fn visit(&mut self, key: u32, now: u64) {
+        let reset_at = self.history.reset_at;
+        let counts = self.history.visit(key, now);
+        let entry = &mut self.entries[key as usize];
+        if entry.cached {
+            self.by_rank.remove(&(Rank(entry.rank), key));
+        }
+        entry.counts = counts;
+        entry.cached = true;
+        entry.rank = self.history.rank(counts);
+        self.by_rank.insert((Rank(entry.rank), key));
+        if self.history.reset_at != reset_at {
+            self.rerank();
+        }
+    }
+
+    /// Recomputes every cached key's rank (after the half-life or the reset point changed).
+    fn rerank(&mut self) {
+        self.by_rank.clear();
+        for (key, entry) in self.entries.iter_mut().enumerate() {
+            if entry.cached {
+                entry.rank = self.history.rank(entry.counts);
+                self.by_rank.insert((Rank(entry.rank), key as u32));
             }
-            self.position[key as usize] = ABSENT;
         }
     }
 }
@@ -336,41 +415,37 @@ impl Expert for VisitsExpert {
     }
 
     fn request(&mut self, key: u32, _hash: i32) -> bool {
-        self.grow(key);
-        let now = self.clock + 1;
-        match self.position_of(key) {
-            Some(p) => {
-                let gap = now - self.slots[p].last_use;
-                self.clock = now;
-                self.slots[p].last_use = now;
-                if self.visits.reused(gap) {
-                    self.slots[p].counts = self.history.visit(key, now);
-                }
-                true
-            }
-            None => {
-                if self.slots.len() as u64 >= self.maximum {
-                    // The victim as of the previous request (what a decision saw).
-                    if let Some(victim) = self.lowest() {
-                        self.evict(victim);
-                    }
-                }
-                self.clock = now;
-                self.visits.operation(false);
-                let counts = self.history.visit(key, now);
-                self.position[key as usize] = self.slots.len() as u32;
-                self.slots.push(Slot {
-                    key,
-                    counts,
-                    last_use: now,
-                });
-                false
-            }
+        if self.entries.len() <= key as usize {
+            self.entries.resize(key as usize + 1, Entry::default());
         }
+        let now = self.clock + 1;
+        let hit = self.entries[key as usize].cached;
+        if hit {
+            let gap = now - self.entries[key as usize].last_use;
+            self.clock = now;
+            self.entries[key as usize].last_use = now;
+            self.recency.push_back(key, 0);
+            if self.visits.reused(gap) {
+                self.visit(key, now);
+            }
+        } else {
+            if self.cached() >= self.maximum {
+                // The victim as of the previous request (what a decision saw).
+                if let Some(victim) = self.lowest() {
+                    self.evict(victim);
+                }
+            }
+            self.clock = now;
+            self.visits.operation(false);
+            self.entries[key as usize].last_use = now;
+            self.recency.push_back(key, 0);
+            self.visit(key, now);
+        }
+        hit
     }
 
     fn contains(&self, key: u32) -> bool {
-        self.position_of(key).is_some()
+        self.entries.get(key as usize).is_some_and(|e| e.cached)
     }
 
     fn next_victim(&mut self) -> Option<u32> {
@@ -385,7 +460,8 @@ impl Expert for VisitsExpert {
         self.memo = None;
         self.maximum = maximum;
         self.history.set_capacity(maximum as usize);
-        while self.slots.len() as u64 > maximum {
+        self.rerank();
+        while self.cached() > maximum {
             match self.lowest() {
                 Some(victim) => self.evict(victim),
                 None => break,
@@ -433,6 +509,6 @@ mod tests {
             visit_hits > lru_hits + 1000,
             "visits {visit_hits} hits, lru {lru_hits}"
         );
-        assert!(visits.slots.len() <= 50);
+        assert!(visits.cached() <= 50);
     }
 }
