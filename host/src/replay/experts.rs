@@ -60,21 +60,6 @@ impl Lists {
         (h != NIL).then_some(h)
     }
 
-    /// The most recently pushed key of `list`.
-    pub(super) fn tail(&self, list: u8) -> Option<u32> {
-        let t = self.tails[list as usize];
-        (t != NIL).then_some(t)
-    }
-
-    /// The key before `key` (towards the head) in its list.
-    pub(super) fn prev(&self, key: u32) -> Option<u32> {
-        if self.list(key) == NONE {
-            return None;
-        }
-        let p = self.links[key as usize].0;
-        (p != NIL).then_some(p)
-    }
-
     pub(super) fn unlink(&mut self, key: u32) {
         let list = self.list(key);
         if list == NONE {

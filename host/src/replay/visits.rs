@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use super::experts::{Expert, Lists};
+use super::experts::Expert;
 use super::follow::FastMap;
 
 /// Reuses closer than this many times the median reuse gap continue a visit.
@@ -277,18 +277,17 @@ impl Ord for Rank {
 
 /// The session-aware expert (see the module documentation).
 ///
-/// Finding the lowest value does not scan the cache: a key idle for more than
-/// [`FORGOTTEN_VISIT_GAPS`] mean gaps has no visit term, so its value is its popularity, and
-/// those keys are ordered by popularity in a `BTreeSet` (by [`History::rank`], which does not
-/// change as time passes); only the keys used more recently (walked from the most recent in a
-/// recency list) are valued one by one.
+/// Finding the lowest value does not scan the cache: the cached keys are ordered by
+/// popularity in a `BTreeSet` (by [`History::rank`], which does not change as time passes),
+/// and a key's value is at least its popularity term, so the search walks up from the least
+/// popular key and stops when that term alone reaches the best value found; a key idle for
+/// long (no visit term) ends it at once. It visits the unpopular keys still in a visit.
 #[derive(Debug)]
 pub struct VisitsExpert {
     visits: Visits,
     history: History,
     entries: Vec<Entry>,
-    /// Cached keys, least recently used first.
-    recency: Lists,
+    cached: u64,
     /// Cached keys by popularity rank.
     by_rank: BTreeSet<(Rank, u32)>,
     maximum: u64,
@@ -310,7 +309,7 @@ impl VisitsExpert {
             visits: Visits::new(),
             history: History::new(),
             entries: Vec::new(),
-            recency: Lists::new(1),
+            cached: 0,
             by_rank: BTreeSet::new(),
             maximum: 0,
             clock: 0,
@@ -319,7 +318,7 @@ impl VisitsExpert {
     }
 
     fn cached(&self) -> u64 {
-        self.recency.len(0)
+        self.cached
     }
 
     /// The lowest-valued cached key.
@@ -336,29 +335,17 @@ impl VisitsExpert {
         } else {
             0.0
         };
-        let horizon = FORGOTTEN_VISIT_GAPS * self.visits.gap.max(1.0);
-        let in_visit = |entry: &Entry| (now - entry.last_use) as f64 <= horizon;
+        // Every value is at least the key's popularity term, and the keys are visited by
+        // increasing popularity: once that term alone reaches the best value, no key left
+        // can beat it (an idle key, with no visit term, ends the search at once).
         let mut best: Option<(f64, u32)> = None;
-        let mut cursor = self.recency.tail(0);
-        while let Some(key) = cursor {
+        for &(_, key) in &self.by_rank {
             let entry = &self.entries[key as usize];
-            if !in_visit(entry) {
+            let popularity = self.history.long(entry.counts, now) * per_visit;
+            if best.is_some_and(|(b, _)| popularity >= b) {
                 break;
             }
-            let value = self.visits.rate(now - entry.last_use)
-                + self.history.long(entry.counts, now) * per_visit;
-            if best.is_none_or(|(b, _)| value < b) {
-                best = Some((value, key));
-            }
-            cursor = self.recency.prev(key);
-        }
-        let idle_least_popular = self
-            .by_rank
-            .iter()
-            .map(|&(_, key)| key)
-            .find(|&key| !in_visit(&self.entries[key as usize]));
-        if let Some(key) = idle_least_popular {
-            let value = self.history.long(self.entries[key as usize].counts, now) * per_visit;
+            let value = self.visits.rate(now - entry.last_use) + popularity;
             if best.is_none_or(|(b, _)| value < b) {
                 best = Some((value, key));
             }
@@ -375,7 +362,7 @@ impl VisitsExpert {
         if entry.cached {
             entry.cached = false;
             self.by_rank.remove(&(Rank(entry.rank), key));
-            self.recency.unlink(key);
+            self.cached -= 1;
         }
     }
 
@@ -424,7 +411,6 @@ impl Expert for VisitsExpert {
             let gap = now - self.entries[key as usize].last_use;
             self.clock = now;
             self.entries[key as usize].last_use = now;
-            self.recency.push_back(key, 0);
             if self.visits.reused(gap) {
                 self.visit(key, now);
             }
@@ -438,7 +424,7 @@ impl Expert for VisitsExpert {
             self.clock = now;
             self.visits.operation(false);
             self.entries[key as usize].last_use = now;
-            self.recency.push_back(key, 0);
+            self.cached += 1;
             self.visit(key, now);
         }
         hit
