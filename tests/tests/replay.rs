@@ -683,7 +683,7 @@ impl IndependentLirs {
         }
     }
 
-    fn to_top(&mut self, key: u32) {
+    fn move_to_top(&mut self, key: u32) {
         Self::take(&mut self.stack, key);
         self.stack.push(key);
     }
@@ -729,14 +729,14 @@ impl IndependentLirs {
 
     fn request(&mut self, key: u32) -> bool {
         if self.lir.contains(&key) {
-            self.to_top(key);
+            self.move_to_top(key);
             self.prune();
             return true;
         }
         if self.queue.contains(&key) {
             if self.stack.contains(&key) {
                 Self::take(&mut self.queue, key);
-                self.to_top(key);
+                self.move_to_top(key);
                 self.lir.push(key);
                 self.demote();
             } else {
@@ -751,7 +751,7 @@ impl IndependentLirs {
         }
         if self.ghosts.contains(&key) || self.lir.len() < self.lir_max {
             Self::take(&mut self.ghosts, key);
-            self.to_top(key);
+            self.move_to_top(key);
             self.lir.push(key);
             self.demote();
         } else {
