@@ -4,10 +4,12 @@
 //! requests the events describe (`opened(db)` and `accessed` are requests; closes are the
 //! manager's business). At each eviction decision, the [`Follower`] makes the real open pools
 //! converge to the contents of the *leader*, the expert with the most (exponentially decayed)
-//! virtual hits lately: a real pool the leader does not hold goes first (least recently used
-//! first); when the real pools are exactly the leader's cache, the leader's own next victim
-//! goes, so from then on the real pools make exactly the leader's decisions. With a single
-//! expert this *is* that policy (how the replay tool runs its W-TinyLFU reference).
+//! virtual hits lately ([`LeaderRule`]). The migration is lazy by default: the leader's own
+//! next victim goes when it is open; otherwise a real pool the leader does not hold goes (the
+//! one the other experts, weighted by how close they are to the best, want least; ties to
+//! the least recently used). When the real pools are exactly the leader's cache, the real
+//! pools make exactly the leader's decisions. With a single expert this *is* that policy (how
+//! the replay tool runs its W-TinyLFU and LIRS references).
 //!
 //! - The capacity is learnt: at each decision it is the number of pools offered (the open,
 //!   evictable ones). Before the first decision the requests are only recorded, then replayed
