@@ -235,8 +235,9 @@ fn replay_one(
     }
 }
 
-/// `follow:E1+E2…[@HALF_LIFE/MARGIN]`: the follower of `scorer-hybrid`, natively, with
-/// experts among `wtinylfu`, `lru`, `arc` (an experiment; the scorer is what ships).
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager]]]]]]`: the follower of `scorer-hybrid`,
+/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (an experiment; the scorer
+/// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
     let body = spec.trim_start_matches("follow:");
     let (names, rule) = match body.split_once('@') {
@@ -255,8 +256,34 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let (h, m) = rule
             .split_once('/')
             .with_context(|| format!("{spec}: expected @HALF_LIFE/MARGIN"))?;
+        let mut rest = m.split('/');
+        let m = rest.next().unwrap_or_default();
+        let z = rest.next();
+        let cost = rest.next();
+        let support = rest.next();
+        let cusum = rest.next();
+        let lazy = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
+        if let Some(z) = z {
+            leader.confidence = z.parse().context("confidence")?;
+        }
+        if let Some(cost) = cost {
+            leader.switch_cost = cost.parse().context("switch cost")?;
+        }
+        if let Some(support) = support {
+            leader.support_scale = support.parse().context("support scale")?;
+        }
+        if let Some(cusum) = cusum {
+            leader.cusum_cost = cusum.parse().context("CUSUM cost")?;
+        }
+        if let Some(lazy) = lazy {
+            leader.lazy = match lazy {
+                "lazy" => true,
+                "eager" => false,
+                other => bail!("{spec}: expected lazy or eager, not {other:?}"),
+            };
+        }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))
 }

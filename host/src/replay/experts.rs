@@ -28,7 +28,7 @@ const NONE: u8 = u8::MAX;
 /// Several LRU lists threaded through per-key links; each key is in at most one list.
 /// `head` is the least recently used end.
 #[derive(Debug, Clone)]
-struct Lists {
+pub(super) struct Lists {
     links: Vec<(u32, u32)>,
     list_of: Vec<u8>,
     heads: Vec<u32>,
@@ -37,7 +37,7 @@ struct Lists {
 }
 
 impl Lists {
-    fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         Self {
             links: Vec::new(),
             list_of: Vec::new(),
@@ -47,20 +47,20 @@ impl Lists {
         }
     }
 
-    fn list(&self, key: u32) -> u8 {
+    pub(super) fn list(&self, key: u32) -> u8 {
         self.list_of.get(key as usize).copied().unwrap_or(NONE)
     }
 
-    fn len(&self, list: u8) -> u64 {
+    pub(super) fn len(&self, list: u8) -> u64 {
         self.lens[list as usize]
     }
 
-    fn head(&self, list: u8) -> Option<u32> {
+    pub(super) fn head(&self, list: u8) -> Option<u32> {
         let h = self.heads[list as usize];
         (h != NIL).then_some(h)
     }
 
-    fn unlink(&mut self, key: u32) {
+    pub(super) fn unlink(&mut self, key: u32) {
         let list = self.list(key);
         if list == NONE {
             return;
@@ -82,7 +82,7 @@ impl Lists {
     }
 
     /// Moves `key` to the most recently used end of `list`.
-    fn push_back(&mut self, key: u32, list: u8) {
+    pub(super) fn push_back(&mut self, key: u32, list: u8) {
         self.unlink(key);
         if self.links.len() <= key as usize {
             self.links.resize(key as usize + 1, (NIL, NIL));

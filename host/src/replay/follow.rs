@@ -4,10 +4,12 @@
 //! requests the events describe (`opened(db)` and `accessed` are requests; closes are the
 //! manager's business). At each eviction decision, the [`Follower`] makes the real open pools
 //! converge to the contents of the *leader*, the expert with the most (exponentially decayed)
-//! virtual hits lately: a real pool the leader does not hold goes first (least recently used
-//! first); when the real pools are exactly the leader's cache, the leader's own next victim
-//! goes, so from then on the real pools make exactly the leader's decisions. With a single
-//! expert this *is* that policy (how the replay tool runs its W-TinyLFU reference).
+//! virtual hits lately ([`LeaderRule`]). The migration is lazy by default: the leader's own
+//! next victim goes when it is open; otherwise a real pool the leader does not hold goes (the
+//! one the other experts, weighted by how close they are to the best, want least; ties to
+//! the least recently used). When the real pools are exactly the leader's cache, the real
+//! pools make exactly the leader's decisions. With a single expert this *is* that policy (how
+//! the replay tool runs its W-TinyLFU and LIRS references).
 //!
 //! - The capacity is learnt: at each decision it is the number of pools offered (the open,
 //!   evictable ones). Before the first decision the requests are only recorded, then replayed
@@ -93,6 +95,25 @@ pub struct LeaderRule {
     /// Another expert takes the lead when its decayed hit ratio exceeds the leader's by more
     /// than this (hysteresis: switching costs misses while the real pools converge).
     pub margin: f64,
+    /// ... and when its lead over the leader, request by request, is this many standard
+    /// errors above zero (a paired test on the decayed hit differences; 0 disables it).
+    pub confidence: f64,
+    /// ... and when its decayed lead in hits exceeds this many times the number of real pools
+    /// it does not hold (what following it would cost in misses at most; 0 disables it).
+    pub switch_cost: f64,
+    /// Scale of the hit-ratio differences within which the other experts' wishes count when
+    /// the real pools converge to the leader's (see `least_supported_stray`; 0: least
+    /// recently used first).
+    pub support_scale: f64,
+    /// When above 0, the leader is chosen by a CUSUM instead: each other expert accumulates
+    /// its excess hits over the leader's (never below 0), and takes the lead when they exceed
+    /// this many times the number of real pools it does not hold (the most misses the switch
+    /// can cost). `margin`, `confidence` and `switch_cost` are then unused.
+    pub cusum_cost: f64,
+    /// Lazy migration: the leader's own next victim goes first when it is open, the real
+    /// pools it does not hold only when it is not (they then converge only as far as the
+    /// leader's victims force them).
+    pub lazy: bool,
 }
 
 impl Default for LeaderRule {
@@ -100,6 +121,11 @@ impl Default for LeaderRule {
         Self {
             half_life_per_slot: 10.0,
             margin: 0.01,
+            confidence: 0.0,
+            switch_cost: 0.0,
+            support_scale: 0.01,
+            cusum_cost: 0.0,
+            lazy: true,
         }
     }
 }
@@ -120,6 +146,14 @@ pub struct Follower {
     clock: u64,
     experts: Vec<Box<dyn Expert + Send>>,
     hits: Vec<f64>,
+    /// Decayed sums of `hit_i − hit_j` and of its square, for every pair (row-major).
+    lead: Vec<f64>,
+    lead_squares: Vec<f64>,
+    outcomes: Vec<bool>,
+    /// CUSUM of each expert's excess hits over the leader's, and the number of real pools it
+    /// did not hold when last counted.
+    excess: Vec<f64>,
+    missing: Vec<usize>,
     weight: f64,
     decay: f64,
     leader: usize,
@@ -145,6 +179,11 @@ impl Follower {
             clock: 0,
             experts,
             hits: vec![0.0; n],
+            lead: vec![0.0; n * n],
+            lead_squares: vec![0.0; n * n],
+            outcomes: vec![false; n],
+            excess: vec![0.0; n],
+            missing: vec![0; n],
             weight: 0.0,
             decay: 1.0,
             leader: 0,
@@ -223,9 +262,33 @@ impl Follower {
     fn feed(&mut self, key: u32) {
         let hash = self.hashes[key as usize];
         self.weight = self.weight * self.decay + 1.0;
-        for (expert, hits) in self.experts.iter_mut().zip(&mut self.hits) {
+        for ((expert, hits), outcome) in self
+            .experts
+            .iter_mut()
+            .zip(&mut self.hits)
+            .zip(&mut self.outcomes)
+        {
             let hit = expert.request(key, hash);
             *hits = *hits * self.decay + if hit { 1.0 } else { 0.0 };
+            *outcome = hit;
+        }
+        if self.rule.cusum_cost > 0.0 {
+            let leader = f64::from(u8::from(self.outcomes[self.leader]));
+            for (excess, &hit) in self.excess.iter_mut().zip(&self.outcomes) {
+                *excess = (*excess + f64::from(u8::from(hit)) - leader).max(0.0);
+            }
+        }
+        if self.rule.confidence > 0.0 {
+            let n = self.outcomes.len();
+            for i in 0..n {
+                for j in 0..n {
+                    let d = f64::from(u8::from(self.outcomes[i]))
+                        - f64::from(u8::from(self.outcomes[j]));
+                    let at = i * n + j;
+                    self.lead[at] = self.lead[at] * self.decay + d;
+                    self.lead_squares[at] = self.lead_squares[at] * self.decay + d * d;
+                }
+            }
         }
     }
 
@@ -238,13 +301,93 @@ impl Follower {
         self.decay = 0.5f64.powf(1.0 / half_life);
     }
 
-    fn choose_leader(&mut self) {
-        let best = (0..self.hits.len()).max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
-        if let Some(best) = best {
-            let margin = self.rule.margin * self.weight;
-            if self.hits[best] > self.hits[self.leader] + margin {
-                self.leader = best;
+    /// Among the real pools the leader does not hold, the index of the one the other experts
+    /// want least: each expert holding it adds `e^(−(best − its hit ratio) / support_scale)`
+    /// (an expert as good as the best counts 1, a clearly worse one nearly 0), ties to the
+    /// least recently used. So while the real pools converge to a new leader's cache, what a
+    /// close runner-up also holds stays, and switching back costs fewer misses.
+    fn least_supported_stray(&self, keys: &[u32]) -> Option<usize> {
+        let ratios = self.hit_ratios();
+        let best = ratios.iter().map(|&(_, r)| r).fold(0.0, f64::max);
+        let weights: Vec<f64> = ratios
+            .iter()
+            .map(|&(_, r)| (-(best - r) / self.rule.support_scale).exp())
+            .collect();
+        let leader = &self.experts[self.leader];
+        let mut chosen: Option<(f64, u64, usize)> = None;
+        for (i, &k) in keys.iter().enumerate() {
+            if leader.contains(k) {
+                continue;
             }
+            let support: f64 = self
+                .experts
+                .iter()
+                .zip(&weights)
+                .filter(|(e, _)| e.contains(k))
+                .map(|(_, w)| w)
+                .sum();
+            let last_use = self.last_use[k as usize];
+            if chosen.is_none_or(|(s, u, _)| (support, last_use) < (s, u)) {
+                chosen = Some((support, last_use, i));
+            }
+        }
+        chosen.map(|(_, _, i)| i)
+    }
+
+    /// Whether expert `challenger` leads the current leader clearly enough to take over.
+    fn clear_lead(&self, challenger: usize) -> bool {
+        let margin = self.rule.margin * self.weight;
+        if self.hits[challenger] <= self.hits[self.leader] + margin {
+            return false;
+        }
+        if self.rule.confidence <= 0.0 {
+            return true;
+        }
+        let at = challenger * self.hits.len() + self.leader;
+        self.lead[at] > self.rule.confidence * self.lead_squares[at].sqrt()
+    }
+
+    /// CUSUM rule (see [`LeaderRule::cusum_cost`]).
+    fn choose_leader_by_excess(&mut self, keys: &[u32]) {
+        let mut best: Option<usize> = None;
+        for c in 0..self.experts.len() {
+            if c == self.leader || self.excess[c] <= self.rule.cusum_cost * self.missing[c] as f64 {
+                continue;
+            }
+            // Count again only when the excess passed the last count (it changes slowly).
+            let challenger = &self.experts[c];
+            self.missing[c] = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+            if self.excess[c] > self.rule.cusum_cost * self.missing[c] as f64
+                && best.is_none_or(|b| self.excess[c] > self.excess[b])
+            {
+                best = Some(c);
+            }
+        }
+        if let Some(best) = best {
+            self.leader = best;
+            self.excess.iter_mut().for_each(|e| *e = 0.0);
+            self.missing.iter_mut().for_each(|m| *m = 0);
+        }
+    }
+
+    fn choose_leader(&mut self, keys: &[u32]) {
+        if self.rule.cusum_cost > 0.0 {
+            self.choose_leader_by_excess(keys);
+            return;
+        }
+        let best = (0..self.hits.len())
+            .filter(|&c| c != self.leader && self.clear_lead(c))
+            .max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
+        if let Some(best) = best {
+            if self.rule.switch_cost > 0.0 {
+                let challenger = &self.experts[best];
+                let missing = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+                let lead = self.hits[best] - self.hits[self.leader];
+                if lead <= self.rule.switch_cost * missing as f64 {
+                    return;
+                }
+            }
+            self.leader = best;
         }
     }
 
@@ -300,29 +443,46 @@ impl Follower {
                 }
             }
             self.hits.iter_mut().for_each(|h| *h = 0.0);
+            self.lead.iter_mut().for_each(|h| *h = 0.0);
+            self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
+            self.excess.iter_mut().for_each(|h| *h = 0.0);
             self.weight = 0.0;
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        self.choose_leader();
+        self.choose_leader(&keys);
 
-        let leader = &mut self.experts[self.leader];
-        let oldest = |pick: &dyn Fn(u32) -> bool| {
-            keys.iter()
-                .enumerate()
-                .filter(|&(_, &k)| pick(k))
-                .min_by_key(|&(_, &k)| self.last_use[k as usize])
-                .map(|(i, _)| i)
+        if self.rule.lazy {
+            if let Some(victim) = self.experts[self.leader].next_victim() {
+                if let Some(i) = keys.iter().position(|&k| k == victim) {
+                    return Some(i);
+                }
+            }
+        }
+        let leader = &self.experts[self.leader];
+        let stray = if self.rule.support_scale > 0.0 && self.experts.len() > 2 {
+            self.least_supported_stray(&keys)
+        } else {
+            self.oldest(&keys, |k| !leader.contains(k))
         };
-        if let Some(i) = oldest(&|k| !leader.contains(k)) {
+        if let Some(i) = stray {
             return Some(i);
         }
-        if let Some(victim) = leader.next_victim() {
+        if let Some(victim) = self.experts[self.leader].next_victim() {
             if let Some(i) = keys.iter().position(|&k| k == victim) {
                 return Some(i);
             }
         }
-        oldest(&|_| true)
+        self.oldest(&keys, |_| true)
+    }
+
+    /// The index of the least recently used of `keys` that `pick` accepts.
+    fn oldest(&self, keys: &[u32], pick: impl Fn(u32) -> bool) -> Option<usize> {
+        keys.iter()
+            .enumerate()
+            .filter(|&(_, &k)| pick(k))
+            .min_by_key(|&(_, &k)| self.last_use[k as usize])
+            .map(|(i, _)| i)
     }
 }
 

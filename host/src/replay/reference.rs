@@ -8,11 +8,17 @@ use std::sync::Mutex;
 
 use super::experts::{Arc, Expert, Lru};
 use super::follow::{Follower, LeaderRule};
+use super::lirs::Lirs;
+use super::visits::VisitsExpert;
 use super::wtinylfu::WTinyLfu;
 use crate::pool::{EvictionPolicy, PoolStats};
 
 /// Name of the W-TinyLFU reference policy (`--policies wtinylfu`).
 pub const WTINYLFU: &str = "wtinylfu";
+
+/// The experts of the bundled `scorer-hybrid`, in its order (the first leads at the start):
+/// `follow:wtinylfu+lru+arc+visits+lirs` in the replay tool makes the same decisions.
+pub const HYBRID_EXPERTS: [&str; 5] = [WTINYLFU, "lru", "arc", "visits", "lirs"];
 
 /// W-TinyLFU with Caffeine's adaptive window, as an eviction policy (for replays: its
 /// decisions go through `score_all`, 0 for the victim and 1 for every other pool).
@@ -39,19 +45,21 @@ impl WTinyLfuPolicy {
     }
 
     /// A policy following the best of `experts` (the scorer `scorer-hybrid` natively, for
-    /// experiments: `follow:wtinylfu+lru+arc` in the replay tool).
+    /// experiments: `follow:wtinylfu+lru+arc+visits+lirs` in the replay tool).
     pub fn following(experts: Vec<Box<dyn Expert + Send>>, rule: LeaderRule) -> Self {
         Self {
             follower: Mutex::new(Follower::new(experts, rule)),
         }
     }
 
-    /// Experts by name: `wtinylfu`, `lru`, `arc`.
+    /// Experts by name: `wtinylfu`, `lru`, `arc`, `visits`, `lirs`.
     pub fn expert(name: &str) -> Option<Box<dyn Expert + Send>> {
         match name {
             WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
             "lru" => Some(Box::new(Lru::new())),
             "arc" => Some(Box::new(Arc::new())),
+            "visits" => Some(Box::new(VisitsExpert::new())),
+            "lirs" => Some(Box::new(Lirs::new())),
             _ => None,
         }
     }

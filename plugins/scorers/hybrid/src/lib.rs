@@ -1,13 +1,17 @@
-//! `scorer-hybrid`: W-TinyLFU with Caffeine's adaptive window, and LRU, simulated side by
-//! side on the host's pool events; the real pools follow whichever had more hits lately.
+//! `scorer-hybrid`: five cache policies simulated side by side on the host's pool events —
+//! W-TinyLFU with Caffeine's adaptive window, LRU, ARC, LIRS and a session-aware policy (the
+//! visit model of `scorer-adaptive`) — and the real pools follow whichever had more hits
+//! lately.
 //!
-//! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,follow}.rs`,
-//! included here), so while this scorer follows W-TinyLFU it makes exactly the decisions of
-//! the replay tool's W-TinyLFU reference. See [`follow`] for how the real pools follow a
-//! virtual cache and how the leader is chosen.
+//! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
+//! visits,lirs,follow}.rs`, included here), so while this scorer follows W-TinyLFU it makes
+//! exactly the decisions of the replay tool's W-TinyLFU reference. See [`follow`] for how
+//! the real pools follow a virtual cache and how the leader is chosen.
 //!
-//! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy;
-//! per decision one hash-map lookup per offered pool and one pass over the open pools.
+//! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy,
+//! except a miss of the session-aware policy (one pass over its cache, shared with the
+//! decision before it when that policy leads); per decision one hash-map lookup per offered
+//! pool and one pass over the open pools.
 
 wit_bindgen::generate!({ world: "scorer", path: "../../../wit" });
 
@@ -20,6 +24,12 @@ pub mod wtinylfu;
 #[path = "../../../../host/src/replay/experts.rs"]
 pub mod experts;
 
+#[path = "../../../../host/src/replay/visits.rs"]
+pub mod visits;
+
+#[path = "../../../../host/src/replay/lirs.rs"]
+pub mod lirs;
+
 #[path = "../../../../host/src/replay/follow.rs"]
 pub mod follow;
 
@@ -28,6 +38,8 @@ use std::cell::RefCell;
 use experts::{Arc, Lru};
 use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
 use follow::{Follower, LeaderRule};
+use lirs::Lirs;
+use visits::VisitsExpert;
 use wtinylfu::WTinyLfu;
 
 thread_local! {
@@ -36,6 +48,8 @@ thread_local! {
             Box::new(WTinyLfu::new(0)),
             Box::new(Lru::new()),
             Box::new(Arc::new()),
+            Box::new(VisitsExpert::new()),
+            Box::new(Lirs::new()),
         ],
         LeaderRule::default(),
     ));
