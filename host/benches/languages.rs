@@ -179,17 +179,19 @@ fn main() {
 
     // One document to find, ~1 KiB.
     let id = ObjectId::new();
+    // The plugins read the tenant's database (in the tenant namespace, e.g. `t_...`).
+    let tenant_db = manager.tenant_db_name(&tenant).expect("tenant name");
     let client = rt.block_on(async {
         let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
         client
-            .database(&tenant)
+            .database(&tenant_db)
             .collection::<Document>("items")
             .insert_one(doc! { "_id": id, "payload": "x".repeat(1000) })
             .await
             .expect("insert");
         client
     });
-    let items = client.database(&tenant).collection::<Document>("items");
+    let items = client.database(&tenant_db).collection::<Document>("items");
     let find_query = format!("id={}", id.to_hex());
 
     // Extra components to compare, e.g. another JavaScript engine's build of the same fixture:

@@ -152,14 +152,16 @@ fn runtime_benches(c: &mut Criterion) {
             runtime.engine(),
             &Component::from_binary(runtime.engine(), &wasm).expect("component"),
         );
+        // The plugin reads the tenant's database (in the tenant namespace, e.g. `t_...`).
+        let tenant_db = manager.tenant_db_name(&tenant).expect("tenant name");
         let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
-        let items = client.database(&tenant).collection::<Document>("items");
+        let items = client.database(&tenant_db).collection::<Document>("items");
         items
             .insert_one(doc! { "_id": id, "payload": "x".repeat(1000) })
             .await
             .expect("insert");
         let managed = manager
-            .db(&tenant)
+            .db(&tenant_db)
             .expect("db")
             .collection::<RawDocumentBuf>("items");
         let fx = Fixture {
