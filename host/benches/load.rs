@@ -12,7 +12,8 @@
 //!
 //! Run (dev profile, optimized; the release profile's fat LTO takes too long on small
 //! machines): `CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo bench --profile dev -p polymongo-host
-//! --bench load` after `cargo xtask build-plugins`. Tenants: `LOAD_TENANTS` (default 1000).
+//! --bench load` after `cargo xtask build-plugins`. Tenants: `LOAD_TENANTS` (default 1000);
+//! `LOAD_ONLY=zipf` (or `hot-1`, `zipf-80/20`) runs one workload in both modes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, oid::ObjectId, DateTime};
 use polymongo::gateway::{self, AppState, GatewayConfig};
 use polymongo::plugins::PluginRegistry;
-use polymongo::pool::{ClientSharing, OpenRateLimits, PolyMongo};
+use polymongo::pool::{ClientSharing, OpenRateLimits, PolyMongo, PoolEventKind};
 use polymongo::runtime::{Runtime, RuntimeConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -62,6 +63,8 @@ struct Outcome {
     opens: u64,
     evictions: u64,
     budget: usize,
+    /// Mean time of a pool open (connect, handshake, ping) in the measured window.
+    open_ms: f64,
 }
 
 /// xorshift64*: a small, fast, seedable generator (no dependency needed).
@@ -281,6 +284,28 @@ async fn run_scenario(uri: &str, tenants: &Arc<Tenants>, w: Workload) -> Outcome
             }
         })
     };
+    let opens_timer = {
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        let mut events = manager.subscribe();
+        tokio::spawn(async move {
+            let (mut total, mut count) = (Duration::ZERO, 0u32);
+            while !stop.load(Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+                    Ok(Ok(event)) => {
+                        if let (true, PoolEventKind::Opened { took }) =
+                            (measuring.load(Relaxed), event.kind)
+                        {
+                            total += took;
+                            count += 1;
+                        }
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+                    Ok(Err(_)) | Err(_) => {}
+                }
+            }
+            total.as_secs_f64() * 1000.0 / f64::from(count.max(1))
+        })
+    };
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (tenants, cdf, measuring, stop, errors) = (
@@ -347,6 +372,7 @@ async fn run_scenario(uri: &str, tenants: &Arc<Tenants>, w: Workload) -> Outcome
         latencies.extend(task.await.expect("client task"));
     }
     sampler.await.expect("sampler");
+    let open_ms = opens_timer.await.expect("open timer");
     let _ = stop_tx.send(());
     let _ = server.await;
     manager.destroy().await.expect("destroy");
@@ -366,6 +392,7 @@ async fn run_scenario(uri: &str, tenants: &Arc<Tenants>, w: Workload) -> Outcome
         opens: after.opens - before.opens,
         evictions: after.evictions - before.evictions,
         budget,
+        open_ms,
     }
 }
 
@@ -429,16 +456,20 @@ fn main() {
             env_or("LOAD_SECS", 8u64),
         );
         println!(
-            "| scenario | client_sharing | req/s | p50 ms | p99 ms | p99/p50 | peak sockets | socket budget | opens | evictions | errors |"
+            "| scenario | client_sharing | req/s | p50 ms | p99 ms | p99/p50 | peak sockets | socket budget | opens | evictions | open ms | errors |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut rates: HashMap<(&str, &str), f64> = HashMap::new();
+        let only = std::env::var("LOAD_ONLY").ok();
         for w in scenarios {
+            if only.as_deref().is_some_and(|o| o != w.name) {
+                continue;
+            }
             let o = run_scenario(&uri, &tenants, w).await;
             let rate = o.requests as f64 / o.secs;
             rates.insert((w.name, w.sharing.as_str()), rate);
             println!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {:.1} | {} |",
                 w.name,
                 w.sharing,
                 rate,
@@ -449,6 +480,7 @@ fn main() {
                 o.budget,
                 o.opens,
                 o.evictions,
+                o.open_ms,
                 o.errors
             );
         }

@@ -264,3 +264,36 @@ async fn database_mode_gives_each_database_its_own_client() {
     );
     pm.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_pool_on_a_healthy_shared_client_sends_no_ping() {
+    use mongodb::event::command::CommandEvent;
+    let pings = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::new(SocketCounter::default());
+    let seen = pings.clone();
+    let pm = sharing_builder(&counter)
+        .max_connections(3)
+        .command_event_handler(EventHandler::callback(move |event| {
+            if let CommandEvent::Started(started) = event {
+                if started.command_name == "ping" {
+                    seen.fetch_add(1, SeqCst);
+                }
+            }
+        }))
+        .build()
+        .await
+        .unwrap();
+    let prefix = unique_db("ping");
+    for i in 0..20 {
+        count_in(&pm, &format!("{prefix}-{i}")).await.unwrap();
+    }
+    let summary = pm.summary();
+    assert!(summary.opens >= 20, "{summary:?}");
+    assert!(
+        pings.load(SeqCst) < 5,
+        "{} pings for {} opens: only opens before monitoring reports the server ping",
+        pings.load(SeqCst),
+        summary.opens
+    );
+    pm.destroy().await.unwrap();
+}

@@ -15,8 +15,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use mongodb::options::ClientOptions;
-use mongodb::Client;
+use mongodb::event::sdam::SdamEvent;
+use mongodb::event::EventHandler;
+use mongodb::options::{ClientOptions, ServerAddress};
+use mongodb::{Client, ServerType};
 use tokio::sync::Semaphore;
 
 use super::error::{Error, Result};
@@ -71,10 +73,56 @@ pub(crate) enum SharedTarget {
     Route(usize),
 }
 
+/// What the driver's server monitoring last said about a shared client's servers, so that
+/// opening a logical pool on a client known to be healthy needs no `ping` round trip.
+#[derive(Default)]
+pub(crate) struct Health {
+    servers: Mutex<HashMap<ServerAddress, bool>>,
+}
+
+impl Health {
+    /// The SDAM handler feeding this record.
+    fn handler(self: &Arc<Self>) -> EventHandler<SdamEvent> {
+        let me = self.clone();
+        EventHandler::callback(move |event| {
+            let mut servers = me.servers.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                SdamEvent::ServerDescriptionChanged(change) => {
+                    let up = change.new_description.server_type() != ServerType::Unknown;
+                    servers.insert(change.address.clone(), up);
+                }
+                SdamEvent::ServerHeartbeatFailed(failed) => {
+                    servers.insert(failed.server_address.clone(), false);
+                }
+                SdamEvent::ServerClosed(closed) => {
+                    servers.remove(&closed.address);
+                }
+                _ => {}
+            }
+        })
+    }
+
+    /// Whether monitoring currently sees at least one available server (and none of the
+    /// known ones went down since).
+    pub fn is_available(&self) -> bool {
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        !servers.is_empty() && servers.values().all(|up| *up)
+    }
+}
+
+/// A shared client and what monitoring says about it.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    /// The driver client.
+    pub client: Client,
+    /// Its servers' health as last reported by the driver.
+    pub health: Arc<Health>,
+}
+
 /// The shared clients, created on first use and shut down only by [`SharedClients::shutdown`].
 #[derive(Default)]
 pub(crate) struct SharedClients {
-    clients: Mutex<HashMap<SharedTarget, Client>>,
+    clients: Mutex<HashMap<SharedTarget, Shared>>,
 }
 
 impl SharedClients {
@@ -85,15 +133,18 @@ impl SharedClients {
         target: SharedTarget,
         options: impl FnOnce() -> ClientOptions,
         redactor: &Redactor,
-    ) -> Result<Client> {
+    ) -> Result<Shared> {
         let mut clients = self.lock();
-        if let Some(client) = clients.get(&target) {
-            return Ok(client.clone());
+        if let Some(shared) = clients.get(&target) {
+            return Ok(shared.clone());
         }
-        let client =
-            Client::with_options(options()).map_err(|e| Error::from_driver(e, redactor))?;
-        clients.insert(target, client.clone());
-        Ok(client)
+        let health = Arc::new(Health::default());
+        let mut options = options();
+        options.sdam_event_handler = Some(health.handler());
+        let client = Client::with_options(options).map_err(|e| Error::from_driver(e, redactor))?;
+        let shared = Shared { client, health };
+        clients.insert(target, shared.clone());
+        Ok(shared)
     }
 
     /// How many shared clients exist now.
@@ -103,7 +154,7 @@ impl SharedClients {
 
     /// Shuts every shared client down (after the logical pools are closed).
     pub async fn shutdown(&self) {
-        let clients: Vec<Client> = self.lock().drain().map(|(_, c)| c).collect();
+        let clients: Vec<Client> = self.lock().drain().map(|(_, s)| s.client).collect();
         futures_util::future::join_all(
             clients
                 .into_iter()
@@ -112,7 +163,7 @@ impl SharedClients {
         .await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SharedTarget, Client>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SharedTarget, Shared>> {
         self.clients
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -934,9 +934,10 @@ impl Inner {
         if let Some(handler) = &self.cmap_events {
             options.cmap_event_handler = Some(handler.clone());
         }
+        let mut verify = self.config.verify_on_open;
         let handle = match shared {
             Some(target) => {
-                let client = self.shared_clients.get_or_create(
+                let shared = self.shared_clients.get_or_create(
                     target,
                     || {
                         options.max_pool_size = Some(self.config.shared_max_pool_size);
@@ -944,9 +945,11 @@ impl Inner {
                     },
                     &self.redactor,
                 )?;
+                // A shared client that monitoring sees healthy needs no ping per open.
+                verify &= !shared.health.is_available();
                 PoolHandle::new(
                     Arc::from(name),
-                    client,
+                    shared.client,
                     self.now(),
                     self.signal.clone(),
                     self.config.cursor_grace,
@@ -967,7 +970,7 @@ impl Inner {
             }
         };
         let handle = Arc::new(handle);
-        if self.config.verify_on_open {
+        if verify {
             let limit = self.config.server_selection_timeout + Duration::from_secs(2);
             let ping =
                 tokio::time::timeout(limit, handle.database.run_command(doc! { "ping": 1 })).await;
