@@ -21,7 +21,9 @@ use mongodb::options::{ClientOptions, ServerAddress};
 use mongodb::{Client, ServerType};
 use tokio::sync::Semaphore;
 
+use super::config::Config;
 use super::error::{Error, Result};
+use super::routing::Target;
 use super::secret::Redactor;
 
 /// How tenant databases map onto driver clients (see the module documentation).
@@ -71,6 +73,26 @@ pub(crate) enum SharedTarget {
     Default,
     /// Static route number `i`.
     Route(usize),
+}
+
+/// The shareable target a database's pool connects to, if `mode` shares clients: the base
+/// URI and static routes are shareable; routes rendered per database never are.
+pub(crate) fn shared_target(target: &Target, mode: ClientSharing) -> Option<SharedTarget> {
+    match (target, mode) {
+        (Target::Default, ClientSharing::Cluster) => Some(SharedTarget::Default),
+        (Target::Static(i), ClientSharing::Cluster) => Some(SharedTarget::Route(*i)),
+        _ => None,
+    }
+}
+
+/// The driver client chosen for one database's logical pool.
+pub(crate) struct ChosenClient {
+    /// The client (shared or dedicated).
+    pub client: Client,
+    /// The database's operation permits, when the client is shared.
+    pub op_permits: Option<Arc<Semaphore>>,
+    /// Whether the driver's monitoring already vouches for the server (no ping needed).
+    pub healthy: bool,
 }
 
 /// What the driver's server monitoring last said about a shared client's servers, so that
@@ -147,6 +169,45 @@ impl SharedClients {
         Ok(shared)
     }
 
+    /// The client for database `name`: the shared client of `shared` (created from
+    /// `options` with `shared_max_pool_size` sockets on first use), or a new dedicated client.
+    pub fn client_for(
+        &self,
+        shared: Option<SharedTarget>,
+        mut options: ClientOptions,
+        name: &str,
+        config: &Config,
+        redactor: &Redactor,
+    ) -> Result<ChosenClient> {
+        match shared {
+            Some(target) => {
+                let shared = self.get_or_create(
+                    target,
+                    || {
+                        options.max_pool_size = Some(config.shared_max_pool_size);
+                        options
+                    },
+                    redactor,
+                )?;
+                Ok(ChosenClient {
+                    client: shared.client,
+                    op_permits: Some(op_permits(config.max_pool_size)),
+                    healthy: shared.health.is_available(),
+                })
+            }
+            None => {
+                options.default_database = Some(name.to_string());
+                let client =
+                    Client::with_options(options).map_err(|e| Error::from_driver(e, redactor))?;
+                Ok(ChosenClient {
+                    client,
+                    op_permits: None,
+                    healthy: false,
+                })
+            }
+        }
+    }
+
     /// How many shared clients exist now.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -172,7 +233,7 @@ impl SharedClients {
 
 /// The per-database bound on concurrent operations of a logical pool on a shared client,
 /// so one (noisy or hostile) tenant cannot hold every shared socket.
-pub(crate) fn op_permits(max_pool_size: u32) -> Arc<Semaphore> {
+fn op_permits(max_pool_size: u32) -> Arc<Semaphore> {
     let permits = usize::try_from(max_pool_size).unwrap_or(usize::MAX);
     Arc::new(Semaphore::new(permits.clamp(1, Semaphore::MAX_PERMITS)))
 }

@@ -16,11 +16,10 @@ use mongodb::event::cmap::CmapEvent;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::ClientOptions;
-use mongodb::Client;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 
 use super::admission::{OpenAdmission, OpenRateLimits};
-use super::clients::{self, ClientSharing, SharedClients, SharedTarget};
+use super::clients::{self, ClientSharing, SharedClients};
 use super::clock::{Clock, SystemClock};
 use super::config::Config;
 use super::db::Db;
@@ -907,11 +906,7 @@ impl Inner {
             .map_err(|_| Error::Destroyed)?;
         self.check_alive()?;
         let target = self.routes.target(name)?;
-        let shared = match (&target, self.config.client_sharing) {
-            (Target::Default, ClientSharing::Cluster) => Some(SharedTarget::Default),
-            (Target::Static(i), ClientSharing::Cluster) => Some(SharedTarget::Route(*i)),
-            _ => None,
-        };
+        let shared = clients::shared_target(&target, self.config.client_sharing);
         let mut options = match target {
             Target::Default => self.base_options.clone(),
             Target::Static(i) => match self.route_options.get(i).cloned().flatten() {
@@ -934,43 +929,21 @@ impl Inner {
         if let Some(handler) = &self.cmap_events {
             options.cmap_event_handler = Some(handler.clone());
         }
-        let mut verify = self.config.verify_on_open;
-        let handle = match shared {
-            Some(target) => {
-                let shared = self.shared_clients.get_or_create(
-                    target,
-                    || {
-                        options.max_pool_size = Some(self.config.shared_max_pool_size);
-                        options
-                    },
-                    &self.redactor,
-                )?;
-                // A shared client that monitoring sees healthy needs no ping per open.
-                verify &= !shared.health.is_available();
-                PoolHandle::new(
-                    Arc::from(name),
-                    shared.client,
-                    self.now(),
-                    self.signal.clone(),
-                    self.config.cursor_grace,
-                )
-                .on_shared_client(clients::op_permits(self.config.max_pool_size))
-            }
-            None => {
-                options.default_database = Some(name.to_string());
-                let client = Client::with_options(options)
-                    .map_err(|e| Error::from_driver(e, &self.redactor))?;
-                PoolHandle::new(
-                    Arc::from(name),
-                    client,
-                    self.now(),
-                    self.signal.clone(),
-                    self.config.cursor_grace,
-                )
-            }
-        };
+        let chosen =
+            self.shared_clients
+                .client_for(shared, options, name, &self.config, &self.redactor)?;
+        let mut handle = PoolHandle::new(
+            Arc::from(name),
+            chosen.client,
+            self.now(),
+            self.signal.clone(),
+            self.config.cursor_grace,
+        );
+        if let Some(permits) = chosen.op_permits {
+            handle = handle.on_shared_client(permits);
+        }
         let handle = Arc::new(handle);
-        if verify {
+        if self.config.verify_on_open && !chosen.healthy {
             let limit = self.config.server_selection_timeout + Duration::from_secs(2);
             let ping =
                 tokio::time::timeout(limit, handle.database.run_command(doc! { "ping": 1 })).await;
