@@ -18,6 +18,8 @@
 //! max_connections = 64       # the default; sockets <= max_connections x (max_pool_size + 2)
 //! idle_timeout_secs = 600
 //! max_pool_size = 5
+//! client_sharing = "cluster"  # the default: one driver client per target, shared by its databases
+//! shared_max_pool_size = 100 # sockets of each shared client
 //! tenant_db_prefix = "t_"    # tenant acme -> database t_acme (the default)
 //!
 //! [http]                     # connection limits and timeouts (config/http.rs)
@@ -176,6 +178,11 @@ pub struct PoolSection {
     pub open_burst: Option<u32>,
     /// How long an unused open cursor keeps its pool from eviction, ms (default 2000).
     pub cursor_grace_ms: Option<u64>,
+    /// `"cluster"` (default: one shared driver client per connection target) or
+    /// `"database"` (one client per database).
+    pub client_sharing: Option<String>,
+    /// Sockets of each shared client in `cluster` mode (default 100).
+    pub shared_max_pool_size: Option<u32>,
 }
 
 /// The `[logs]` section: the log queue and the rate limits of plugin log lines (the `log`
@@ -256,6 +263,8 @@ pub const KEYS: &[&str] = &[
     "pool.opens_per_sec",
     "pool.open_burst",
     "pool.cursor_grace_ms",
+    "pool.client_sharing",
+    "pool.shared_max_pool_size",
     "limits.memory_mb",
     "limits.deadline_ms",
     "limits.max_result_kb",
@@ -445,6 +454,12 @@ impl ServeConfig {
         if let Some(ms) = p.cursor_grace_ms {
             c.cursor_grace = Duration::from_millis(ms);
         }
+        if let Some(mode) = &p.client_sharing {
+            c.client_sharing = mode
+                .parse()
+                .map_err(|e: crate::pool::Error| ConfigError::Invalid(format!("pool.{e}")))?;
+        }
+        c.shared_max_pool_size = p.shared_max_pool_size.unwrap_or(c.shared_max_pool_size);
         c.routes = self
             .routes
             .iter()
@@ -702,6 +717,8 @@ mod tests {
             ("pool.opens_per_sec", "20"),
             ("pool.open_burst", "40"),
             ("pool.cursor_grace_ms", "500"),
+            ("pool.client_sharing", "database"),
+            ("pool.shared_max_pool_size", "12"),
             ("limits.memory_mb", "8"),
             ("limits.deadline_ms", "100"),
             ("limits.max_result_kb", "1"),
@@ -746,6 +763,8 @@ mod tests {
         assert_eq!(pool.open_rate.global_burst, 40);
         assert_eq!(pool.cursor_grace, Duration::from_millis(500));
         assert_eq!(c.limits.max_open_streams, Some(9));
+        assert_eq!(pool.client_sharing, crate::pool::ClientSharing::Database);
+        assert_eq!(pool.shared_max_pool_size, 12);
         assert_eq!(c.routes[0].pattern, "eu-*");
         assert!(c.json_logs().unwrap());
         assert_eq!(c.log_queue_lines(), 100);

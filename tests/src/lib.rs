@@ -255,6 +255,17 @@ pub fn test_uri() -> String {
     }
 }
 
+/// The variable choosing the connection manager's client-sharing mode in the tests
+/// (`cluster` or `database`); unset, the manager's default.
+pub const CLIENT_SHARING_ENV: &str = "POLYMONGO_TEST_CLIENT_SHARING";
+
+/// The client-sharing mode the tests should use (`POLYMONGO_TEST_CLIENT_SHARING`), if set.
+pub fn test_client_sharing() -> Option<String> {
+    std::env::var(CLIENT_SHARING_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// Whether tests run against FerretDB (not an external `POLYMONGO_TEST_URI` server).
 pub fn using_ferretdb() -> bool {
     std::env::var(TEST_URI_ENV).map_or(true, |v| v.is_empty())

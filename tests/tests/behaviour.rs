@@ -70,7 +70,12 @@ async fn start_host() -> (Router, Arc<PluginRegistry>) {
         std::fs::copy(bundled_wasm(name), dir.path().join(format!("{name}.wasm")))
             .expect("copy component");
     }
-    let manager = PolyMongo::builder(test_uri())
+    let builder = PolyMongo::builder(test_uri());
+    let builder = match polymongo_tests::test_client_sharing() {
+        Some(mode) => builder.client_sharing(mode.parse().expect("client sharing mode")),
+        None => builder,
+    };
+    let manager = builder
         .metadata_db(unique_db("meta"))
         .no_idle_timeout()
         .build()

@@ -18,7 +18,12 @@ use tokio::sync::broadcast;
 
 /// A manager on the test server with its own metadata database and no background sweeper.
 fn builder() -> Builder {
-    PolyMongo::builder(test_uri())
+    let builder = PolyMongo::builder(test_uri());
+    let builder = match polymongo_tests::test_client_sharing() {
+        Some(mode) => builder.client_sharing(mode.parse().expect("client sharing mode")),
+        None => builder,
+    };
+    builder
         .metadata_db(unique_db("meta"))
         .no_idle_timeout()
         .acquire_timeout(Duration::from_millis(300))

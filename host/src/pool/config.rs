@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::admission::OpenRateLimits;
+use super::clients::ClientSharing;
 use super::namespace::DEFAULT_TENANT_DB_PREFIX;
 use super::routing::RouteRule;
 use super::secret::SecretUri;
@@ -57,7 +58,15 @@ pub struct Config {
     /// How long an open cursor left unused keeps its pool protected from eviction (pool-slot
     /// fairness: idle cursors cannot pin every slot).
     pub cursor_grace: Duration,
+    /// Whether databases on one connection target share a driver client (`Cluster`, the
+    /// default) or each get their own (`Database`); see [`ClientSharing`].
+    pub client_sharing: ClientSharing,
+    /// Sockets of each shared client (one per connection target) in `Cluster` mode.
+    pub shared_max_pool_size: u32,
 }
+
+/// The default socket-pool size of a shared client: 100 sockets (+ 2 monitoring) per target.
+pub const DEFAULT_SHARED_MAX_POOL_SIZE: u32 = 100;
 
 /// The default cap on open pools: 64 pools x (5 sockets + 2 monitoring) = 448 sockets.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -86,6 +95,8 @@ impl Config {
             tenant_db_prefix: DEFAULT_TENANT_DB_PREFIX.into(),
             open_rate: OpenRateLimits::default(),
             cursor_grace: Duration::from_secs(2),
+            client_sharing: ClientSharing::default(),
+            shared_max_pool_size: DEFAULT_SHARED_MAX_POOL_SIZE,
         }
     }
 

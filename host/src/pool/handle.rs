@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mongodb::{Client, Database};
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use super::support::ServerCaps;
 
@@ -90,6 +90,10 @@ pub(crate) struct PoolHandle {
     closed_notify: Notify,
     caps: OnceCell<ServerCaps>,
     signal: Arc<SlotSignal>,
+    /// Whether `client` is shared with other databases (then closing this pool leaves it open).
+    shared: bool,
+    /// Bound on this database's concurrent operations on a shared client.
+    op_permits: Option<Arc<Semaphore>>,
 }
 
 impl PoolHandle {
@@ -120,7 +124,17 @@ impl PoolHandle {
             closed_notify: Notify::new(),
             caps: OnceCell::new(),
             signal,
+            shared: false,
+            op_permits: None,
         }
+    }
+
+    /// Marks the client as shared: closing this pool will not shut it down, and at most
+    /// `op_permits` operations of this database run on it at once.
+    pub fn on_shared_client(mut self, op_permits: Arc<Semaphore>) -> Self {
+        self.shared = true;
+        self.op_permits = Some(op_permits);
+        self
     }
 
     /// The pool's id (its open sequence number), set when it is published.
@@ -235,8 +249,12 @@ impl PoolHandle {
         }
     }
 
-    /// Closes the driver client without waiting for handles the manager does not track.
+    /// Closes the driver client without waiting for handles the manager does not track; a
+    /// shared client stays open (only the manager's `destroy` shuts it down).
     pub async fn shutdown_client(&self) {
+        if self.shared {
+            return;
+        }
         self.client.clone().shutdown().immediate(true).await;
     }
 
@@ -253,12 +271,42 @@ impl PoolHandle {
 /// closed; dropping the last one lets a waiting close proceed.
 pub struct Lease {
     handle: Arc<PoolHandle>,
+    /// This operation's share of its database's operations on a shared client.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
     /// Wraps a handle whose in-flight count already includes this lease.
     pub(crate) fn granted(handle: Arc<PoolHandle>) -> Self {
-        Self { handle }
+        Self {
+            handle,
+            permit: None,
+        }
+    }
+
+    /// Takes one of the database's operation permits when its pool runs on a shared client,
+    /// waiting up to `limit`; a [`Timeout`](super::Error::Timeout) error names the bound.
+    pub(crate) async fn with_op_permit(mut self, limit: Duration) -> super::Result<Self> {
+        let Some(permits) = self.handle.op_permits.clone() else {
+            return Ok(self);
+        };
+        let started = Instant::now();
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout(limit, permits.acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(super::Error::Destroyed),
+                Err(_) => {
+                    return Err(super::Error::Timeout(format!(
+                        "database {} has all its operation slots on the shared connection                          pool in use (max_pool_size); waited {:?}",
+                        self.handle.name,
+                        started.elapsed()
+                    )))
+                }
+            },
+        };
+        self.permit = Some(permit);
+        Ok(self)
     }
 
     /// The database this lease is for (a driver handle bound to the tenant's database).
@@ -298,8 +346,10 @@ pub(crate) struct CursorLease {
 
 impl CursorLease {
     /// Turns the lease of the operation that opened a cursor into the cursor's hold.
-    pub fn from_lease(lease: Lease) -> Self {
+    pub fn from_lease(mut lease: Lease) -> Self {
         let handle = lease.handle.clone();
+        // An idle cursor holds no socket: its operation permit goes back now.
+        lease.permit = None;
         // Counted before the lease goes, so the pool is never seen unprotected in between.
         handle.cursors.fetch_add(1, SeqCst);
         handle

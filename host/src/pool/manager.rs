@@ -1,4 +1,5 @@
-//! The connection manager: one driver client per tenant database, a hard cap on open pools,
+//! The connection manager: a logical pool per tenant database (on a shared or dedicated
+//! driver client, see [`clients`](super::clients)), a hard cap on open pools,
 //! single-flight opens, eviction by policy, idle closing, priorities and lifecycle events.
 //!
 //! All bookkeeping lives in one [`State`] behind a `std::sync::Mutex` that is never held
@@ -11,13 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bson::doc;
+use mongodb::event::cmap::CmapEvent;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::ClientOptions;
-use mongodb::Client;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 
 use super::admission::{OpenAdmission, OpenRateLimits};
+use super::clients::{self, ClientSharing, SharedClients};
 use super::clock::{Clock, SystemClock};
 use super::config::Config;
 use super::db::Db;
@@ -80,6 +82,7 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     policy: Arc<dyn EvictionPolicy>,
     command_events: Option<EventHandler<CommandEvent>>,
+    cmap_events: Option<EventHandler<CmapEvent>>,
 }
 
 impl Builder {
@@ -211,6 +214,26 @@ impl Builder {
         self
     }
 
+    /// Whether databases on one connection target share a driver client (default
+    /// [`ClientSharing::Cluster`]) or each get their own.
+    pub fn client_sharing(mut self, mode: ClientSharing) -> Self {
+        self.config.client_sharing = mode;
+        self
+    }
+
+    /// Sockets of each shared client (in [`ClientSharing::Cluster`] mode).
+    pub fn shared_max_pool_size(mut self, size: u32) -> Self {
+        self.config.shared_max_pool_size = size;
+        self
+    }
+
+    /// Receives the driver's connection-pool (CMAP) events of every tenant client, shared or
+    /// not (connections created, closed, checked out), e.g. to count sockets to the server.
+    pub fn cmap_event_handler(mut self, handler: EventHandler<CmapEvent>) -> Self {
+        self.cmap_events = Some(handler);
+        self
+    }
+
     /// The eviction policy (default: [`SeedPolicy`]).
     pub fn policy(mut self, policy: Arc<dyn EvictionPolicy>) -> Self {
         self.policy = policy;
@@ -254,6 +277,8 @@ impl Builder {
             config,
             base_options: options,
             command_events: self.command_events,
+            cmap_events: self.cmap_events,
+            shared_clients: SharedClients::default(),
             routes,
             route_options,
             redactor,
@@ -319,6 +344,11 @@ fn validate_config(config: &Config) -> Result<TenantNamespace> {
     if config.max_pool_size == 0 {
         return Err(Error::Config("max_pool_size must be at least 1".into()));
     }
+    if config.shared_max_pool_size == 0 {
+        return Err(Error::Config(
+            "shared_max_pool_size must be at least 1".into(),
+        ));
+    }
     if config.max_connecting == 0 {
         return Err(Error::Config("max_connecting must be at least 1".into()));
     }
@@ -342,6 +372,10 @@ pub(crate) struct Inner {
     base_options: ClientOptions,
     /// Command monitoring for every tenant pool (see [`Builder::command_event_handler`]).
     command_events: Option<EventHandler<CommandEvent>>,
+    /// Connection-pool monitoring for every tenant client (see [`Builder::cmap_event_handler`]).
+    cmap_events: Option<EventHandler<CmapEvent>>,
+    /// One client per connection target in [`ClientSharing::Cluster`] mode.
+    shared_clients: SharedClients,
     routes: Routes,
     /// Parsed options of each route without placeholders (`None` for templates).
     route_options: Vec<Option<ClientOptions>>,
@@ -871,7 +905,9 @@ impl Inner {
             .await
             .map_err(|_| Error::Destroyed)?;
         self.check_alive()?;
-        let mut options = match self.routes.target(name)? {
+        let target = self.routes.target(name)?;
+        let shared = clients::shared_target(&target, self.config.client_sharing);
+        let mut options = match target {
             Target::Default => self.base_options.clone(),
             Target::Static(i) => match self.route_options.get(i).cloned().flatten() {
                 Some(options) => options,
@@ -887,20 +923,27 @@ impl Inner {
                 parse_options(&uri, &self.config, &self.redactor).await?
             }
         };
-        options.default_database = Some(name.to_string());
         if let Some(handler) = &self.command_events {
             options.command_event_handler = Some(handler.clone());
         }
-        let client =
-            Client::with_options(options).map_err(|e| Error::from_driver(e, &self.redactor))?;
-        let handle = Arc::new(PoolHandle::new(
+        if let Some(handler) = &self.cmap_events {
+            options.cmap_event_handler = Some(handler.clone());
+        }
+        let chosen =
+            self.shared_clients
+                .client_for(shared, options, name, &self.config, &self.redactor)?;
+        let mut handle = PoolHandle::new(
             Arc::from(name),
-            client,
+            chosen.client,
             self.now(),
             self.signal.clone(),
             self.config.cursor_grace,
-        ));
-        if self.config.verify_on_open {
+        );
+        if let Some(permits) = chosen.op_permits {
+            handle = handle.on_shared_client(permits);
+        }
+        let handle = Arc::new(handle);
+        if self.config.verify_on_open && !chosen.healthy {
             let limit = self.config.server_selection_timeout + Duration::from_secs(2);
             let ping =
                 tokio::time::timeout(limit, handle.database.run_command(doc! { "ping": 1 })).await;
@@ -1015,6 +1058,7 @@ impl PolyMongo {
             clock: Arc::new(SystemClock),
             policy: Arc::new(SeedPolicy),
             command_events: None,
+            cmap_events: None,
         }
     }
 
@@ -1045,13 +1089,23 @@ impl PolyMongo {
 
     /// Acquires a lease on `db`'s pool for one operation (opening the pool if needed).
     /// The pool is not closed while the lease lives. Counts as one use.
+    /// On a shared client, the lease also holds one of the database's `max_pool_size`
+    /// operation permits (waiting up to `acquire_timeout` for one).
     pub async fn lease(&self, db: &str) -> Result<Lease> {
         self.validate(db)?;
-        self.inner.acquire(db, true).await
+        self.lease_validated(db).await
     }
 
     pub(crate) async fn lease_validated(&self, db: &str) -> Result<Lease> {
-        self.inner.acquire(db, true).await
+        let lease = self.inner.acquire(db, true).await?;
+        lease
+            .with_op_permit(self.inner.config.acquire_timeout)
+            .await
+    }
+
+    /// Driver clients shared by several databases now (0 in `database` sharing mode).
+    pub fn shared_clients(&self) -> usize {
+        self.inner.shared_clients.len()
     }
 
     /// A counted guard that keeps `db`'s pool open and protected until dropped.
@@ -1292,6 +1346,7 @@ impl PolyMongo {
             );
         }))
         .await;
+        self.inner.shared_clients.shutdown().await;
         self.inner.metadata.shutdown().await;
         tracing::info!("polymongo connection manager destroyed");
         Ok(())

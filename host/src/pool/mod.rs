@@ -24,6 +24,7 @@
 //! ```
 
 mod admission;
+mod clients;
 mod clock;
 mod config;
 mod db;
@@ -44,8 +45,9 @@ mod tenants;
 mod timed_writes;
 
 pub use admission::{OpenAdmission, OpenRateLimits, OpenRefused, OpenScope};
+pub use clients::ClientSharing;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, DEFAULT_MAX_CONNECTIONS};
+pub use config::{Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHARED_MAX_POOL_SIZE};
 pub use db::{by_id, ChangeStream, Collection, Cursor, Db, Transaction};
 pub use error::{Error, Result};
 pub use events::{CloseReason, PoolEvent, PoolEventKind};

@@ -91,9 +91,12 @@ impl Host {
         for (name, text) in &options.manifests {
             std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
         }
-        let builder = PolyMongo::builder(options.uri.clone().unwrap_or_else(test_uri))
-            .metadata_db(unique_db("meta"))
-            .no_idle_timeout();
+        let builder = PolyMongo::builder(options.uri.clone().unwrap_or_else(test_uri));
+        let builder = match polymongo_tests::test_client_sharing() {
+            Some(mode) => builder.client_sharing(mode.parse().expect("client sharing mode")),
+            None => builder,
+        };
+        let builder = builder.metadata_db(unique_db("meta")).no_idle_timeout();
         let manager = (options.manager)(builder).build().await.unwrap();
         let runtime = Runtime::new(
             manager.clone(),
