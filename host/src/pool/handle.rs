@@ -296,12 +296,13 @@ impl Lease {
             Err(_) => match tokio::time::timeout(limit, permits.acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
                 Ok(Err(_)) => return Err(super::Error::Destroyed),
-                Err(_) => return Err(super::Error::Timeout(format!(
-                    "database {} has all its operation slots on the shared connection pool in use \
-                         (max_pool_size); waited {:?}",
-                    self.handle.name,
-                    started.elapsed()
-                ))),
+                Err(_) => {
+                    let (name, waited) = (&self.handle.name, started.elapsed());
+                    return Err(super::Error::Timeout(format!(
+                        "database {name} has all its operation slots on the shared \
+                         connection pool in use (max_pool_size); waited {waited:?}"
+                    )));
+                }
             },
         };
         self.permit = Some(permit);
