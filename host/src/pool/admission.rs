@@ -105,6 +105,11 @@ impl Bucket {
         self.updated = now;
     }
 
+    /// Returns one token taken earlier, never beyond `burst`.
+    fn give_back(&mut self, burst: u32) {
+        self.tokens = (self.tokens + 1.0).min(f64::from(burst));
+    }
+
     /// Time until one token is available (zero if one is).
     fn wait(&self, per_sec: f64) -> Duration {
         if self.tokens >= 1.0 {
@@ -176,10 +181,7 @@ impl OpenAdmission {
 
     fn admit_at(&self, client: Option<IpAddr>, now: Instant) -> Result<(), OpenRefused> {
         let l = self.limits;
-        let mut guard = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.lock();
         let buckets = &mut *guard;
         let global_on = l.global_burst > 0;
         let client_on = l.per_client_burst > 0;
@@ -232,22 +234,16 @@ impl OpenAdmission {
         }
         Ok(())
     }
-}
 
-impl OpenAdmission {
     /// Gives back the token [`admit`](Self::admit) took for `client` (and the global one),
     /// for a request that did not open a pool after all (its plugin never used the
     /// database): only opens count against the rates.
     pub fn refund(&self, client: Option<IpAddr>) {
         let l = self.limits;
-        let mut guard = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.lock();
         let buckets = &mut *guard;
         if l.global_burst > 0 {
-            let g = &mut buckets.global;
-            g.tokens = (g.tokens + 1.0).min(f64::from(l.global_burst));
+            buckets.global.give_back(l.global_burst);
         }
         if l.per_client_burst > 0 {
             // A client that was not tracked shared the unknown client's bucket.
@@ -258,9 +254,15 @@ impl OpenAdmission {
                 None
             };
             if let Some(b) = buckets.clients.get_mut(&key) {
-                b.tokens = (b.tokens + 1.0).min(f64::from(l.per_client_burst));
+                b.give_back(l.per_client_burst);
             }
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
