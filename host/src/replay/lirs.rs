@@ -100,6 +100,12 @@ impl Lirs {
         self.set(key, LIR);
         self.lir_count += 1;
         self.stack.push_back(key, 0);
+        self.demote_excess_lirs();
+    }
+
+    /// Moves the LIR blocks at the stack's bottom to the resident-HIR queue until at most
+    /// `lir_maximum` remain.
+    fn demote_excess_lirs(&mut self) {
         while self.lir_count > self.lir_maximum {
             let Some(bottom) = self.stack.head(0) else {
                 break;
@@ -214,16 +220,7 @@ impl Expert for Lirs {
         while self.resident() > maximum {
             self.evict();
         }
-        while self.lir_count > self.lir_maximum {
-            let Some(bottom) = self.stack.head(0) else {
-                break;
-            };
-            self.stack.unlink(bottom);
-            self.set(bottom, HIR);
-            self.lir_count -= 1;
-            self.queue.push_back(bottom, 0);
-            self.prune();
-        }
+        self.demote_excess_lirs();
     }
 }
 
