@@ -295,6 +295,29 @@ fn setup(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether Debian packages can be installed here: running as root with apt-get (as on a fresh
+/// CI machine).
+pub(crate) fn can_apt_install() -> bool {
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    root_user && Command::new("apt-get").arg("--version").output().is_ok()
+}
+
+/// `apt-get update` then `apt-get install -y packages`, non-interactively; whether both
+/// succeeded.
+pub(crate) fn apt_install(packages: &[&str]) -> bool {
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    apt(&["update", "-qq"]) && apt(&[&["install", "-y", "-qq"], packages].concat())
+}
+
 /// Debian's `chromium`, which the dashboard's end-to-end test drives headless. Installed with
 /// apt-get when missing and running as root; otherwise a warning says how (the test itself
 /// then fails with the same advice rather than passing silently).
@@ -303,12 +326,7 @@ fn install_chromium() {
     if Path::new(CHROMIUM).exists() || std::env::var_os("POLYMONGO_CHROMIUM").is_some() {
         return;
     }
-    let root_user = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let have_apt = Command::new("apt-get").arg("--version").output().is_ok();
-    if !(root_user && have_apt) {
+    if !can_apt_install() {
         eprintln!(
             "warning: {CHROMIUM} is missing; the dashboard test needs it: \
              `sudo apt-get update && sudo apt-get install -y chromium` (or set POLYMONGO_CHROMIUM)"
@@ -316,14 +334,7 @@ fn install_chromium() {
         return;
     }
     eprintln!("installing Debian's chromium for the dashboard test (apt-get) ...");
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !(apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "chromium"])) {
+    if !apt_install(&["chromium"]) {
         eprintln!("warning: `apt-get install -y chromium` failed; the dashboard test will fail");
     }
 }

@@ -73,22 +73,9 @@ fn ensure_java_and_maven() -> Result<()> {
     if have("java", "-version") && have("javac", "-version") && have("mvn", "-v") {
         return Ok(());
     }
-    let root_user = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if root_user && have("apt-get", "--version") {
+    if crate::can_apt_install() {
         eprintln!("installing Java 17 and Maven for mongo-java-server (apt-get) ...");
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if apt(&["update", "-qq"])
-            && apt(&["install", "-y", "-qq", "openjdk-17-jdk-headless", "maven"])
-        {
+        if crate::apt_install(&["openjdk-17-jdk-headless", "maven"]) {
             return Ok(());
         }
     }
