@@ -32,7 +32,6 @@ async fn main() -> Result<()> {
     };
     let _log_guard = cli::init_logging(&args.log, format, queue);
     match args.command {
-        cli::Command::Demo(demo) => cli::demo::run(demo).await,
         cli::Command::Serve(serve) => cli::serve::run(serve).await,
         cli::Command::Config(command) => cli::config::run(command),
         cli::Command::Replay(replay) => cli::replay::run(replay),

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | db | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | db | test | examples | demo | bench`.
 //!
 //! Everything a fresh machine needs is installed here, idempotently: FerretDB and
 //! mongo-java-server (into the git-ignored `.tools/` folder) and the `wasm32-wasip2` Rust target.
 
+mod examples;
 mod mjs;
 mod plugins;
 
@@ -53,9 +54,12 @@ enum Task {
         #[arg(long)]
         quiet: bool,
     },
+    /// Set up, then run every example of `examples/` end to end (as `test` does after the
+    /// tests).
+    Examples,
     /// Set up, start a local FerretDB and run the connection-manager demo against it.
     Demo {
-        /// Extra arguments for `polymongo demo`.
+        /// Extra arguments for the churn example (`examples/churn.rs`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -82,6 +86,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::BuildPlugins => plugins::build_plugins(&root),
+        Task::Examples => {
+            setup(&root)?;
+            plugins::build_plugins(&root)?;
+            examples::run_all(&root)
+        }
         Task::Serve { listen, quiet } => serve(&root, &listen, quiet),
         Task::Test { args } => {
             setup(&root)?;
@@ -99,7 +108,11 @@ fn main() -> Result<()> {
             if let Ok(text) = std::fs::read_to_string(&skips) {
                 eprintln!("\n==== SKIPPED TEST PARTS (see reasons) ====\n{text}==========================================");
             }
-            exit_with(status)
+            if !status.success() {
+                exit_with(status)?;
+            }
+            // The examples, as their READMEs tell users to run them.
+            examples::run_all(&root)
         }
         Task::Demo { args } => {
             setup(&root)?;
@@ -114,11 +127,10 @@ fn main() -> Result<()> {
                     "run",
                     "--quiet",
                     "-p",
-                    "polymongo-host",
-                    "--bin",
-                    "polymongo",
+                    "polymongo-examples",
+                    "--example",
+                    "churn",
                     "--",
-                    "demo",
                 ],
                 &demo_args,
             )?;

@@ -1,7 +1,6 @@
 //! Command-line interface of the `polymongo` binary.
 
 pub mod config;
-pub mod demo;
 pub mod replay;
 pub mod serve;
 
@@ -30,9 +29,6 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Drive many tenant databases through the connection manager with a small cap and
-    /// print what it does (opens, evictions, stats).
-    Demo(demo::DemoArgs),
     /// Serve the plugins folder over HTTP: `/{plugin}/...` for the tenant in the tenant
     /// header, `/admin/...`, `/healthz`.
     Serve(serve::ServeArgs),

@@ -1,34 +1,40 @@
-//! `polymongo demo`: many tenants, a small cap, and a live account of what the manager does.
+//! The churn demo: many tenants, a small cap, and a live account of what the connection
+//! manager does (opens, evictions, the pinned database that stays).
+//!
+//! ```sh
+//! cargo xtask demo                                  # starts a local FerretDB and runs this
+//! cargo run --example churn -- --tenants 100 --max-connections 10   # against $MONGODB_URI
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bson::{doc, Document};
-use clap::Args;
+use clap::Parser;
 use polymongo::pool::{PolyMongo, PoolEventKind};
 
 /// Options of the demo.
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// MongoDB URI (e.g. the local FerretDB that `cargo xtask demo` starts).
-    #[arg(long, env = "POLYMONGO_MONGO_URI")]
-    pub uri: String,
+#[derive(Parser, Debug)]
+struct DemoArgs {
+    /// MongoDB URI (default: `$MONGODB_URI`, else the local FerretDB of `cargo xtask db`).
+    #[arg(long, default_value_t = polymongo_examples::mongo_uri())]
+    uri: String,
     /// Number of tenant databases.
     #[arg(long, default_value_t = 40)]
-    pub tenants: usize,
+    tenants: usize,
     /// Most pools open at once.
     #[arg(long, default_value_t = 5)]
-    pub max_connections: usize,
+    max_connections: usize,
     /// Operations to run in total.
     #[arg(long, default_value_t = 400)]
-    pub operations: usize,
+    operations: usize,
     /// Concurrent workers.
     #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    concurrency: usize,
     /// Seed of the traffic generator.
     #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    seed: u64,
 }
 
 /// A small deterministic generator (xorshift64*), enough for demo traffic.
@@ -55,8 +61,9 @@ impl Rng {
     }
 }
 
-/// Runs the demo.
-pub async fn run(args: DemoArgs) -> Result<()> {
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = DemoArgs::parse();
     let pm = PolyMongo::builder(&args.uri)
         .max_connections(args.max_connections)
         .acquire_timeout(Duration::from_secs(30))
@@ -69,7 +76,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .collect(),
     );
     println!(
-        "polymongo demo: {} tenants, max_connections {}, {} operations from {} workers",
+        "churn demo: {} tenants, max_connections {}, {} operations from {} workers",
         args.tenants, args.max_connections, args.operations, args.concurrency
     );
     pm.set_priority(&tenants[0], -1).await?;
