@@ -17,7 +17,7 @@ use polymongo::pool::PolyMongo;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let manager = PolyMongo::builder(&polymongo_examples::mongo_uri())
+    let manager = PolyMongo::builder(polymongo_examples::mongo_uri())
         .max_connections(2) // hard cap on open per-database pools
         .idle_timeout(Duration::from_secs(600)) // close pools idle this long
         .metadata_db("polymongo-metadata") // where priorities persist
