@@ -39,6 +39,7 @@ mod metadata;
 pub mod name;
 mod namespace;
 mod policy;
+mod ranking;
 mod routing;
 mod secret;
 mod stats;
@@ -46,7 +47,7 @@ mod support;
 mod tenants;
 mod timed_writes;
 
-pub use admission::{OpenAdmission, OpenRateLimits, OpenRefused, OpenScope};
+pub use admission::{OpenRateLimits, OpenRefused, OpenScope};
 pub use clients::ClientSharing;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use collection::Collection;
@@ -64,9 +65,8 @@ pub use policy::{
     builtin_policy, has_stable_key, lowest_score, Choice, EvictionPolicy, LruPolicy, PoolStats,
     SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,
 };
-pub use routing::{glob_match, RouteRule, Routes, Target};
+pub use ranking::Ranked;
+pub use routing::{RouteRule, Routes, Target};
 pub use secret::{Redactor, SecretUri, MASK};
-
 pub use stats::{ConnectionStats, ManagerStats, Protection, Usage};
-pub use support::{ServerCaps, Topology};
 pub use timed_writes::WriteOutcome;

@@ -86,9 +86,9 @@ impl Inner {
             Some(Slot::Open(entry)) => {
                 entry.handle.add_ops(1);
                 if counts_use {
-                    entry.usage.record(now);
+                    entry.rank.usage.record(now);
                     entry.reindex(&mut st.index, st.policy.as_ref(), st.ordered);
-                    st.policy.on_access(entry.seq, name, now);
+                    st.policy.on_access(entry.rank.seq, name, now);
                 }
                 Ok(Step::Ready(Lease::granted(entry.handle.clone())))
             }
@@ -193,7 +193,7 @@ impl Inner {
                 .iter()
                 .filter_map(|(n, s)| match s {
                     Slot::Open(e) if State::is_evictable(e) => {
-                        let idle = now.saturating_sub(e.usage.last_used_ms);
+                        let idle = now.saturating_sub(e.rank.usage.last_used_ms);
                         (idle > idle_ms).then(|| (n.clone(), idle))
                     }
                     _ => None,

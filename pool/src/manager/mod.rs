@@ -284,7 +284,7 @@ impl PolyMongo {
             let st = &mut *guard;
             st.priorities.insert(db.to_string(), priority);
             if let Some(Slot::Open(entry)) = st.slots.get_mut(db) {
-                entry.priority = priority;
+                entry.rank.priority = priority;
                 entry.reindex(&mut st.index, st.policy.as_ref(), st.ordered);
             }
         }
@@ -308,7 +308,7 @@ impl PolyMongo {
         st.ordered = ordered;
         for slot in st.slots.values_mut() {
             if let Slot::Open(entry) = slot {
-                entry.key = None;
+                entry.rank.forget_index_key();
                 entry.reindex(&mut st.index, st.policy.as_ref(), ordered);
             }
         }
@@ -337,9 +337,9 @@ impl PolyMongo {
         open.iter()
             .zip(stats.iter().zip(scores))
             .map(|((name, e), (stats, score))| ConnectionStats {
-                pool_id: e.seq,
+                pool_id: e.rank.seq,
                 db_name: name.to_string(),
-                priority: e.priority,
+                priority: e.rank.priority,
                 use_count: stats.use_count,
                 avg_interval: stats.avg_interval_ms,
                 last_used: stats.last_used_ms,

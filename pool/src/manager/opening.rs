@@ -12,6 +12,7 @@ use crate::clients::{self};
 use crate::error::{Error, Result};
 use crate::events::PoolEventKind;
 use crate::handle::{Lease, PoolHandle};
+use crate::ranking::Ranked;
 use crate::routing::Target;
 use crate::stats::Usage;
 
@@ -129,17 +130,20 @@ impl Inner {
                     for _ in 0..uses {
                         usage.record(now);
                     }
+                    let rank = Ranked::new(
+                        st.next_seq,
+                        st.priority_of(&name),
+                        handle.opened_at_ms,
+                        usage,
+                    );
                     let mut entry = OpenPool {
                         handle: handle.clone(),
-                        usage,
-                        priority: st.priority_of(&name),
-                        seq: st.next_seq,
-                        key: None,
+                        rank,
                     };
                     st.next_seq += 1;
-                    handle.set_pool_id(entry.seq);
+                    handle.set_pool_id(entry.rank.seq);
                     entry.reindex(&mut st.index, st.policy.as_ref(), st.ordered);
-                    st.policy.on_open(entry.seq, &name, now);
+                    st.policy.on_open(entry.rank.seq, &name, now);
                     st.slots.insert(name.clone(), Slot::Open(entry));
                     Ok(handle)
                 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crate::handle::PoolHandle;
 use crate::index::EvictionIndex;
-use crate::policy::{lowest_score, EvictionPolicy, PoolStats, DEFAULT_PRIORITY, PINNED_PRIORITY};
-use crate::stats::{Protection, Usage};
+use crate::policy::{lowest_score, EvictionPolicy, PoolStats, DEFAULT_PRIORITY};
+use crate::ranking::Ranked;
+use crate::stats::Protection;
 
 use super::opening::OpenWait;
 
@@ -44,32 +45,21 @@ pub(super) enum Slot {
     Closing(Arc<PoolHandle>, bool),
 }
 
+/// An open pool: its client handle and its place in the eviction ranking.
 pub(super) struct OpenPool {
     pub(super) handle: Arc<PoolHandle>,
-    pub(super) usage: Usage,
-    pub(super) priority: i32,
-    pub(super) seq: u64,
-    /// The key under which the pool is in the index, if it is.
-    pub(super) key: Option<f64>,
+    pub(super) rank: Ranked,
 }
 
 impl OpenPool {
-    pub(super) fn stats<'a>(&'a self, name: &'a str) -> PoolStats<'a> {
-        PoolStats {
-            pool_id: self.seq,
-            db_name: name,
-            priority: self.priority,
-            use_count: self.usage.use_count,
-            avg_interval_ms: self.usage.avg_interval_ms(),
-            last_used_ms: self.usage.last_used_ms,
-            opened_at_ms: self.handle.opened_at_ms,
-            in_flight: self.handle.in_flight(),
-            watch_count: self.handle.guards(),
-        }
+    /// The statistics a policy scores (with the pool's live operations and guards).
+    pub(super) fn stats<'a>(&self, name: &'a str) -> PoolStats<'a> {
+        self.rank
+            .stats(name, self.handle.in_flight(), self.handle.guards())
     }
 
     pub(super) fn protection(&self) -> Option<Protection> {
-        if self.priority == PINNED_PRIORITY {
+        if self.rank.is_pinned() {
             Some(Protection::Pinned)
         } else if self.handle.guards() > 0 {
             Some(Protection::Watched)
@@ -87,19 +77,9 @@ impl OpenPool {
         policy: &dyn EvictionPolicy,
         ordered: bool,
     ) {
-        let name = self.handle.name.clone();
-        let new_key = if ordered && self.priority != PINNED_PRIORITY {
-            policy.stable_key(&self.stats(&name))
-        } else {
-            None
-        };
-        match (self.key, new_key) {
-            (Some(old), Some(new)) => index.update(old, new, self.seq),
-            (Some(old), None) => index.remove(old, self.seq),
-            (None, Some(new)) => index.insert(new, self.seq, name),
-            (None, None) => {}
-        }
-        self.key = new_key;
+        let activity = (self.handle.in_flight(), self.handle.guards());
+        self.rank
+            .reindex(index, policy, ordered, &self.handle.name, activity);
     }
 }
 
@@ -122,9 +102,7 @@ impl State {
         let Slot::Open(entry) = slot else {
             return None;
         };
-        if let Some(key) = entry.key {
-            self.index.remove(key, entry.seq);
-        }
+        entry.rank.unindex(&mut self.index);
         let handle = entry.handle.clone();
         handle.mark_closing();
         *slot = Slot::Closing(handle.clone(), handed_over);
@@ -147,7 +125,7 @@ impl State {
     }
 
     pub(super) fn is_evictable(entry: &OpenPool) -> bool {
-        entry.priority != PINNED_PRIORITY && !entry.handle.is_busy() && entry.handle.guards() == 0
+        !entry.rank.is_pinned() && !entry.handle.is_busy() && entry.handle.guards() == 0
     }
 
     /// The evictable pool with the lowest score (ties to the earliest opened), and its score.
