@@ -306,7 +306,7 @@ where
     }
 
     /// Watches this collection. Needs a replica set or sharded cluster; elsewhere fails with
-    /// [`Error::Unsupported`]. The pool is protected from eviction while the stream lives.
+    /// [`Error::Unsupported`](crate::Error::Unsupported). The pool is protected from eviction while the stream lives.
     pub async fn watch(&self) -> Result<ChangeStream<ChangeStreamEvent<T>>> {
         let name = self.name.clone();
         self.db

@@ -169,7 +169,7 @@ impl Builder {
         self
     }
 
-    /// The clock (default: the system clock). Tests inject a [`ManualClock`](super::ManualClock).
+    /// The clock (default: the system clock). Tests inject a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self

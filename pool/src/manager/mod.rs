@@ -2,7 +2,7 @@
 //! driver client, see [`clients`](crate::clients)), a hard cap on open pools,
 //! single-flight opens, eviction by policy, idle closing, priorities and lifecycle events.
 //!
-//! All bookkeeping lives in one [`State`](slots::State) behind a `std::sync::Mutex` that is
+//! All bookkeeping lives in one [`slots::State`] behind a `std::sync::Mutex` that is
 //! never held across an `.await`. Slow work (connecting, closing) runs outside the lock; opens
 //! run in their own task so that a cancelled request never leaves a half-opened slot behind.
 //!
@@ -89,7 +89,7 @@ pub(crate) struct Inner {
     command_events: Option<EventHandler<CommandEvent>>,
     /// Connection-pool monitoring for every tenant client (see [`Builder::cmap_event_handler`]).
     cmap_events: Option<EventHandler<CmapEvent>>,
-    /// One client per connection target in [`ClientSharing::Cluster`] mode.
+    /// One client per connection target in [`ClientSharing::Cluster`](crate::ClientSharing::Cluster) mode.
     shared_clients: SharedClients,
     routes: Routes,
     /// Parsed options of each route without placeholders (`None` for templates).
