@@ -1,5 +1,5 @@
 //! The replayer: drives an [`EvictionPolicy`] over a trace with capacity K, deciding as the
-//! connection manager does (host/src/pool/manager.rs):
+//! connection manager does (the `polymongo-pool` crate, whose [`Ranked`] it uses):
 //!
 //! - a request for an open pool is a hit: its usage is recorded, it is re-filed in the
 //!   ordered index, and the policy's `on_access` hook runs;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::trace::Trace;
 use crate::pool::{
-    has_stable_key, lowest_score, EvictionIndex, EvictionPolicy, PoolStats, Usage, PINNED_PRIORITY,
+    has_stable_key, lowest_score, EvictionIndex, EvictionPolicy, PoolStats, Ranked, Usage,
 };
 
 /// How to replay.
@@ -79,36 +79,19 @@ impl SimResult {
     }
 }
 
-/// An open pool, as the manager's `OpenPool` (with the manager's own `Usage`).
+/// An open pool: its ranking kept by the manager's own [`Ranked`] (usage arithmetic, policy
+/// statistics, index entry), and where it is in the dense list of open keys.
 #[derive(Debug, Clone, Copy)]
 struct Open {
-    seq: u64,
-    priority: i32,
-    usage: Usage,
-    opened_at_ms: u64,
-    /// Where it is in the index, if it is.
-    index_key: Option<f64>,
+    rank: Ranked,
     /// Position in the dense list of open keys.
     pos: usize,
 }
 
 impl Open {
-    fn record(&mut self, now_ms: u64) {
-        self.usage.record(now_ms);
-    }
-
+    /// Nothing is ever busy or watched in a replay.
     fn stats<'a>(&self, name: &'a str) -> PoolStats<'a> {
-        PoolStats {
-            pool_id: self.seq,
-            db_name: name,
-            priority: self.priority,
-            use_count: self.usage.use_count,
-            avg_interval_ms: self.usage.avg_interval_ms(),
-            last_used_ms: self.usage.last_used_ms,
-            opened_at_ms: self.opened_at_ms,
-            in_flight: 0,
-            watch_count: 0,
-        }
+        self.rank.stats(name, 0, 0)
     }
 }
 
@@ -127,18 +110,9 @@ impl Sim<'_> {
     fn reindex(&mut self, k: u32) {
         let entry = self.open[k as usize].as_mut().expect("open");
         let name = &self.trace.names[k as usize];
-        let new_key = if self.ordered && entry.priority != PINNED_PRIORITY {
-            self.policy.stable_key(&entry.stats(name))
-        } else {
-            None
-        };
-        match (entry.index_key, new_key) {
-            (Some(old), Some(new)) => self.index.update(old, new, entry.seq),
-            (Some(old), None) => self.index.remove(old, entry.seq),
-            (None, Some(new)) => self.index.insert(new, entry.seq, name.clone()),
-            (None, None) => {}
-        }
-        entry.index_key = new_key;
+        entry
+            .rank
+            .reindex(&mut self.index, self.policy, self.ordered, name, (0, 0));
     }
 
     /// The victim key, and whether the policy's answer had to be replaced.
@@ -151,7 +125,7 @@ impl Sim<'_> {
             .dense
             .iter()
             .copied()
-            .filter(|&k| self.open[k as usize].is_some_and(|e| e.priority != PINNED_PRIORITY))
+            .filter(|&k| self.open[k as usize].is_some_and(|e| !e.rank.is_pinned()))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -170,17 +144,15 @@ impl Sim<'_> {
     }
 
     fn close(&mut self, k: u32, now_ms: u64) {
-        let entry = self.open[k as usize].take().expect("open");
-        if let Some(key) = entry.index_key {
-            self.index.remove(key, entry.seq);
-        }
+        let mut entry = self.open[k as usize].take().expect("open");
+        entry.rank.unindex(&mut self.index);
         let last = self.dense.pop().expect("dense holds every open key");
         if last != k {
             self.dense[entry.pos] = last;
             self.open[last as usize].as_mut().expect("open").pos = entry.pos;
         }
         self.policy
-            .on_close(entry.seq, &self.trace.names[k as usize], now_ms);
+            .on_close(entry.rank.seq, &self.trace.names[k as usize], now_ms);
     }
 }
 
@@ -215,8 +187,8 @@ pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) 
         let now = config.start_ms + i as u64 * config.step_ms;
         if let Some(entry) = sim.open[k as usize].as_mut() {
             result.hits += 1;
-            entry.record(now);
-            let seq = entry.seq;
+            entry.rank.usage.record(now);
+            let seq = entry.rank.seq;
             sim.reindex(k);
             policy.on_access(seq, &trace.names[k as usize], now);
             continue;
@@ -236,17 +208,14 @@ pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) 
                 None => result.over_capacity += 1,
             }
         }
-        let mut entry = Open {
-            seq: sim.next_seq,
-            priority: trace.priorities[k as usize],
-            usage: Usage::new(now),
-            opened_at_ms: now,
-            index_key: None,
+        let mut usage = Usage::new(now);
+        usage.record(now);
+        let entry = Open {
+            rank: Ranked::new(sim.next_seq, trace.priorities[k as usize], now, usage),
             pos: sim.dense.len(),
         };
         sim.next_seq += 1;
-        entry.record(now);
-        let seq = entry.seq;
+        let seq = entry.rank.seq;
         sim.open[k as usize] = Some(entry);
         sim.dense.push(k);
         sim.reindex(k);

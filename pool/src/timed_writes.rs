@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bson::{doc, oid::ObjectId, Bson, Document};
 
-use super::db::{Collection, Db};
+use super::collection::Collection;
+use super::db::Db;
 use super::error::{Error, Result};
 
 /// What an update or replacement did.

@@ -168,11 +168,6 @@ impl OpenAdmission {
         }
     }
 
-    /// The configured limits.
-    pub fn limits(&self) -> OpenRateLimits {
-        self.limits
-    }
-
     /// Takes one open token for `client` (and one from the global bucket), or says which
     /// limit refused and for how long.
     pub fn admit(&self, client: Option<IpAddr>) -> Result<(), OpenRefused> {

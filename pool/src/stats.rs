@@ -4,11 +4,15 @@ use serde::Serialize;
 
 use super::policy::PoolStats;
 
-/// Running usage of one open pool.
+/// Running usage of one open pool: the counts the eviction policies score (shared by the
+/// manager and the replay tool, so both rank pools with the same arithmetic).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Usage {
+pub struct Usage {
+    /// Operations counted so far.
     pub use_count: u64,
+    /// Epoch milliseconds of the first counted operation (of the opening until then).
     pub first_used_ms: u64,
+    /// Epoch milliseconds of the latest counted operation.
     pub last_used_ms: u64,
 }
 

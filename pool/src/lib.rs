@@ -8,9 +8,9 @@
 //! (a live [`Lease`]).
 //!
 //! ```no_run
-//! # async fn demo() -> polymongo::pool::Result<()> {
+//! # async fn demo() -> polymongo_pool::Result<()> {
 //! use bson::{doc, Document};
-//! use polymongo::pool::PolyMongo;
+//! use polymongo_pool::PolyMongo;
 //!
 //! let manager = PolyMongo::builder("mongodb://127.0.0.1:27017")
 //!     .max_connections(10)
@@ -26,7 +26,9 @@
 mod admission;
 mod clients;
 mod clock;
+mod collection;
 mod config;
+mod cursor;
 mod db;
 mod error;
 mod events;
@@ -37,6 +39,7 @@ mod metadata;
 pub mod name;
 mod namespace;
 mod policy;
+mod ranking;
 mod routing;
 mod secret;
 mod stats;
@@ -44,11 +47,13 @@ mod support;
 mod tenants;
 mod timed_writes;
 
-pub use admission::{OpenAdmission, OpenRateLimits, OpenRefused, OpenScope};
+pub use admission::{OpenRateLimits, OpenRefused, OpenScope};
 pub use clients::ClientSharing;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use collection::Collection;
 pub use config::{Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHARED_MAX_POOL_SIZE};
-pub use db::{by_id, ChangeStream, Collection, Cursor, Db, Transaction};
+pub use cursor::{ChangeStream, Cursor};
+pub use db::{Db, Transaction};
 pub use error::{Error, Result};
 pub use events::{CloseReason, PoolEvent, PoolEventKind};
 pub use handle::{KeepAlive, Lease};
@@ -60,9 +65,8 @@ pub use policy::{
     builtin_policy, has_stable_key, lowest_score, Choice, EvictionPolicy, LruPolicy, PoolStats,
     SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,
 };
-pub use routing::{glob_match, RouteRule, Routes, Target};
+pub use ranking::Ranked;
+pub use routing::{RouteRule, Routes, Target};
 pub use secret::{Redactor, SecretUri, MASK};
-pub(crate) use stats::Usage;
-pub use stats::{ConnectionStats, ManagerStats, Protection};
-pub use support::{ServerCaps, Topology};
+pub use stats::{ConnectionStats, ManagerStats, Protection, Usage};
 pub use timed_writes::WriteOutcome;

@@ -1,176 +1,32 @@
-//! Database-scoped access: [`Db`] (what `db(name)` returns), typed [`Collection`]s, and the
-//! long-lived results ([`Cursor`], [`ChangeStream`], [`Transaction`]) that keep their pool safe.
-//!
-//! Every operation takes a lease on the database's pool for its whole duration, so it counts
-//! as one use in the pool's statistics and the pool cannot be closed under it.
+//! Typed collections: every operation runs under a lease on the database's pool.
 
 use std::borrow::Borrow;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bson::{doc, Bson, Document, RawDocumentBuf};
-use futures_util::{Stream, StreamExt};
-use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use bson::{Bson, Document, RawDocumentBuf};
+use mongodb::change_stream::event::ChangeStreamEvent;
 use mongodb::options::{
     AggregateOptions, ChangeStreamOptions, CountOptions, CreateIndexOptions, DistinctOptions,
     FindOneAndUpdateOptions, FindOneOptions, FindOptions, ReplaceOptions, UpdateModifications,
     UpdateOptions,
 };
 use mongodb::results::UpdateResult;
-use mongodb::{ClientSession, IndexModel};
+use mongodb::IndexModel;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::error::{Error, Result};
-use super::handle::{CursorLease, KeepAlive, Lease};
-use super::manager::PolyMongo;
-use super::secret::Redactor;
-
-/// A handle on one database. Cheap to clone; the pool opens on first use.
-#[derive(Clone)]
-pub struct Db {
-    manager: PolyMongo,
-    name: Arc<str>,
-}
-
-impl std::fmt::Debug for Db {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("name", &&*self.name).finish()
-    }
-}
-
-impl Db {
-    pub(crate) fn new(manager: PolyMongo, name: Arc<str>) -> Self {
-        Self { manager, name }
-    }
-
-    /// The database name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// A typed collection in this database.
-    pub fn collection<T>(&self, name: &str) -> Collection<T> {
-        Collection {
-            db: self.clone(),
-            name: Arc::from(name),
-            _type: PhantomData,
-        }
-    }
-
-    /// A lease on this database's pool (one use; the pool stays open while it lives).
-    pub async fn lease(&self) -> Result<Lease> {
-        self.manager.lease_validated(&self.name).await
-    }
-
-    /// Runs any driver operation on this database under a lease: the escape hatch for what
-    /// the typed API does not cover.
-    pub async fn run<R, F, Fut>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(mongodb::Database) -> Fut,
-        Fut: Future<Output = mongodb::error::Result<R>>,
-    {
-        let lease = self.lease().await?;
-        let result = f(lease.database().clone()).await;
-        drop(lease);
-        result.map_err(|e| self.map_err(e))
-    }
-
-    /// Runs a database command.
-    pub async fn run_command(&self, command: Document) -> Result<Document> {
-        self.run(|db| async move { db.run_command(command).await })
-            .await
-    }
-
-    /// Names of the collections in this database.
-    pub async fn list_collection_names(&self) -> Result<Vec<String>> {
-        self.run(|db| async move { db.list_collection_names().await })
-            .await
-    }
-
-    /// Drops the whole database.
-    pub async fn drop_database(&self) -> Result<()> {
-        self.run(|db| async move { db.drop().await }).await
-    }
-
-    /// A guard that keeps this database's pool open and protected until dropped.
-    pub async fn keep_alive(&self) -> Result<KeepAlive> {
-        self.manager.keep_alive_validated(&self.name).await
-    }
-
-    /// Watches every collection of this database. Needs a replica set or sharded cluster;
-    /// elsewhere fails with [`Error::Unsupported`]. The pool is protected while the stream lives.
-    pub async fn watch(&self) -> Result<ChangeStream<ChangeStreamEvent<Document>>> {
-        self.watch_with(|db| async move { db.watch().await }).await
-    }
-
-    async fn watch_with<T, F, Fut>(&self, open: F) -> Result<ChangeStream<T>>
-    where
-        F: FnOnce(mongodb::Database) -> Fut,
-        Fut: Future<Output = mongodb::error::Result<mongodb::change_stream::ChangeStream<T>>>,
-        T: DeserializeOwned,
-    {
-        let guard = self.keep_alive().await?;
-        let lease = self.lease().await?;
-        lease
-            .handle()
-            .caps(self.redactor())
-            .await?
-            .require_change_streams()?;
-        let stream = open(lease.database().clone())
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(ChangeStream {
-            token: stream.resume_token(),
-            inner: stream,
-            redactor: self.redactor().clone(),
-            _guard: guard,
-        })
-    }
-
-    /// Starts a multi-document transaction. Needs a replica set or sharded cluster; elsewhere
-    /// fails with [`Error::Unsupported`]. The pool counts as busy until the transaction ends.
-    pub async fn start_transaction(&self) -> Result<Transaction> {
-        let lease = self.lease().await?;
-        lease
-            .handle()
-            .caps(self.redactor())
-            .await?
-            .require_transactions()?;
-        let mut session = lease
-            .handle()
-            .client
-            .start_session()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        session
-            .start_transaction()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(Transaction {
-            session,
-            redactor: self.redactor().clone(),
-            lease,
-        })
-    }
-
-    pub(crate) fn redactor(&self) -> &Redactor {
-        &self.manager.inner().redactor
-    }
-
-    pub(crate) fn map_err(&self, e: mongodb::error::Error) -> Error {
-        Error::from_driver(e, self.redactor())
-    }
-}
+use crate::cursor::{ChangeStream, Cursor};
+use crate::db::Db;
+use crate::error::Result;
+use crate::handle::CursorLease;
 
 /// A collection of documents of type `T` (use `bson::Document` for schemaless access).
 pub struct Collection<T> {
-    db: Db,
-    name: Arc<str>,
-    _type: PhantomData<fn() -> T>,
+    pub(crate) db: Db,
+    pub(crate) name: Arc<str>,
+    pub(crate) _type: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Collection<T> {
@@ -450,7 +306,7 @@ where
     }
 
     /// Watches this collection. Needs a replica set or sharded cluster; elsewhere fails with
-    /// [`Error::Unsupported`]. The pool is protected from eviction while the stream lives.
+    /// [`Error::Unsupported`](crate::Error::Unsupported). The pool is protected from eviction while the stream lives.
     pub async fn watch(&self) -> Result<ChangeStream<ChangeStreamEvent<T>>> {
         let name = self.name.clone();
         self.db
@@ -478,145 +334,4 @@ where
             })
             .await
     }
-}
-
-/// Results of `find` or `aggregate`. While it is in use, and for the cursor grace period
-/// (`cursor_grace`) after each use, its pool is not evicted; a cursor left unused for longer
-/// does not keep other databases from a slot, and fails as `unavailable` if its pool was
-/// closed meanwhile.
-pub struct Cursor<T> {
-    inner: mongodb::Cursor<T>,
-    redactor: Redactor,
-    lease: CursorLease,
-}
-
-impl<T: DeserializeOwned + Unpin + Send + Sync> Cursor<T> {
-    /// The next document, `None` when exhausted.
-    pub async fn next(&mut self) -> Option<Result<T>> {
-        let Some(_call) = self.lease.begin_call() else {
-            return Some(Err(Error::Unavailable(
-                "this cursor's pool was closed (the cursor was left unused past the cursor \
-                 grace period and its pool given to another database); run the query again"
-                    .into(),
-            )));
-        };
-        let redactor = &self.redactor;
-        self.inner
-            .next()
-            .await
-            .map(|r| r.map_err(|e| Error::from_driver(e, redactor)))
-    }
-
-    /// Up to `max` further documents (fewer only when the cursor is exhausted).
-    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            match self.next().await {
-                Some(doc) => out.push(doc?),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every remaining document.
-    pub async fn collect_all(mut self) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        while let Some(doc) = self.next().await {
-            out.push(doc?);
-        }
-        Ok(out)
-    }
-}
-
-impl<T: DeserializeOwned + Unpin + Send + Sync> Stream for Cursor<T> {
-    type Item = Result<T>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let Some(_call) = this.lease.begin_call() else {
-            return Poll::Ready(Some(Err(Error::Unavailable(
-                "this cursor's pool was closed; run the query again".into(),
-            ))));
-        };
-        let redactor = &this.redactor;
-        this.inner
-            .poll_next_unpin(cx)
-            .map(|o| o.map(|r| r.map_err(|e| Error::from_driver(e, redactor))))
-    }
-}
-
-/// A change stream. Holds a keep-alive guard: the pool is protected while it lives.
-pub struct ChangeStream<T: DeserializeOwned> {
-    inner: mongodb::change_stream::ChangeStream<T>,
-    /// The driver's token after the last completed `next` (the driver panics when asked for
-    /// it while a cancelled `next` left a batch request in flight, so it is copied here).
-    token: Option<ResumeToken>,
-    redactor: Redactor,
-    _guard: KeepAlive,
-}
-
-impl<T: DeserializeOwned + Unpin + Send + Sync> ChangeStream<T> {
-    /// The next change (waits for one).
-    ///
-    /// Cancel-safe: a call dropped while it waits (e.g. under a timeout) loses no change; the
-    /// next call continues the same request to the server.
-    pub async fn next(&mut self) -> Option<Result<T>> {
-        let redactor = &self.redactor;
-        let next = self
-            .inner
-            .next()
-            .await
-            .map(|r| r.map_err(|e| Error::from_driver(e, redactor)));
-        self.token = self.inner.resume_token();
-        next
-    }
-
-    /// The token to resume after the last change returned (or the stream's start).
-    pub fn resume_token(&self) -> Option<ResumeToken> {
-        self.token.clone()
-    }
-}
-
-/// An open multi-document transaction. Holds a lease until committed, aborted or dropped
-/// (dropping aborts it).
-pub struct Transaction {
-    session: ClientSession,
-    redactor: Redactor,
-    lease: Lease,
-}
-
-impl Transaction {
-    /// A driver collection in this database; pass [`Transaction::session`] to its operations.
-    pub fn collection<T: Send + Sync>(&self, name: &str) -> mongodb::Collection<T> {
-        self.lease.database().collection(name)
-    }
-
-    /// The session to pass to operations inside the transaction.
-    pub fn session(&mut self) -> &mut ClientSession {
-        &mut self.session
-    }
-
-    /// Commits the transaction.
-    pub async fn commit(mut self) -> Result<()> {
-        let redactor = self.redactor.clone();
-        self.session
-            .commit_transaction()
-            .await
-            .map_err(|e| Error::from_driver(e, &redactor))
-    }
-
-    /// Aborts the transaction.
-    pub async fn abort(mut self) -> Result<()> {
-        let redactor = self.redactor.clone();
-        self.session
-            .abort_transaction()
-            .await
-            .map_err(|e| Error::from_driver(e, &redactor))
-    }
-}
-
-/// Builds `{ _id: id }`.
-pub fn by_id(id: impl Into<Bson>) -> Document {
-    doc! { "_id": id.into() }
 }

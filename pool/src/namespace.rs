@@ -30,7 +30,7 @@ pub struct TenantNamespace {
 
 impl TenantNamespace {
     /// A namespace with `prefix` (lower-case letters, digits, `-`, `_`; at most
-    /// [`MAX_PREFIX_BYTES`]; may be empty).
+    /// 31 bytes; may be empty).
     pub fn new(prefix: &str) -> Result<Self> {
         let bad = |reason: String| Error::Config(format!("tenant_db_prefix {prefix:?}: {reason}"));
         if prefix.len() > MAX_PREFIX_BYTES {
