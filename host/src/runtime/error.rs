@@ -18,6 +18,9 @@ pub enum LoadError {
     /// The plugin name (from the file name) is not usable in a URL path.
     #[error("invalid plugin name {0:?}: use letters, digits, '-' and '_'")]
     InvalidName(String),
+    /// The plugin name is a route of the gateway (`admin`, `healthz`, `metrics`).
+    #[error("plugin name {0:?} is taken by a route of the gateway; rename the file")]
+    ReservedName(String),
 }
 
 /// Why a request to a plugin failed (the plugin itself never answered).

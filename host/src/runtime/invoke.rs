@@ -16,6 +16,7 @@ use super::error::InvokeError;
 use super::load::Plugin;
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
 use super::warm::ReadyInstance;
+use crate::pool::Db;
 
 /// What [`Runtime::invoke_timed`] measured of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,10 +29,16 @@ pub struct InvokeTimings {
 }
 
 impl Runtime {
-    /// Runs one request in a fresh instance of `plugin`, with the database scoped to
-    /// `request.tenant`. The tenant name must already be validated.
-    pub async fn invoke(&self, plugin: &Plugin, request: Request) -> Result<Response, InvokeError> {
-        self.invoke_timed(plugin, request).await.0
+    /// Runs one request in a fresh instance of `plugin`, bound to `tenant`'s database (the
+    /// caller resolved it from `request.tenant`, e.g. with
+    /// [`PolyMongo::tenant_db`](crate::pool::PolyMongo::tenant_db)).
+    pub async fn invoke(
+        &self,
+        plugin: &Plugin,
+        tenant: Db,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
+        self.invoke_timed(plugin, tenant, request).await.0
     }
 
     /// [`invoke`](Self::invoke), also reporting how long instantiation took (for metrics).
@@ -39,24 +46,24 @@ impl Runtime {
     pub async fn invoke_timed(
         &self,
         plugin: &Plugin,
+        tenant: Db,
         request: Request,
     ) -> (Result<Response, InvokeError>, InvokeTimings) {
         let mut timings = InvokeTimings::default();
-        let result = self.invoke_inner(plugin, request, &mut timings).await;
+        let result = self
+            .invoke_inner(plugin, tenant, request, &mut timings)
+            .await;
         (result, timings)
     }
 
     async fn invoke_inner(
         &self,
         plugin: &Plugin,
+        tenant: Db,
         request: Request,
         timings: &mut InvokeTimings,
     ) -> Result<Response, InvokeError> {
         let limits = plugin.scope.limits;
-        let tenant =
-            self.inner.manager.tenant_db(&request.tenant).map_err(|e| {
-                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
-            })?;
         // The tenant's share first: a tenant over its share does not take a plugin slot.
         let share = limits.tenant_share();
         let _tenant_slot = plugin

@@ -144,16 +144,15 @@ pub enum Loaded {
     Scorer(ScorerComponent),
 }
 
-/// Whether `name` can be a plugin name (it becomes the first URL path segment).
+/// Whether `name` can be a plugin name (it becomes the first URL path segment; which
+/// segments the gateway keeps for itself is the gateway's business, see
+/// `PluginRegistry::with_reserved_names`).
 pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && name != "admin"
-        && name != "healthz"
-        && name != "metrics"
 }
 
 impl Runtime {
