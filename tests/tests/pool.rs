@@ -1,5 +1,5 @@
 //! The connection manager against a real server (FerretDB by default, or POLYMONGO_TEST_URI).
-//! One test per rule of SEED-API.md "Behaviour".
+//! One test per rule of the connection manager's behaviour (README.md, "The connection manager").
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

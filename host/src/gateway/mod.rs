@@ -12,7 +12,7 @@
 
 mod activity;
 mod admin;
-pub mod framing;
+mod framing;
 #[cfg(test)]
 mod framing_props;
 mod intake;
