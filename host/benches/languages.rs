@@ -25,6 +25,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bson::{doc, oid::ObjectId, Document};
+use polymongo::pool::Db;
 use polymongo::runtime::{Loaded, Plugin, Runtime, RuntimeConfig};
 use wasmtime::component::Component;
 
@@ -76,9 +77,14 @@ fn load(runtime: &Runtime, fixture: &str, bytes: &[u8]) -> Plugin {
 const REQUEST_GAP: Duration = Duration::from_millis(10);
 
 /// A find-one request (`/find-one?<query>`) for `tenant` to `plugin` in `runtime`.
-async fn find_one_request(runtime: &Runtime, plugin: &Plugin, tenant: &str, query: &str) {
+async fn find_one_request(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    (tenant, db): (&str, &Db),
+    query: &str,
+) {
     runtime
-        .invoke(plugin, request(tenant, "/find-one", query))
+        .invoke(plugin, db.clone(), request(tenant, "/find-one", query))
         .await
         .expect("find-one");
 }
@@ -181,6 +187,8 @@ fn main() {
     let id = ObjectId::new();
     // The plugins read the tenant's database (in the tenant namespace, e.g. `t_...`).
     let tenant_db = manager.tenant_db_name(&tenant).expect("tenant name");
+    // Resolved once, as the gateway does.
+    let tenant_handle = manager.tenant_db(&tenant).expect("tenant db");
     let client = rt.block_on(async {
         let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
         client
@@ -254,20 +262,32 @@ fn main() {
 
         rt.block_on(async {
             let r = runtime
-                .invoke(&plugin, request(&tenant, "/ping", ""))
+                .invoke(
+                    &plugin,
+                    tenant_handle.clone(),
+                    request(&tenant, "/ping", ""),
+                )
                 .await
                 .expect("ping");
             assert_eq!(r.status, 200, "{fixture} /ping");
             assert_eq!(bare.call(request(&tenant, "/ping", "")).await, 200);
             let r = runtime
-                .invoke(&plugin, request(&tenant, "/find-one", &find_query))
+                .invoke(
+                    &plugin,
+                    tenant_handle.clone(),
+                    request(&tenant, "/find-one", &find_query),
+                )
                 .await
                 .expect("find-one");
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
             let budget = Duration::from_secs(3);
             row.ping = p50(budget, 2000, || async {
                 runtime
-                    .invoke(&plugin, request(&tenant, "/ping", ""))
+                    .invoke(
+                        &plugin,
+                        tenant_handle.clone(),
+                        request(&tenant, "/ping", ""),
+                    )
                     .await
                     .expect("ping");
             })
@@ -277,17 +297,22 @@ fn main() {
             })
             .await;
             row.find_one = p50(budget, 1000, || {
-                find_one_request(&runtime, &plugin, &tenant, &find_query)
+                find_one_request(&runtime, &plugin, (&tenant, &tenant_handle), &find_query)
             })
             .await;
             // Requests with a pause between them, as most tenants send them: the instance a
             // request runs in was made ahead while the host was idle.
             row.find_one_spaced = p50_spaced(REQUEST_GAP, 150, || {
-                find_one_request(&runtime, &plugin, &tenant, &find_query)
+                find_one_request(&runtime, &plugin, (&tenant, &tenant_handle), &find_query)
             })
             .await;
             row.find_one_spaced_instantiating = p50_spaced(REQUEST_GAP, 150, || {
-                find_one_request(&cold_runtime, &cold_plugin, &tenant, &find_query)
+                find_one_request(
+                    &cold_runtime,
+                    &cold_plugin,
+                    (&tenant, &tenant_handle),
+                    &find_query,
+                )
             })
             .await;
             row.driver = p50(budget, 1000, || async {
@@ -297,14 +322,22 @@ fn main() {
             let loop_n = format!("n={calls}");
             let base = p50(budget, 500, || async {
                 runtime
-                    .invoke(&plugin, request(&tenant, "/log-loop", "n=0"))
+                    .invoke(
+                        &plugin,
+                        tenant_handle.clone(),
+                        request(&tenant, "/log-loop", "n=0"),
+                    )
                     .await
                     .expect("log-loop");
             })
             .await;
             let full = p50(budget, 500, || async {
                 runtime
-                    .invoke(&plugin, request(&tenant, "/log-loop", &loop_n))
+                    .invoke(
+                        &plugin,
+                        tenant_handle.clone(),
+                        request(&tenant, "/log-loop", &loop_n),
+                    )
                     .await
                     .expect("log-loop");
             })

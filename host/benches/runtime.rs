@@ -45,6 +45,8 @@ struct Fixture {
     plugin: Plugin,
     bare: Bare,
     tenant: String,
+    /// The tenant's database, resolved once as the gateway does.
+    tenant_db: pool::Db,
     /// `id=<hex>` of the stored item.
     query: String,
     /// `id=<hex>` of an item that does not exist.
@@ -84,7 +86,11 @@ async fn invoke(fx: Arc<Fixture>, path: &str, query: fn(&Fixture) -> &str) {
 
 /// `req` sent to the fixture's plugin through polymongo's runtime.
 async fn invoke_request(fx: &Fixture, req: polymongo::runtime::Request) {
-    let response = fx.runtime.invoke(&fx.plugin, req).await.expect("invoke");
+    let response = fx
+        .runtime
+        .invoke(&fx.plugin, fx.tenant_db.clone(), req)
+        .await
+        .expect("invoke");
     black_box(response);
 }
 
@@ -169,6 +175,7 @@ fn runtime_benches(c: &mut Criterion) {
             plugin,
             bare,
             tenant: tenant.clone(),
+            tenant_db: manager.tenant_db(&tenant).expect("tenant db"),
             query: format!("id={}", id.to_hex()),
             missing: format!("id={}", ObjectId::new().to_hex()),
             id,
@@ -184,14 +191,22 @@ fn runtime_benches(c: &mut Criterion) {
     rt.block_on(async {
         let ours = fx
             .runtime
-            .invoke(&fx.plugin, request(&tenant, "/ping", ""))
+            .invoke(
+                &fx.plugin,
+                fx.tenant_db.clone(),
+                request(&tenant, "/ping", ""),
+            )
             .await
             .expect("ping");
         assert_eq!(ours.status, 200);
         assert_eq!(fx.bare.call(request(&tenant, "/ping", "")).await, 200);
         let found = fx
             .runtime
-            .invoke(&fx.plugin, request(&tenant, "/find-one", &fx.query))
+            .invoke(
+                &fx.plugin,
+                fx.tenant_db.clone(),
+                request(&tenant, "/find-one", &fx.query),
+            )
             .await
             .expect("find-one");
         assert_eq!(
@@ -354,11 +369,17 @@ impl Contender {
         let started = Instant::now();
         match self {
             Contender::Plugin => {
-                let response = fx.runtime.invoke(&fx.plugin, request()).await;
+                let response = fx
+                    .runtime
+                    .invoke(&fx.plugin, fx.tenant_db.clone(), request())
+                    .await;
                 black_box(response.expect("invoke"));
             }
             Contender::PluginInstantiating => {
-                let response = fx.cold_runtime.invoke(&fx.cold_plugin, request()).await;
+                let response = fx
+                    .cold_runtime
+                    .invoke(&fx.cold_plugin, fx.tenant_db.clone(), request())
+                    .await;
                 black_box(response.expect("invoke"));
             }
             Contender::Driver => {

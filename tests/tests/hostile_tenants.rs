@@ -492,3 +492,78 @@ async fn tenants_holding_idle_cursors_cannot_starve_a_fifth_tenant() {
         "a held cursor's pool was given to the fifth tenant"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tenant_is_refused_by_the_gateway_on_every_tenant_route_and_never_a_500() {
+    // The gateway resolves the tenant's database once, before the plugin is looked up or the
+    // body read; the runtime is handed that database and does not check the name again.
+    let prefixed = Host::start(&[("hostile", fixture_wasm("hostile"))], &[]).await;
+    // Without a prefix the system and metadata databases are names a tenant could send.
+    let meta = unique_db("bare-meta");
+    let bare_meta = meta.clone();
+    let bare = Host::with(Options {
+        plugins: vec![("hostile".into(), fixture_wasm("hostile"))],
+        manager: Box::new(move |b| b.tenant_db_prefix("").metadata_db(bare_meta)),
+        ..Options::default()
+    })
+    .await;
+    // Too long for a database name with or without the prefix.
+    let too_long = "x".repeat(64);
+    let bad_everywhere = ["a.b", "a$b", "a b", "", too_long.as_str()];
+    let reserved_without_prefix = ["admin", "local", "config", meta.as_str()];
+    let routes = [
+        ("GET", "/hostile"),
+        ("GET", "/hostile/"),
+        ("GET", "/hostile/note?v=x"),
+        ("POST", "/hostile/note?v=x"),
+        ("GET", "/no-such-plugin/x"),
+    ];
+    for (host, names) in [
+        (&prefixed, bad_everywhere.to_vec()),
+        (&bare, bad_everywhere.to_vec()),
+        (&bare, reserved_without_prefix.to_vec()),
+    ] {
+        let before = host.manager.summary();
+        for tenant in names {
+            for (method, path) in routes {
+                let body = (method == "POST").then(|| json!({ "x": 1 }));
+                let (status, reply) = host.call(tenant, method, path, body).await;
+                assert_ne!(
+                    status,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "{tenant:?} {method} {path}: {reply}"
+                );
+                assert_eq!(
+                    status,
+                    StatusCode::BAD_REQUEST,
+                    "{tenant:?} {method} {path}: {reply}"
+                );
+                assert_eq!(
+                    reply["kind"],
+                    json!("invalid_tenant"),
+                    "{tenant:?} {method} {path}: {reply}"
+                );
+            }
+        }
+        let after = host.manager.summary();
+        assert_eq!(
+            (after.opens, after.open_failures, after.misses),
+            (before.opens, before.open_failures, before.misses),
+            "no refused name reached the server"
+        );
+    }
+    // A valid tenant is served by both hosts.
+    for host in [&prefixed, &bare] {
+        let (status, reply) = host
+            .call(&unique_db("valid"), "GET", "/hostile/note?v=ok", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    // Once the connection manager is shut down, a valid tenant is told the service is
+    // unavailable (503), not that the host failed.
+    prefixed.manager.destroy().await.expect("destroy");
+    let (status, reply) = prefixed
+        .call(&unique_db("late"), "GET", "/hostile/note?v=x", None)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+}

@@ -621,3 +621,39 @@ async fn broken_components_are_reported_and_do_not_stop_the_others() {
         .await;
     assert_eq!(status, StatusCode::OK, "the good plugin serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_named_after_a_gateway_route_is_refused_by_the_registry() {
+    // The gateway's own first path segments are given to the registry; the runtime itself
+    // knows no route names.
+    let users = bundled_wasm("users");
+    let host = Host::start(&[("users", users.clone())], &[]).await;
+    for route in polymongo::gateway::RESERVED_ROUTES {
+        std::fs::copy(&users, host.dir().join(format!("{route}.wasm"))).unwrap();
+    }
+    host.registry.load_all().await.unwrap();
+    let list = host.registry.list();
+    for route in polymongo::gateway::RESERVED_ROUTES {
+        let info = list
+            .iter()
+            .find(|p| p.name == *route)
+            .unwrap_or_else(|| panic!("{route} not listed: {list:?}"));
+        assert_eq!(info.status, PluginStatus::Error, "{route}");
+        let error = info.last_error.clone().unwrap_or_default();
+        assert!(error.contains("route of the gateway"), "{route}: {error}");
+    }
+    // The routes still answer as the gateway's, and the good plugin serves.
+    let (status, _, _) = host
+        .send(
+            Request::builder()
+                .uri("/healthz")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = host
+        .call(&unique_db("ok"), "GET", "/users/users", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -49,7 +49,12 @@ async fn invoke(
     plugin: &Plugin,
     request: Request,
 ) -> (Result<Response, InvokeError>, InvokeTimings) {
-    runtime.invoke_timed(plugin, request).await
+    // The tenant's database is resolved (validated) by the caller, as the gateway does.
+    let tenant = runtime
+        .manager()
+        .tenant_db(&request.tenant)
+        .expect("tenant db");
+    runtime.invoke_timed(plugin, tenant, request).await
 }
 
 fn body(response: &Response) -> serde_json::Value {

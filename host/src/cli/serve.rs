@@ -107,8 +107,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runtime = Runtime::new(manager.clone(), config.runtime_config())
         .context("starting the wasm runtime")?;
     let dir = config.plugins_dir();
-    let registry =
-        Arc::new(PluginRegistry::new(runtime, &dir).with_active_scorer(config.scorer.clone()));
+    let registry = Arc::new(
+        PluginRegistry::new(runtime, &dir)
+            .with_active_scorer(config.scorer.clone())
+            .with_reserved_names(polymongo::gateway::RESERVED_ROUTES),
+    );
     let loaded = registry
         .load_all()
         .await

@@ -12,7 +12,7 @@
 
 mod activity;
 mod admin;
-pub mod framing;
+mod framing;
 #[cfg(test)]
 mod framing_props;
 mod intake;
@@ -82,6 +82,10 @@ pub struct RouterOptions {
     /// does not hold admin rights.
     pub metrics_token: Option<String>,
 }
+
+/// First path segments the gateway routes itself: no plugin may be named so (give them to
+/// `PluginRegistry::with_reserved_names`), since its tenant routes would never be reached.
+pub const RESERVED_ROUTES: &[&str] = &["admin", "healthz", "metrics"];
 
 /// The gateway's router, with default [`RouterOptions`].
 pub fn router(state: AppState) -> Router {

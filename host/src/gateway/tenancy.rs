@@ -9,6 +9,7 @@ use axum::response::Response;
 
 use super::reply;
 use super::AppState;
+use crate::pool::Db;
 
 /// The client's IP address, when the server recorded it (`ConnectInfo<SocketAddr>`); the
 /// in-process router used by tests has none.
@@ -28,24 +29,32 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// A request's tenant: its canonical name (what the plugin sees) and its database.
+/// A request's tenant: its canonical name (what the plugin sees) and its database, validated
+/// once here; the runtime binds the plugin to this `Db` as it is.
 #[derive(Debug, Clone)]
 pub struct Tenant {
     /// The canonical tenant name (lower case).
     pub name: String,
     /// The tenant's database (`tenant_db_prefix` + name).
-    pub db: String,
+    pub db: Db,
 }
 
-/// Resolves the tenant header's value to a tenant, or a 400.
+/// Resolves the tenant header's value to a tenant and its database: a 400 for a name that
+/// is not a usable tenant (or whose database would not be), a 503 when the connection
+/// manager is shut down.
 // The error is the finished reply, handed straight back to axum.
 #[allow(clippy::result_large_err)]
 pub fn resolve(state: &AppState, raw: &str) -> Result<Tenant, Response> {
-    let invalid = |e: crate::pool::Error| {
-        reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string())
+    let refuse = |e: crate::pool::Error| match e {
+        crate::pool::Error::Destroyed => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        e => reply::error(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string()),
     };
-    let name = state.manager.canonical_tenant(raw).map_err(invalid)?;
-    let db = state.manager.tenant_db_name(&name).map_err(invalid)?;
+    let name = state.manager.canonical_tenant(raw).map_err(refuse)?;
+    let db = state.manager.tenant_db(&name).map_err(refuse)?;
     Ok(Tenant { name, db })
 }
 
@@ -60,7 +69,7 @@ pub fn admit(
 ) -> Result<OpenCharge, Response> {
     state
         .manager
-        .admit_open(&tenant.db, client.0)
+        .admit_open(tenant.db.name(), client.0)
         .map(|charged| OpenCharge { charged, client })
         .map_err(|refused| {
             tracing::debug!(tenant = %tenant.name, client = ?client.0, "{refused}");

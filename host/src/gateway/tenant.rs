@@ -81,7 +81,7 @@ async fn run(
     // refused anyway: say so before reading the body. The slots themselves are taken by the
     // runtime once the body is read, so a slow upload never holds one.
     let limits = plugin.limits();
-    let refused = if plugin.tenant_in_flight(&tenant.db) >= limits.tenant_share() {
+    let refused = if plugin.tenant_in_flight(tenant.db.name()) >= limits.tenant_share() {
         Some(InvokeError::TenantBusy(limits.tenant_share()))
     } else if plugin.in_flight() >= limits.max_concurrent {
         Some(InvokeError::Busy(limits.max_concurrent))
@@ -104,11 +104,10 @@ async fn run(
     let body = match intake::read_body(body, &headers, &state.config).await {
         Ok(body) => body,
         Err(reply) => {
-            charge.settle(&state, &tenant.db);
+            charge.settle(&state, tenant.db.name());
             return *reply;
         }
     };
-    let tenant_db = tenant.db;
     let request = Request {
         method: method.as_str().to_string(),
         path: format!("/{rest}"),
@@ -122,13 +121,16 @@ async fn run(
             })
             .collect(),
         body,
-        tenant: tenant.name,
+        tenant: tenant.name.clone(),
     };
     let started = Instant::now();
     // Every log event of the request carries its tenant and plugin (JSON logs show them).
     let span = tracing::info_span!("request", tenant = %request.tenant, plugin = %plugin_name);
     let (result, timings) = tracing::Instrument::instrument(
-        state.registry.runtime().invoke_timed(&plugin, request),
+        state
+            .registry
+            .runtime()
+            .invoke_timed(&plugin, tenant.db.clone(), request),
         span,
     )
     .await;
@@ -139,7 +141,7 @@ async fn run(
         Err(e) => Outcome::Failed(e.kind()),
     };
     metrics.record_invocation(&plugin_name, outcome, started.elapsed(), timings);
-    charge.settle(&state, &tenant_db);
+    charge.settle(&state, tenant.db.name());
     match result {
         Ok(response) => framing::plugin_response(&plugin_name, response),
         Err(e) => invoke_error(&plugin_name, &e),

@@ -59,7 +59,7 @@ pub enum Outcome {
     /// The plugin answered with an invalid HTTP status.
     InvalidResponse,
     /// The invocation failed: `InvokeError::kind()` (`trap`, `timeout`, `memory_limit`,
-    /// `busy`, `instantiate`).
+    /// `busy`, `tenant_busy`).
     Failed(&'static str),
 }
 

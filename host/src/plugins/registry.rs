@@ -50,7 +50,7 @@ pub struct PluginInfo {
     pub kind: Option<ComponentKind>,
     /// `ok`, or `error` when the latest file failed to load.
     pub status: PluginStatus,
-    /// SHA-256 of the serving version, if one serves.
+    /// Hex BLAKE3 of the serving version's bytes, if one serves.
     pub version: Option<String>,
     /// Size of the serving component in bytes.
     pub size: Option<usize>,
@@ -101,6 +101,8 @@ pub struct PluginRegistry {
     scorers: ArcSwap<HashMap<String, Arc<LoadedScorer>>>,
     files: Mutex<BTreeMap<String, FileState>>,
     active_scorer: Option<String>,
+    /// Names no plugin may take (routes of the gateway that serves them).
+    reserved_names: Vec<String>,
     scan_lock: tokio::sync::Mutex<()>,
     loaded: AtomicU64,
     failed: AtomicU64,
@@ -117,6 +119,7 @@ impl PluginRegistry {
             scorers: ArcSwap::from_pointee(HashMap::new()),
             files: Mutex::new(BTreeMap::new()),
             active_scorer: None,
+            reserved_names: Vec::new(),
             scan_lock: tokio::sync::Mutex::new(()),
             loaded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -129,6 +132,13 @@ impl PluginRegistry {
     /// of it is loaded (and `seed` decides while none is).
     pub fn with_active_scorer(mut self, name: Option<String>) -> Self {
         self.active_scorer = name;
+        self
+    }
+
+    /// Names no plugin may take: the first path segments the gateway serving the plugins
+    /// routes itself (see `gateway::RESERVED_ROUTES`). A file with such a name fails to load.
+    pub fn with_reserved_names(mut self, names: &[&str]) -> Self {
+        self.reserved_names = names.iter().map(|n| n.to_string()).collect();
         self
     }
 
@@ -208,12 +218,14 @@ impl PluginRegistry {
         let runtime = self.runtime.clone();
         let name = file.name.clone();
         let path = file.path.clone();
-        let attempt =
-            tokio::task::spawn_blocking(move || load_changed(&runtime, &name, &path, known))
-                .await
-                .unwrap_or_else(|e| {
-                    Attempt::Unreadable(LoadError::Compile(format!("load task failed: {e}")))
-                });
+        let reserved = self.reserved_names.contains(&file.name);
+        let attempt = tokio::task::spawn_blocking(move || {
+            load_changed(&runtime, &name, &path, known, reserved)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Attempt::Unreadable(LoadError::Compile(format!("load task failed: {e}")))
+        });
         let Changed { name, stamp, .. } = file;
         match attempt {
             Attempt::Gone => {}
@@ -440,8 +452,14 @@ enum Attempt {
 }
 
 /// Reads `path` (hash and manifest) and, unless its fingerprint is `known`, loads it as
-/// component `name`. Blocking.
-fn load_changed(runtime: &Runtime, name: &str, path: &Path, known: Option<String>) -> Attempt {
+/// component `name` (refused if the name is `reserved`). Blocking.
+fn load_changed(
+    runtime: &Runtime,
+    name: &str,
+    path: &Path,
+    known: Option<String>,
+    reserved: bool,
+) -> Attempt {
     let manifest_text = match scan::read_manifest(path) {
         Ok(text) => text,
         Err(e) => {
@@ -462,6 +480,8 @@ fn load_changed(runtime: &Runtime, name: &str, path: &Path, known: Option<String
     }
     let loaded = if !valid_plugin_name(name) {
         Err(LoadError::InvalidName(name.to_string()))
+    } else if reserved {
+        Err(LoadError::ReservedName(name.to_string()))
     } else {
         match manifest_text.as_deref().map(Manifest::parse).transpose() {
             Err(e) => Err(LoadError::Manifest(format!(

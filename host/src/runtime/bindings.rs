@@ -22,6 +22,11 @@ pub mod tenant {
             default: async | trappable,
         },
         exports: { default: async },
+        // Host functions returning `result<_, error>` return `Result<_, HostError>`: a WIT
+        // error for the plugin, or a trap (see `host_error`).
+        trappable_error_type: {
+            "polymongo:plugin/types.error" => crate::runtime::host_error::HostError,
+        },
         with: {
             "polymongo:plugin/database.db": crate::runtime::host_db::DbHandle,
             "polymongo:plugin/database.cursor": crate::runtime::host_db::CursorHandle,

@@ -1,47 +1,27 @@
-//! The wasmtime engine and the per-request invocation of tenant plugins.
-//!
-//! One `Engine` (component model, epoch interruption, pooling allocator) and one `Linker`
-//! (WASI p2 without filesystem or network, plus the `polymongo:plugin` imports). Each plugin
-//! version is compiled once into an `InstancePre`; each request gets a fresh `Store`, so no
-//! state leaks between requests or tenants.
+//! The wasmtime engine and the plugin runtime: one `Engine` (component model, epoch
+//! interruption, pooling allocator) and one `Linker` (WASI p2 without filesystem or network,
+//! plus the `polymongo:plugin` imports), shared by every plugin. Loading components is in
+//! `load`, running requests in `invoke`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
-};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
-use super::bindings::{TenantPlugin, TenantPluginPre};
+use super::bindings::TenantPlugin;
 use super::compile_cache::CompileCache;
-use super::content_hash::{ContentHash, Probe};
-use super::error::{InvokeError, LoadError};
-use super::fairness::TenantShares;
+use super::error::LoadError;
 use super::log_limit::{LogLimiter, LogLimits};
-use super::manifest::{Limits, Manifest};
+use super::manifest::Limits;
 use super::recent::RecentComponents;
-use super::scorer::{ScorerComponent, ScorerLimits};
-use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
+use super::scorer::ScorerLimits;
+use super::state::RequestState;
 use super::streams::StreamSlots;
-use super::warm::{ReadyInstance, ReadySlot};
 use crate::pool::PolyMongo;
-
-/// What [`Runtime::invoke_timed`] measured of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InvokeTimings {
-    /// Time the request waited for the component to be instantiated in a fresh store (`None`
-    /// if it took an instance made ahead, or failed before or during instantiation).
-    pub instantiate: Option<Duration>,
-    /// Whether the request took an instance made ahead of it (see `ready_instances`).
-    pub ready: bool,
-}
 
 /// Settings of the plugin runtime.
 #[derive(Debug, Clone)]
@@ -99,165 +79,29 @@ impl Default for RuntimeConfig {
 /// The plugin runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    pub(super) inner: Arc<RuntimeInner>,
 }
 
-struct RuntimeInner {
-    engine: Engine,
-    linker: Linker<RequestState>,
-    manager: PolyMongo,
-    config: RuntimeConfig,
-    instances: Arc<Semaphore>,
+/// What the clones of a [`Runtime`] share.
+pub(super) struct RuntimeInner {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<RequestState>,
+    pub(super) manager: PolyMongo,
+    pub(super) config: RuntimeConfig,
+    pub(super) instances: Arc<Semaphore>,
     /// The reserve of instances made ahead of requests (`ready_instances` permits).
-    ready_reserve: Arc<Semaphore>,
-    recent: RecentComponents,
-    cache: Option<CompileCache>,
-    stop_ticker: Arc<AtomicBool>,
-    logs: Arc<LogLimiter>,
-    streams: Arc<StreamSlots>,
+    pub(super) ready_reserve: Arc<Semaphore>,
+    pub(super) recent: RecentComponents,
+    pub(super) cache: Option<CompileCache>,
+    pub(super) stop_ticker: Arc<AtomicBool>,
+    pub(super) logs: Arc<LogLimiter>,
+    pub(super) streams: Arc<StreamSlots>,
 }
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::SeqCst);
     }
-}
-
-/// One compiled version of a tenant plugin, ready to instantiate.
-pub struct Plugin {
-    name: Arc<str>,
-    version: String,
-    size: usize,
-    loaded_at: SystemTime,
-    scope: Arc<PluginScope>,
-    pre: TenantPluginPre<RequestState>,
-    permits: Arc<Semaphore>,
-    /// Per-tenant shares of `permits` (`max_concurrent_per_tenant`).
-    tenant_shares: Arc<TenantShares>,
-    ready: Arc<ReadySlot>,
-}
-
-impl std::fmt::Debug for Plugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
-            .field("name", &self.name)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Plugin {
-    /// The plugin name (its file name without `.wasm`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The version: hex BLAKE3 of the component bytes.
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// Size of the component in bytes.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
-    /// When this version was loaded.
-    pub fn loaded_at(&self) -> SystemTime {
-        self.loaded_at
-    }
-
-    /// The limits it runs under.
-    pub fn limits(&self) -> Limits {
-        self.scope.limits
-    }
-
-    /// Databases its manifest grants besides the tenant's.
-    pub fn grants(&self) -> &[String] {
-        &self.scope.grants
-    }
-
-    /// Requests running in it now.
-    pub fn in_flight(&self) -> u32 {
-        self.scope.limits.max_concurrent - self.permits.available_permits() as u32
-    }
-
-    /// Instances database `tenant_db` runs now (its share is [`Limits::tenant_share`]).
-    pub fn tenant_in_flight(&self, tenant_db: &str) -> u32 {
-        self.tenant_shares.running(tenant_db)
-    }
-
-    /// Whether an instance made ahead of the next request is ready.
-    pub fn has_ready_instance(&self) -> bool {
-        self.ready.is_ready()
-    }
-}
-
-/// Where the bytes of a component to load come from.
-enum Source<'a> {
-    /// Bytes in memory.
-    Bytes(&'a [u8]),
-    /// A file the caller already hashed.
-    File {
-        path: &'a Path,
-        file: &'a HashedFile,
-    },
-}
-
-/// A component file hashed by [`Runtime::hash_file`]: its content hash and size, and the
-/// compiled component if a compile-cache hint let it be loaded meanwhile.
-pub struct HashedFile {
-    /// Hash of the bytes.
-    pub hash: ContentHash,
-    /// Size in bytes.
-    pub size: u64,
-    probe: Option<Probe>,
-    preloaded: Option<Component>,
-}
-
-impl HashedFile {
-    /// Whether a compile-cache hint let the component be loaded while the file was hashed.
-    pub fn preloaded(&self) -> bool {
-        self.preloaded.is_some()
-    }
-}
-
-impl std::fmt::Debug for HashedFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashedFile")
-            .field("hash", &self.hash)
-            .field("size", &self.size)
-            .field("preloaded", &self.preloaded.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A compiled component with the hash and size of the bytes it was compiled from.
-struct Compiled {
-    component: Component,
-    hash: ContentHash,
-    size: usize,
-}
-
-/// A component loaded from the plugins folder: its kind is told by its exports.
-#[derive(Debug)]
-pub enum Loaded {
-    /// Exports `handler`: a tenant plugin.
-    Tenant(Plugin),
-    /// Exports `scoring`: an eviction scorer.
-    Scorer(ScorerComponent),
-}
-
-/// Whether `name` can be a plugin name (it becomes the first URL path segment).
-pub fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && name != "admin"
-        && name != "healthz"
-        && name != "metrics"
 }
 
 impl Runtime {
@@ -303,227 +147,6 @@ impl Runtime {
         &self.inner.manager
     }
 
-    /// Loads `path` (and the manifest beside it) as component `name`, hashing and compiling
-    /// off the async runtime.
-    pub async fn load_file(&self, name: &str, path: &Path) -> Result<Loaded, LoadError> {
-        let manifest = Manifest::load_beside(path)?;
-        let this = self.clone();
-        let name = name.to_string();
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let file = this
-                .hash_file(&path)
-                .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-            this.load_file_hashed(&name, &path, &file, manifest)
-        })
-        .await
-        .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
-    }
-
-    /// Compiles `bytes` (or takes it from the compile cache) as component `name` and checks
-    /// it implements the `tenant-plugin` or the `scorer` world. CPU-heavy on a cache miss:
-    /// call from a blocking context.
-    pub fn load_bytes(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        manifest: Option<Manifest>,
-    ) -> Result<Loaded, LoadError> {
-        self.load(name, Source::Bytes(bytes), manifest)
-    }
-
-    /// Hashes the component file at `path` (see [`ContentHash::of_file`]). When the compile
-    /// cache has a hint for it (a file of the same size, head and tail loaded before), the
-    /// artifact it names is mapped on another thread meanwhile, and kept if the hash agrees.
-    /// Blocking.
-    pub fn hash_file(&self, path: &Path) -> std::io::Result<HashedFile> {
-        let Some(cache) = &self.inner.cache else {
-            let (hash, size) = ContentHash::of_file(path)?;
-            return Ok(HashedFile {
-                hash,
-                size,
-                probe: None,
-                preloaded: None,
-            });
-        };
-        let probe = Probe::of_file(path)?;
-        let candidate = cache
-            .hint(&probe)
-            .filter(|hash| self.inner.recent.get(hash).is_none());
-        let ((hash, size), preloaded) = match candidate {
-            None => (ContentHash::of_file(path)?, None),
-            Some(candidate) => std::thread::scope(|scope| {
-                // Without a thread to spare, the hint is simply not used.
-                let loading = std::thread::Builder::new()
-                    .name("polymongo-preload".into())
-                    .spawn_scoped(scope, || cache.load(&candidate));
-                let hashed = ContentHash::of_file(path);
-                let preloaded = loading.ok().and_then(|l| l.join().ok().flatten());
-                hashed.map(|(hash, size)| ((hash, size), preloaded.filter(|_| hash == candidate)))
-            })?,
-        };
-        Ok(HashedFile {
-            hash,
-            size,
-            probe: Some(probe),
-            preloaded,
-        })
-    }
-
-    /// Loads the component file at `path`, hashed by [`hash_file`](Self::hash_file), as
-    /// component `name`. When the component is known (preloaded, recently loaded or in the
-    /// compile cache) the file is not read again; otherwise it is read, re-hashed (the version
-    /// is what was compiled, even if the file changed since it was hashed) and compiled.
-    /// Blocking.
-    pub fn load_file_hashed(
-        &self,
-        name: &str,
-        path: &Path,
-        file: &HashedFile,
-        manifest: Option<Manifest>,
-    ) -> Result<Loaded, LoadError> {
-        self.load(name, Source::File { path, file }, manifest)
-    }
-
-    fn load(
-        &self,
-        name: &str,
-        source: Source<'_>,
-        manifest: Option<Manifest>,
-    ) -> Result<Loaded, LoadError> {
-        if !valid_plugin_name(name) {
-            return Err(LoadError::InvalidName(name.to_string()));
-        }
-        let manifest = manifest.unwrap_or_default();
-        for grant in &manifest.databases {
-            self.inner
-                .manager
-                .namespace()
-                .check_outside("granted database", grant)
-                .map_err(|e| LoadError::Manifest(e.to_string()))?;
-        }
-        let limits = self
-            .inner
-            .config
-            .default_limits
-            .with_overrides(&manifest.limits);
-        if limits.memory_bytes > self.inner.config.max_memory_bytes {
-            return Err(LoadError::Manifest(format!(
-                "memory limit {} MiB exceeds the host's maximum of {} MiB",
-                limits.memory_bytes >> 20,
-                self.inner.config.max_memory_bytes >> 20
-            )));
-        }
-        let Compiled {
-            component,
-            hash,
-            size,
-        } = self.compile(source)?;
-        let as_tenant = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|pre| TenantPluginPre::new(pre).map_err(|e| format!("{e:#}")));
-        let tenant_error = match as_tenant {
-            Ok(pre) => {
-                return Ok(Loaded::Tenant(Plugin {
-                    name: Arc::from(name),
-                    version: hash.to_hex(),
-                    size,
-                    loaded_at: SystemTime::now(),
-                    scope: Arc::new(PluginScope {
-                        plugin: Arc::from(name),
-                        grants: manifest.databases,
-                        limits,
-                        allow_server_side_js: manifest.allow_server_side_js,
-                    }),
-                    pre,
-                    permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
-                    tenant_shares: Arc::default(),
-                    ready: Arc::default(),
-                }))
-            }
-            Err(e) => e,
-        };
-        match ScorerComponent::new(&self.inner.engine, name, hash, size, &component) {
-            Ok(scorer) => Ok(Loaded::Scorer(scorer)),
-            Err(scorer_error) => Err(LoadError::WrongWorld(format!(
-                "neither a tenant plugin ({tenant_error}) nor a scorer ({scorer_error})"
-            ))),
-        }
-    }
-
-    /// Compiles a component, or takes the one compiled earlier from the same bytes, and
-    /// records it as the most recently loaded.
-    fn compile(&self, source: Source<'_>) -> Result<Compiled, LoadError> {
-        let compiled = self.find_or_compile(source)?;
-        self.inner.recent.insert(compiled.hash, &compiled.component);
-        Ok(compiled)
-    }
-
-    fn find_or_compile(&self, source: Source<'_>) -> Result<Compiled, LoadError> {
-        if let Source::File { file, .. } = source {
-            let known = file.preloaded.clone().or_else(|| self.known(&file.hash));
-            if let Some(component) = known {
-                self.remember_hint(file);
-                return Ok(Compiled {
-                    component,
-                    hash: file.hash,
-                    size: file.size as usize,
-                });
-            }
-        }
-        let read;
-        let (bytes, hash) = match source {
-            Source::Bytes(bytes) => (bytes, ContentHash::of(bytes)),
-            Source::File { path, file } => {
-                read = std::fs::read(path)
-                    .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-                let hash = ContentHash::of(&read);
-                // The file may have changed since it was hashed: the hint is only true of
-                // the bytes hashed then.
-                if hash == file.hash {
-                    self.remember_hint(file);
-                }
-                (&read[..], hash)
-            }
-        };
-        if let Some(component) = self.known(&hash) {
-            return Ok(Compiled {
-                component,
-                hash,
-                size: bytes.len(),
-            });
-        }
-        let component = Component::from_binary(&self.inner.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        if let Some(cache) = &self.inner.cache {
-            cache.store(&hash, &component);
-        }
-        Ok(Compiled {
-            component,
-            hash,
-            size: bytes.len(),
-        })
-    }
-
-    /// Records in the compile cache which content a file with `file`'s probe has.
-    fn remember_hint(&self, file: &HashedFile) {
-        if let (Some(cache), Some(probe)) = (&self.inner.cache, &file.probe) {
-            cache.set_hint(probe, &file.hash);
-        }
-    }
-
-    /// A component compiled earlier from bytes with `hash`: one of the recently loaded, or
-    /// an artifact of the compile cache.
-    fn known(&self, hash: &ContentHash) -> Option<Component> {
-        self.inner
-            .recent
-            .get(hash)
-            .or_else(|| self.inner.cache.as_ref()?.load(hash))
-    }
-
     /// The runtime's configuration.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
@@ -543,243 +166,12 @@ impl Runtime {
     pub fn log_limiter(&self) -> &LogLimiter {
         &self.inner.logs
     }
-
-    /// Runs one request in a fresh instance of `plugin`, with the database scoped to
-    /// `request.tenant`. The tenant name must already be validated.
-    pub async fn invoke(&self, plugin: &Plugin, request: Request) -> Result<Response, InvokeError> {
-        self.invoke_timed(plugin, request).await.0
-    }
-
-    /// [`invoke`](Self::invoke), also reporting how long instantiation took (for metrics).
-    /// Behaves exactly like `invoke`; the timings are only observed.
-    pub async fn invoke_timed(
-        &self,
-        plugin: &Plugin,
-        request: Request,
-    ) -> (Result<Response, InvokeError>, InvokeTimings) {
-        let mut timings = InvokeTimings::default();
-        let result = self.invoke_inner(plugin, request, &mut timings).await;
-        (result, timings)
-    }
-
-    async fn invoke_inner(
-        &self,
-        plugin: &Plugin,
-        request: Request,
-        timings: &mut InvokeTimings,
-    ) -> Result<Response, InvokeError> {
-        let limits = plugin.scope.limits;
-        let tenant =
-            self.inner.manager.tenant_db(&request.tenant).map_err(|e| {
-                InvokeError::Instantiate(format!("tenant {:?}: {e}", request.tenant))
-            })?;
-        // The tenant's share first: a tenant over its share does not take a plugin slot.
-        let share = limits.tenant_share();
-        let _tenant_slot = plugin
-            .tenant_shares
-            .try_acquire(tenant.name(), share)
-            .ok_or(InvokeError::TenantBusy(share))?;
-        let _plugin_permit = plugin
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| InvokeError::Busy(limits.max_concurrent))?;
-        let instance_permit = self
-            .inner
-            .instances
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| InvokeError::Busy(self.inner.config.max_instances))?;
-        let deadline = Instant::now() + limits.deadline;
-        // The epoch callback stops guest code at the deadline; the timeout bounds the rest
-        // (instantiation, host calls) with a little grace.
-        let bound = limits.deadline + HOST_GRACE;
-
-        let ready = plugin.ready.take();
-        let (reserve, mut store, outcome) = match ready {
-            Some(ReadyInstance {
-                mut store,
-                instance,
-                reserve,
-            }) => {
-                timings.ready = true;
-                store.data_mut().bind(tenant, &request.tenant, deadline);
-                store.set_epoch_deadline(1);
-                let call = instance
-                    .polymongo_plugin_handler()
-                    .call_handle(&mut store, &request);
-                let outcome = tokio::time::timeout(bound, call).await;
-                (Some(reserve), store, outcome)
-            }
-            None => {
-                let mut store = self.new_store(&plugin.scope, deadline);
-                store.data_mut().bind(tenant, &request.tenant, deadline);
-                let run = async {
-                    // Timing hook for metrics: measures instantiation only, changes nothing.
-                    let started = Instant::now();
-                    let instance = plugin.pre.instantiate_async(&mut store).await?;
-                    timings.instantiate = Some(started.elapsed());
-                    instance
-                        .polymongo_plugin_handler()
-                        .call_handle(&mut store, &request)
-                        .await
-                };
-                let outcome = tokio::time::timeout(bound, run).await;
-                (None, store, outcome)
-            }
-        };
-        store.data_mut().flush_output();
-        let state = store.data();
-        let result = Self::outcome(plugin, &request, state, outcome);
-        // What the plugin held (cursors, database handles and their leases) is released with
-        // the request, whatever happens to the store.
-        store.data_mut().table = ResourceTable::new();
-        // The store goes before the permits that account for its pooling slot: in the task
-        // making the next instance if there is one (off the request's path), or here.
-        let used = UsedStore {
-            _store: store,
-            _reserve: reserve,
-            _instance: instance_permit,
-        };
-        if plugin.ready.worth_making() {
-            self.make_ready(plugin, used);
-        }
-        result
-    }
-
-    fn outcome(
-        plugin: &Plugin,
-        request: &Request,
-        state: &RequestState,
-        outcome: Result<wasmtime::Result<Response>, tokio::time::error::Elapsed>,
-    ) -> Result<Response, InvokeError> {
-        let limits = plugin.scope.limits;
-        match outcome {
-            Ok(Ok(response)) => Ok(response),
-            Err(_) => Err(InvokeError::Timeout(limits.deadline.as_millis() as u64)),
-            Ok(Err(_)) if state.timed_out => {
-                Err(InvokeError::Timeout(limits.deadline.as_millis() as u64))
-            }
-            Ok(Err(_)) if state.limiter.exceeded => {
-                Err(InvokeError::MemoryLimit(limits.memory_bytes))
-            }
-            Ok(Err(e)) => {
-                let detail = match e.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => format!("{e:#}")
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                };
-                tracing::warn!(plugin = %plugin.name, tenant = %request.tenant, error = %format!("{e:#}"), "plugin failed");
-                Err(InvokeError::Trap(detail))
-            }
-        }
-    }
-
-    /// A fresh store for one instance of a plugin with `scope`: WASI without filesystem or
-    /// network, output captured, memory limiter, and the epoch callback that stops guest
-    /// code at `deadline`.
-    fn new_store(&self, scope: &Arc<PluginScope>, deadline: Instant) -> Store<RequestState> {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let state = RequestState {
-            wasi,
-            table: Default::default(),
-            limiter: MemoryLimiter::new(scope.limits.memory_bytes),
-            scope: scope.clone(),
-            manager: self.inner.manager.clone(),
-            tenant: None,
-            tenant_name: None,
-            deadline,
-            timed_out: false,
-            open_cursors: 0,
-            result_bytes: 0,
-            host_bytes: 0,
-            doc_size_hint: 0,
-            stdout,
-            stderr,
-            logs: self.inner.logs.clone(),
-            log_bucket: None,
-            streams: self.inner.streams.clone(),
-        };
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                ctx.data_mut().timed_out = true;
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store
-    }
-
-    /// Starts a task making `plugin`'s next ready instance, unless one is ready or being
-    /// made, the reserve is full, or making one failed before. The task first tears down
-    /// `used`, the store of the request just done (dropped here if no task starts).
-    fn make_ready(&self, plugin: &Plugin, used: UsedStore) {
-        let Some(claim) = plugin.ready.claim() else {
-            return;
-        };
-        let Ok(reserve) = self.inner.ready_reserve.clone().try_acquire_owned() else {
-            return;
-        };
-        let (this, pre, scope) = (self.clone(), plugin.pre.clone(), plugin.scope.clone());
-        tokio::spawn(async move {
-            drop(used);
-            let limits = scope.limits;
-            let mut store = this.new_store(&scope, Instant::now() + limits.deadline);
-            let made = tokio::time::timeout(
-                limits.deadline + HOST_GRACE,
-                pre.instantiate_async(&mut store),
-            )
-            .await;
-            store.data_mut().flush_output();
-            match made {
-                Ok(Ok(instance)) => claim.fill(ReadyInstance {
-                    store,
-                    instance,
-                    reserve,
-                }),
-                Ok(Err(e)) => {
-                    tracing::info!(plugin = %scope.plugin, error = %format!("{e:#}"), "cannot make an instance ahead of requests; its requests instantiate their own");
-                    claim.fail();
-                }
-                Err(_) => {
-                    tracing::info!(plugin = %scope.plugin, "making an instance ahead of requests timed out; its requests instantiate their own");
-                    claim.fail();
-                }
-            }
-        });
-    }
 }
 
 /// Stores kept beyond requests' own: one ready instance per plugin that makes them ahead.
 fn ready_reserve(config: &RuntimeConfig) -> usize {
     config.ready_instances as usize
 }
-
-/// The store of a finished request, with the permits that account for its pooling slot
-/// (released after it, in field order).
-struct UsedStore {
-    _store: Store<RequestState>,
-    _reserve: Option<tokio::sync::OwnedSemaphorePermit>,
-    _instance: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// Time host work of a request (instantiation, database calls) may run past its deadline.
-const HOST_GRACE: Duration = Duration::from_millis(250);
 
 /// The wasmtime engine polymongo runs components on (component model, epoch interruption,
 /// pooling allocator sized by `config`). Components compiled by one engine load in another

@@ -18,6 +18,9 @@ pub enum LoadError {
     /// The plugin name (from the file name) is not usable in a URL path.
     #[error("invalid plugin name {0:?}: use letters, digits, '-' and '_'")]
     InvalidName(String),
+    /// The plugin name is a route of the gateway (`admin`, `healthz`, `metrics`).
+    #[error("plugin name {0:?} is taken by a route of the gateway; rename the file")]
+    ReservedName(String),
 }
 
 /// Why a request to a plugin failed (the plugin itself never answered).
@@ -38,16 +41,13 @@ pub enum InvokeError {
     /// The tenant already runs its share of the plugin's instances.
     #[error("this tenant already runs its share of {0} instances of the plugin; retry later")]
     TenantBusy(u32),
-    /// The plugin could not be instantiated.
-    #[error("plugin could not be instantiated: {0}")]
-    Instantiate(String),
 }
 
 impl InvokeError {
     /// The HTTP status that best describes the failure.
     pub fn http_status(&self) -> u16 {
         match self {
-            InvokeError::Trap(_) | InvokeError::Instantiate(_) => 500,
+            InvokeError::Trap(_) => 500,
             InvokeError::MemoryLimit(_) => 500,
             InvokeError::Timeout(_) => 504,
             InvokeError::Busy(_) => 503,
@@ -63,7 +63,6 @@ impl InvokeError {
             InvokeError::MemoryLimit(_) => "memory_limit",
             InvokeError::Busy(_) => "busy",
             InvokeError::TenantBusy(_) => "tenant_busy",
-            InvokeError::Instantiate(_) => "instantiate",
         }
     }
 }

@@ -10,8 +10,8 @@ use proptest::test_runner::Config;
 
 use super::bindings::types::Error as WitError;
 use super::bson_scan::{scan, ScanError};
-use super::host_db::check_pipeline;
 use super::input::{decode, InputRules};
+use super::sandbox::check_pipeline;
 
 const RULES: InputRules = InputRules {
     max_depth: 128,

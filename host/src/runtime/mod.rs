@@ -3,21 +3,27 @@
 //!
 //! Doors run one way: the gateway calls the runtime, the runtime calls the pool.
 
+mod batch;
 mod bindings;
 mod bson_scan;
 mod compile_cache;
 mod content_hash;
+mod convert;
 mod engine;
 mod error;
 mod fairness;
 mod host_db;
+mod host_error;
 mod host_log;
 mod input;
 #[cfg(test)]
 mod input_fuzz;
+mod invoke;
+mod load;
 mod log_limit;
 mod manifest;
 mod recent;
+mod sandbox;
 mod scorer;
 mod state;
 mod streams;
@@ -25,11 +31,10 @@ mod warm;
 
 pub use bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
 pub use content_hash::{ContentHash, Probe};
-pub use engine::{
-    new_engine, spawn_epoch_ticker, valid_plugin_name, HashedFile, InvokeTimings, Loaded, Plugin,
-    Runtime, RuntimeConfig,
-};
+pub use engine::{new_engine, spawn_epoch_ticker, Runtime, RuntimeConfig};
 pub use error::{InvokeError, LoadError};
+pub use invoke::InvokeTimings;
+pub use load::{valid_plugin_name, HashedFile, Loaded, Plugin};
 pub use log_limit::{LogLimiter, LogLimits};
 pub use manifest::{LimitOverrides, Limits, Manifest};
 pub use scorer::{ScorerComponent, ScorerLimits, WasmScorer};

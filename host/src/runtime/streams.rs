@@ -16,10 +16,14 @@ use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::{ChangeStreamOptions, FullDocumentType};
 use wasmtime::component::Resource;
 
+use super::batch::{read_batch, Buffered, Waiting};
 use super::bindings::streams::{Host, HostChangeStream, WatchOptions};
 use super::bindings::types::Error as WitError;
-use super::host_db::{check_collection, check_pipeline, to_wit, DbHandle};
-use super::input::{batch_bytes, decode, decode_opt, INITIAL_DOC_SIZE_HINT};
+use super::convert::{invalid, to_wit};
+use super::host_db::{DbHandle, HostResult};
+use super::host_error::HostError;
+use super::input::{decode, decode_opt};
+use super::sandbox::{check_collection, check_pipeline};
 use super::state::RequestState;
 use crate::pool;
 
@@ -34,14 +38,8 @@ const DEFAULT_STREAM_BATCH: u32 = 100;
 /// An open change stream handed to a plugin.
 pub struct StreamHandle {
     stream: pool::ChangeStream<RawDocumentBuf>,
-    /// An event read but not returned because the call's byte cap was full.
-    pending: Option<RawDocumentBuf>,
-    /// Events per server batch.
-    batch_size: u32,
-    /// The largest event read so far.
-    max_event: usize,
-    /// Bytes of the request's host-memory budget it holds.
-    charged: usize,
+    /// What it holds back and what the driver may buffer for it.
+    buffered: Buffered,
     /// `{ "_data": ... }` of the last event handed to the plugin.
     delivered: Option<Vec<u8>>,
     _slot: StreamSlot,
@@ -106,10 +104,6 @@ impl Drop for StreamSlot {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> WitError {
-    WitError::InvalidArgument(msg.into())
-}
-
 /// A resume token the plugin sent back (a document such as `{ "_data": "..." }`).
 fn resume_token(doc: Document) -> WitResult<ResumeToken> {
     bson::from_document(doc).map_err(|e| invalid(format!("invalid resume token: {e}")))
@@ -123,16 +117,6 @@ fn token_bytes(token: &ResumeToken) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `?` for the inner (WIT) result inside a function returning `wasmtime::Result<WitResult<_>>`.
-macro_rules! wit_try {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        }
-    };
-}
-
 impl Host for RequestState {
     async fn watch(
         &mut self,
@@ -140,38 +124,36 @@ impl Host for RequestState {
         collection: String,
         pipeline: Vec<Vec<u8>>,
         options: WatchOptions,
-    ) -> wasmtime::Result<WitResult<Resource<StreamHandle>>> {
+    ) -> HostResult<Resource<StreamHandle>> {
         let db = self.db_of(&db)?;
-        wit_try!(check_collection(&collection));
+        check_collection(&collection)?;
         let input = pipeline.iter().map(Vec::len).sum::<usize>()
             + options.resume_after.as_ref().map_or(0, Vec::len);
-        wit_try!(self.input_fits(input));
+        self.input_fits(input)?;
         let rules = self.query_rules();
-        let pipeline: Vec<Document> = wit_try!(pipeline
+        let pipeline: Vec<Document> = pipeline
             .iter()
             .enumerate()
             .map(|(i, d)| decode(d, &format!("pipeline stage {i}"), rules))
-            .collect::<WitResult<_>>());
-        wit_try!(check_pipeline(&pipeline, db.name()));
-        let resume_after = match decode_opt(&options.resume_after, "resume token", rules) {
-            Ok(Some(doc)) => Some(wit_try!(resume_token(doc))),
-            Ok(None) => None,
-            Err(e) => return Ok(Err(e)),
-        };
+            .collect::<WitResult<_>>()?;
+        check_pipeline(&pipeline, db.name())?;
+        let resume_after = decode_opt(&options.resume_after, "resume token", rules)?
+            .map(resume_token)
+            .transpose()?;
         let max = self.scope.limits.max_open_streams;
-        let slot = match self.streams.take(&self.scope.plugin, db.name(), max) {
-            Ok(slot) => slot,
-            Err(max) => {
-                return Ok(Err(WitError::LimitReached(format!(
+        let slot = self
+            .streams
+            .take(&self.scope.plugin, db.name(), max)
+            .map_err(|max| {
+                WitError::LimitReached(format!(
                     "plugin {} may hold at most {max} change streams open on database {} at once \
                      (limits.max_open_streams); drop streams it no longer reads",
                     self.scope.plugin,
                     db.name()
-                ))))
-            }
-        };
+                ))
+            })?;
         let requested = Some(options.batch_size.unwrap_or(DEFAULT_STREAM_BATCH));
-        let (batch_size, reserved) = wit_try!(self.plan_cursor(requested, MAX_EVENTS_PER_CALL));
+        let (batch_size, reserved) = self.plan_cursor(requested, MAX_EVENTS_PER_CALL)?;
         let stream_options = ChangeStreamOptions::builder()
             .full_document(
                 options
@@ -186,9 +168,9 @@ impl Host for RequestState {
         let opened = tokio::time::timeout(remaining, coll.watch_events(pipeline, stream_options));
         let stream = match opened.await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Ok(Err(to_wit(e))),
+            Ok(Err(e)) => return Err(to_wit(e).into()),
             Err(_) => {
-                return Ok(Err(WitError::Timeout(
+                return Err(HostError::Wit(WitError::Timeout(
                     "the request's deadline passed while opening a change stream".into(),
                 )))
             }
@@ -196,17 +178,14 @@ impl Host for RequestState {
         if let Err(e) = self.recharge(0, reserved) {
             // Refused: the stream is closed here, and its reservation given back.
             self.host_bytes = self.host_bytes.saturating_sub(reserved);
-            return Ok(Err(e));
+            return Err(e.into());
         }
-        Ok(Ok(self.table.push(StreamHandle {
+        Ok(self.table.push(StreamHandle {
             stream,
-            pending: None,
-            batch_size,
-            max_event: 0,
-            charged: reserved,
+            buffered: Buffered::new(None, batch_size, reserved),
             delivered: None,
             _slot: slot,
-        })?))
+        })?)
     }
 }
 
@@ -216,72 +195,33 @@ impl HostChangeStream for RequestState {
         this: Resource<StreamHandle>,
         max: u32,
         wait_ms: u32,
-    ) -> wasmtime::Result<WitResult<Vec<Vec<u8>>>> {
+    ) -> HostResult<Vec<Vec<u8>>> {
         let max = max.clamp(1, MAX_EVENTS_PER_CALL) as usize;
         let per_call = self.scope.limits.max_result_bytes;
-        let wait_until =
-            (Instant::now() + Duration::from_millis(u64::from(wait_ms))).min(self.deadline);
+        let until = (Instant::now() + Duration::from_millis(u64::from(wait_ms))).min(self.deadline);
         let handle = self.table.get_mut(&this)?;
-        let mut events: Vec<Vec<u8>> = Vec::new();
-        let mut bytes = 0usize;
-        let outcome: WitResult<()> = async {
-            while events.len() < max {
-                let event = match handle.pending.take() {
-                    Some(event) => event,
-                    None => {
-                        // Wait for the first event; after it, take only what has arrived.
-                        let wait = if events.is_empty() {
-                            wait_until.saturating_duration_since(Instant::now())
-                        } else {
-                            Duration::ZERO
-                        };
-                        match tokio::time::timeout(wait, handle.stream.next()).await {
-                            Err(_) => break,
-                            Ok(None) => break,
-                            Ok(Some(Err(e))) if events.is_empty() => return Err(to_wit(e)),
-                            // Return what was read; the next call meets the error again.
-                            Ok(Some(Err(_))) => break,
-                            Ok(Some(Ok(event))) => event,
-                        }
-                    }
-                };
-                let size = event.as_bytes().len();
-                handle.max_event = handle.max_event.max(size);
-                if bytes + size > per_call {
-                    let too_large = events.is_empty();
-                    handle.pending = Some(event);
-                    if too_large {
-                        return Err(WitError::TooLarge(per_call as u64));
-                    }
-                    break;
-                }
-                bytes += size;
+        let delivered = &mut handle.delivered;
+        let batch = read_batch(
+            &mut handle.stream,
+            &mut handle.buffered,
+            max,
+            per_call,
+            Waiting::Stream { until },
+            |event| {
                 if let Ok(id) = event.get_document("_id") {
-                    handle.delivered = Some(id.as_bytes().to_vec());
+                    *delivered = Some(id.as_bytes().to_vec());
                 }
-                events.push(event.into_bytes());
-            }
-            Ok(())
-        }
-        .await;
-        let old = handle.charged;
-        let new = batch_bytes(
-            handle.batch_size,
-            handle.max_event.max(INITIAL_DOC_SIZE_HINT),
+            },
         )
-        .max(old);
-        handle.charged = new;
-        wit_try!(outcome);
-        wit_try!(self.recharge(old, new));
-        wit_try!(self.charge(bytes));
-        Ok(Ok(events))
+        .await;
+        self.settle(batch)
     }
 
     fn resume_token(&mut self, this: Resource<StreamHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
         let handle = self.table.get(&this)?;
         // With an event held back for the next call, the driver's token is already past it:
         // resume after the last event the plugin got instead.
-        if handle.pending.is_some() {
+        if handle.buffered.pending.is_some() {
             return Ok(handle.delivered.clone());
         }
         Ok(handle.stream.resume_token().as_ref().and_then(token_bytes))
@@ -289,7 +229,7 @@ impl HostChangeStream for RequestState {
 
     fn drop(&mut self, this: Resource<StreamHandle>) -> wasmtime::Result<()> {
         let handle = self.table.delete(this)?;
-        self.host_bytes = self.host_bytes.saturating_sub(handle.charged);
+        self.host_bytes = self.host_bytes.saturating_sub(handle.buffered.charged);
         Ok(())
     }
 }

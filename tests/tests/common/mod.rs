@@ -108,7 +108,9 @@ impl Host {
         )
         .unwrap();
         let registry = Arc::new(
-            PluginRegistry::new(runtime, dir.path()).with_active_scorer(options.scorer.clone()),
+            PluginRegistry::new(runtime, dir.path())
+                .with_active_scorer(options.scorer.clone())
+                .with_reserved_names(polymongo::gateway::RESERVED_ROUTES),
         );
         registry.load_all().await.unwrap();
         let watcher = options
