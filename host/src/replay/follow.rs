@@ -114,6 +114,15 @@ pub struct LeaderRule {
     /// pools it does not hold only when it is not (they then converge only as far as the
     /// leader's victims force them).
     pub lazy: bool,
+    /// When above 0, a challenger with a clear lead also needs a decayed lead in hits above
+    /// this many times the *measured* cost of a switch: the real misses past switches cost
+    /// (the new leader's virtual hits minus the real hits, from the switch to the next), per
+    /// real pool the new leader did not hold, times the pools the challenger does not hold.
+    /// Nothing is assumed before the first switch; the cost is learnt, not tuned.
+    pub learnt_cost: f64,
+    /// Prior of the learnt cost, in misses per missing pool, worth `maximum` pools of
+    /// evidence (0: no prior, the first switch is free).
+    pub cost_prior: f64,
 }
 
 impl Default for LeaderRule {
@@ -126,6 +135,8 @@ impl Default for LeaderRule {
             support_scale: 0.01,
             cusum_cost: 0.0,
             lazy: true,
+            learnt_cost: 1.0,
+            cost_prior: 0.0,
         }
     }
 }
@@ -154,9 +165,20 @@ pub struct Follower {
     /// did not hold when last counted.
     excess: Vec<f64>,
     missing: Vec<usize>,
+    /// The decision at which `missing` was last counted (the learnt-cost rule).
+    counted_at: Vec<u64>,
     weight: f64,
     decay: f64,
     leader: usize,
+    /// Since the last switch: the leader's virtual hits minus the real hits.
+    regret: f64,
+    /// Over the finished switches: their regret, and the real pools the new leader did not
+    /// hold when it took over (the current switch's count is `switch_missing`).
+    past_regret: f64,
+    past_missing: f64,
+    switch_missing: f64,
+    /// Whether a switch is in progress (its regret counts in the estimate).
+    switched: bool,
     rule: LeaderRule,
 }
 
@@ -184,9 +206,15 @@ impl Follower {
             outcomes: vec![false; n],
             excess: vec![0.0; n],
             missing: vec![0; n],
+            counted_at: vec![0; n],
             weight: 0.0,
             decay: 1.0,
             leader: 0,
+            regret: 0.0,
+            past_regret: 0.0,
+            past_missing: 0.0,
+            switch_missing: 0.0,
+            switched: false,
             rule,
         }
     }
@@ -231,13 +259,13 @@ impl Follower {
     pub fn opened(&mut self, pool: u64, name: &str) {
         let key = self.intern(name);
         self.pools.insert(pool, key);
-        self.request(key);
+        self.request(key, false);
     }
 
     /// An operation ran on pool `pool` (a request).
     pub fn accessed(&mut self, pool: u64) {
         if let Some(&key) = self.pools.get(&pool) {
-            self.request(key);
+            self.request(key, true);
         }
     }
 
@@ -246,7 +274,7 @@ impl Follower {
         self.pools.remove(&pool);
     }
 
-    fn request(&mut self, key: u32) {
+    fn request(&mut self, key: u32, real_hit: bool) {
         self.clock += 1;
         self.last_use[key as usize] = self.clock;
         if self.pinned[key as usize] {
@@ -257,6 +285,10 @@ impl Follower {
             return;
         }
         self.feed(key);
+        if self.switched {
+            let leader_hit = f64::from(u8::from(self.outcomes[self.leader]));
+            self.regret += leader_hit - f64::from(u8::from(real_hit));
+        }
     }
 
     fn feed(&mut self, key: u32) {
@@ -379,16 +411,68 @@ impl Follower {
             .filter(|&c| c != self.leader && self.clear_lead(c))
             .max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
         if let Some(best) = best {
-            if self.rule.switch_cost > 0.0 {
-                let challenger = &self.experts[best];
-                let missing = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+            let mut missing = None;
+            if self.rule.switch_cost > 0.0 || self.rule.learnt_cost > 0.0 {
                 let lead = self.hits[best] - self.hits[self.leader];
-                if lead <= self.rule.switch_cost * missing as f64 {
+                let per_pool = self
+                    .rule
+                    .switch_cost
+                    .max(self.rule.learnt_cost * self.cost_per_missing_pool());
+                // Counting is a pass over the pools: count again only when the lead passes
+                // the threshold of the last count, or once per `maximum` decisions (the
+                // count changes slowly), so that a lead too small to pay costs O(1).
+                let stale = self.decisions >= self.counted_at[best] + self.maximum;
+                if lead <= per_pool * self.missing[best] as f64 && !stale {
                     return;
                 }
+                let challenger = &self.experts[best];
+                self.missing[best] = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+                self.counted_at[best] = self.decisions;
+                let count = self.missing[best] as f64;
+                if lead <= per_pool * count {
+                    return;
+                }
+                missing = Some(count);
             }
-            self.leader = best;
+            self.switch_to(best, missing);
         }
+    }
+
+    /// Measured misses per real pool a new leader did not hold, over the switches so far
+    /// (the one in progress counts with its regret so far); 0 before the first switch.
+    fn cost_per_missing_pool(&self) -> f64 {
+        let prior = if self.rule.cost_prior > 0.0 {
+            self.maximum as f64
+        } else {
+            0.0
+        };
+        let (regret, missing) = if self.switched {
+            (
+                self.past_regret + self.regret.max(0.0),
+                self.past_missing + self.switch_missing,
+            )
+        } else {
+            (self.past_regret, self.past_missing)
+        };
+        let (regret, missing) = (regret + self.rule.cost_prior * prior, missing + prior);
+        if missing > 0.0 {
+            regret / missing
+        } else {
+            0.0
+        }
+    }
+
+    /// Makes `leader` the leader; `missing`: the real pools it does not hold, when counted.
+    fn switch_to(&mut self, leader: usize, missing: Option<f64>) {
+        if self.switched {
+            self.past_regret += self.regret.max(0.0);
+            self.past_missing += self.switch_missing;
+        }
+        self.leader = leader;
+        self.regret = 0.0;
+        self.missing.iter_mut().for_each(|m| *m = 0);
+        self.switch_missing = missing.unwrap_or(0.0);
+        self.switched = true;
     }
 
     /// The index, in `offered` (the evictable open pools), of the pool to close; `None` when
