@@ -146,6 +146,8 @@ pub struct Follower {
     names: FastMap<String, u32>,
     hashes: Vec<i32>,
     pools: FastMap<u64, u32>,
+    /// The open pool of each key.
+    pool_of: Vec<Option<u64>>,
     last_use: Vec<u64>,
     pinned: Vec<bool>,
     offered_at: Vec<u64>,
@@ -190,6 +192,7 @@ impl Follower {
             names: FastMap::default(),
             hashes: Vec::new(),
             pools: FastMap::default(),
+            pool_of: Vec::new(),
             last_use: Vec::new(),
             pinned: Vec::new(),
             offered_at: Vec::new(),
@@ -252,6 +255,7 @@ impl Follower {
         self.last_use.push(0);
         self.pinned.push(false);
         self.offered_at.push(0);
+        self.pool_of.push(None);
         key
     }
 
@@ -259,6 +263,7 @@ impl Follower {
     pub fn opened(&mut self, pool: u64, name: &str) {
         let key = self.intern(name);
         self.pools.insert(pool, key);
+        self.pool_of[key as usize] = Some(pool);
         self.request(key, false);
     }
 
@@ -271,7 +276,11 @@ impl Follower {
 
     /// Pool `pool` was closed.
     pub fn closed(&mut self, pool: u64) {
-        self.pools.remove(&pool);
+        if let Some(key) = self.pools.remove(&pool) {
+            if self.pool_of[key as usize] == Some(pool) {
+                self.pool_of[key as usize] = None;
+            }
+        }
     }
 
     fn request(&mut self, key: u32, real_hit: bool) {
@@ -380,15 +389,14 @@ impl Follower {
     }
 
     /// CUSUM rule (see [`LeaderRule::cusum_cost`]).
-    fn choose_leader_by_excess(&mut self, keys: &[u32]) {
+    fn choose_leader_by_excess(&mut self) {
         let mut best: Option<usize> = None;
         for c in 0..self.experts.len() {
             if c == self.leader || self.excess[c] <= self.rule.cusum_cost * self.missing[c] as f64 {
                 continue;
             }
             // Count again only when the excess passed the last count (it changes slowly).
-            let challenger = &self.experts[c];
-            self.missing[c] = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+            self.missing[c] = self.not_held_by(c);
             if self.excess[c] > self.rule.cusum_cost * self.missing[c] as f64
                 && best.is_none_or(|b| self.excess[c] > self.excess[b])
             {
@@ -402,9 +410,18 @@ impl Follower {
         }
     }
 
-    fn choose_leader(&mut self, keys: &[u32]) {
+    /// How many of the real evictable pools expert `expert` does not hold (a pass over them).
+    fn not_held_by(&self, expert: usize) -> usize {
+        let expert = &self.experts[expert];
+        self.pools
+            .values()
+            .filter(|&&k| !self.pinned[k as usize] && !expert.contains(k))
+            .count()
+    }
+
+    fn choose_leader(&mut self) {
         if self.rule.cusum_cost > 0.0 {
-            self.choose_leader_by_excess(keys);
+            self.choose_leader_by_excess();
             return;
         }
         let best = (0..self.hits.len())
@@ -425,8 +442,7 @@ impl Follower {
                 if lead <= per_pool * self.missing[best] as f64 && !stale {
                     return;
                 }
-                let challenger = &self.experts[best];
-                self.missing[best] = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+                self.missing[best] = self.not_held_by(best);
                 self.counted_at[best] = self.decisions;
                 let count = self.missing[best] as f64;
                 if lead <= per_pool * count {
@@ -482,6 +498,18 @@ impl Follower {
             return None;
         }
         self.decisions += 1;
+        // Fast path: nothing was pinned or unpinned since the last decision (as many pools
+        // offered and open as then) and the leader's next victim is open: one pass comparing
+        // pool ids, no lookup per offered pool.
+        let unchanged = self.started
+            && offered.len() as u64 == self.maximum
+            && self.pools.len().saturating_sub(offered.len()) == self.unoffered;
+        if unchanged && self.rule.lazy {
+            self.choose_leader();
+            if let Some(i) = self.leader_victim_in(offered) {
+                return Some(i);
+            }
+        }
         let stamp = self.decisions;
         // Pools the follower never heard of (events lost, or a restart) go first.
         let mut keys = Vec::with_capacity(offered.len());
@@ -534,7 +562,9 @@ impl Follower {
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        self.choose_leader(&keys);
+        if !(unchanged && self.rule.lazy) {
+            self.choose_leader();
+        }
 
         if self.rule.lazy {
             if let Some(victim) = self.experts[self.leader].next_victim() {
@@ -558,6 +588,13 @@ impl Follower {
             }
         }
         self.oldest(&keys, |_| true)
+    }
+
+    /// The index in `offered` of the leader's next victim, when it is open.
+    fn leader_victim_in(&mut self, offered: &[u64]) -> Option<usize> {
+        let victim = self.experts[self.leader].next_victim()?;
+        let pool = self.pool_of.get(victim as usize).copied().flatten()?;
+        offered.iter().position(|&p| p == pool)
     }
 
     /// The index of the least recently used of `keys` that `pick` accepts.
