@@ -4,7 +4,7 @@
 //! lately.
 //!
 //! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
-//! visits,lirs,follow}.rs`, included here), so while this scorer follows W-TinyLFU it makes
+//! visits,lirs,leader,follow}.rs`, included here), so while this scorer follows W-TinyLFU it makes
 //! exactly the decisions of the replay tool's W-TinyLFU reference. See [`follow`] for how
 //! the real pools follow a virtual cache and how the leader is chosen.
 //!
@@ -30,6 +30,9 @@ pub mod visits;
 #[path = "../../../../host/src/replay/lirs.rs"]
 pub mod lirs;
 
+#[path = "../../../../host/src/replay/leader.rs"]
+pub mod leader;
+
 #[path = "../../../../host/src/replay/follow.rs"]
 pub mod follow;
 
@@ -37,7 +40,8 @@ use std::cell::RefCell;
 
 use experts::{Arc, Lru};
 use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
-use follow::{Follower, LeaderRule};
+use follow::Follower;
+use leader::LeaderRule;
 use lirs::Lirs;
 use visits::VisitsExpert;
 use wtinylfu::WTinyLfu;
