@@ -235,7 +235,7 @@ fn replay_one(
     }
 }
 
-/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager]]]]]]`: the follower of `scorer-hybrid`,
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager[/LEARNT_COST[/COST_PRIOR]]]]]]]]`: the follower of `scorer-hybrid`,
 /// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (an experiment; the scorer
 /// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
@@ -263,6 +263,8 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let support = rest.next();
         let cusum = rest.next();
         let lazy = rest.next();
+        let learnt = rest.next();
+        let prior = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
         if let Some(z) = z {
@@ -283,6 +285,12 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
                 "eager" => false,
                 other => bail!("{spec}: expected lazy or eager, not {other:?}"),
             };
+        }
+        if let Some(learnt) = learnt {
+            leader.learnt_cost = learnt.parse().context("learnt cost")?;
+        }
+        if let Some(prior) = prior {
+            leader.cost_prior = prior.parse().context("cost prior")?;
         }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::experts::Expert;
+use super::leader::LeaderRule;
 use super::sketch::java_hash;
 use super::wtinylfu::WTinyLfu;
 
@@ -87,54 +88,13 @@ impl Expert for WTinyLfu {
     }
 }
 
-/// How the leader is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LeaderRule {
-    /// Half-life of the virtual hit counts, in requests per unit of capacity.
-    pub half_life_per_slot: f64,
-    /// Another expert takes the lead when its decayed hit ratio exceeds the leader's by more
-    /// than this (hysteresis: switching costs misses while the real pools converge).
-    pub margin: f64,
-    /// ... and when its lead over the leader, request by request, is this many standard
-    /// errors above zero (a paired test on the decayed hit differences; 0 disables it).
-    pub confidence: f64,
-    /// ... and when its decayed lead in hits exceeds this many times the number of real pools
-    /// it does not hold (what following it would cost in misses at most; 0 disables it).
-    pub switch_cost: f64,
-    /// Scale of the hit-ratio differences within which the other experts' wishes count when
-    /// the real pools converge to the leader's (see `least_supported_stray`; 0: least
-    /// recently used first).
-    pub support_scale: f64,
-    /// When above 0, the leader is chosen by a CUSUM instead: each other expert accumulates
-    /// its excess hits over the leader's (never below 0), and takes the lead when they exceed
-    /// this many times the number of real pools it does not hold (the most misses the switch
-    /// can cost). `margin`, `confidence` and `switch_cost` are then unused.
-    pub cusum_cost: f64,
-    /// Lazy migration: the leader's own next victim goes first when it is open, the real
-    /// pools it does not hold only when it is not (they then converge only as far as the
-    /// leader's victims force them).
-    pub lazy: bool,
-}
-
-impl Default for LeaderRule {
-    fn default() -> Self {
-        Self {
-            half_life_per_slot: 10.0,
-            margin: 0.01,
-            confidence: 0.0,
-            switch_cost: 0.0,
-            support_scale: 0.01,
-            cusum_cost: 0.0,
-            lazy: true,
-        }
-    }
-}
-
 /// Follows the best of several virtual caches (see the module documentation).
 pub struct Follower {
     names: FastMap<String, u32>,
     hashes: Vec<i32>,
     pools: FastMap<u64, u32>,
+    /// The open pool of each key.
+    pool_of: Vec<Option<u64>>,
     last_use: Vec<u64>,
     pinned: Vec<bool>,
     offered_at: Vec<u64>,
@@ -154,9 +114,20 @@ pub struct Follower {
     /// did not hold when last counted.
     excess: Vec<f64>,
     missing: Vec<usize>,
+    /// The decision at which `missing` was last counted (the learnt-cost rule).
+    counted_at: Vec<u64>,
     weight: f64,
     decay: f64,
     leader: usize,
+    /// Since the last switch: the leader's virtual hits minus the real hits.
+    regret: f64,
+    /// Over the finished switches: their regret, and the real pools the new leader did not
+    /// hold when it took over (the current switch's count is `switch_missing`).
+    past_regret: f64,
+    past_missing: f64,
+    switch_missing: f64,
+    /// Whether a switch is in progress (its regret counts in the estimate).
+    switched: bool,
     rule: LeaderRule,
 }
 
@@ -168,6 +139,7 @@ impl Follower {
             names: FastMap::default(),
             hashes: Vec::new(),
             pools: FastMap::default(),
+            pool_of: Vec::new(),
             last_use: Vec::new(),
             pinned: Vec::new(),
             offered_at: Vec::new(),
@@ -184,9 +156,15 @@ impl Follower {
             outcomes: vec![false; n],
             excess: vec![0.0; n],
             missing: vec![0; n],
+            counted_at: vec![0; n],
             weight: 0.0,
             decay: 1.0,
             leader: 0,
+            regret: 0.0,
+            past_regret: 0.0,
+            past_missing: 0.0,
+            switch_missing: 0.0,
+            switched: false,
             rule,
         }
     }
@@ -224,6 +202,7 @@ impl Follower {
         self.last_use.push(0);
         self.pinned.push(false);
         self.offered_at.push(0);
+        self.pool_of.push(None);
         key
     }
 
@@ -231,22 +210,27 @@ impl Follower {
     pub fn opened(&mut self, pool: u64, name: &str) {
         let key = self.intern(name);
         self.pools.insert(pool, key);
-        self.request(key);
+        self.pool_of[key as usize] = Some(pool);
+        self.request(key, false);
     }
 
     /// An operation ran on pool `pool` (a request).
     pub fn accessed(&mut self, pool: u64) {
         if let Some(&key) = self.pools.get(&pool) {
-            self.request(key);
+            self.request(key, true);
         }
     }
 
     /// Pool `pool` was closed.
     pub fn closed(&mut self, pool: u64) {
-        self.pools.remove(&pool);
+        if let Some(key) = self.pools.remove(&pool) {
+            if self.pool_of[key as usize] == Some(pool) {
+                self.pool_of[key as usize] = None;
+            }
+        }
     }
 
-    fn request(&mut self, key: u32) {
+    fn request(&mut self, key: u32, real_hit: bool) {
         self.clock += 1;
         self.last_use[key as usize] = self.clock;
         if self.pinned[key as usize] {
@@ -257,6 +241,10 @@ impl Follower {
             return;
         }
         self.feed(key);
+        if self.switched {
+            let leader_hit = f64::from(u8::from(self.outcomes[self.leader]));
+            self.regret += leader_hit - f64::from(u8::from(real_hit));
+        }
     }
 
     fn feed(&mut self, key: u32) {
@@ -348,15 +336,14 @@ impl Follower {
     }
 
     /// CUSUM rule (see [`LeaderRule::cusum_cost`]).
-    fn choose_leader_by_excess(&mut self, keys: &[u32]) {
+    fn choose_leader_by_excess(&mut self) {
         let mut best: Option<usize> = None;
         for c in 0..self.experts.len() {
             if c == self.leader || self.excess[c] <= self.rule.cusum_cost * self.missing[c] as f64 {
                 continue;
             }
             // Count again only when the excess passed the last count (it changes slowly).
-            let challenger = &self.experts[c];
-            self.missing[c] = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+            self.missing[c] = self.not_held_by(c);
             if self.excess[c] > self.rule.cusum_cost * self.missing[c] as f64
                 && best.is_none_or(|b| self.excess[c] > self.excess[b])
             {
@@ -370,25 +357,85 @@ impl Follower {
         }
     }
 
-    fn choose_leader(&mut self, keys: &[u32]) {
+    /// How many of the real evictable pools expert `expert` does not hold (a pass over them).
+    fn not_held_by(&self, expert: usize) -> usize {
+        let expert = &self.experts[expert];
+        self.pools
+            .values()
+            .filter(|&&k| !self.pinned[k as usize] && !expert.contains(k))
+            .count()
+    }
+
+    fn choose_leader(&mut self) {
         if self.rule.cusum_cost > 0.0 {
-            self.choose_leader_by_excess(keys);
+            self.choose_leader_by_excess();
             return;
         }
         let best = (0..self.hits.len())
             .filter(|&c| c != self.leader && self.clear_lead(c))
             .max_by(|&a, &b| self.hits[a].total_cmp(&self.hits[b]));
         if let Some(best) = best {
-            if self.rule.switch_cost > 0.0 {
-                let challenger = &self.experts[best];
-                let missing = keys.iter().filter(|&&k| !challenger.contains(k)).count();
+            let mut missing = None;
+            if self.rule.switch_cost > 0.0 || self.rule.learnt_cost > 0.0 {
                 let lead = self.hits[best] - self.hits[self.leader];
-                if lead <= self.rule.switch_cost * missing as f64 {
+                let per_pool = self
+                    .rule
+                    .switch_cost
+                    .max(self.rule.learnt_cost * self.cost_per_missing_pool());
+                // Counting is a pass over the pools: count again only when the lead passes
+                // the threshold of the last count, or once per `maximum` decisions (the
+                // count changes slowly), so that a lead too small to pay costs O(1).
+                let stale = self.decisions >= self.counted_at[best] + self.maximum;
+                if lead <= per_pool * self.missing[best] as f64 && !stale {
                     return;
                 }
+                self.missing[best] = self.not_held_by(best);
+                self.counted_at[best] = self.decisions;
+                let count = self.missing[best] as f64;
+                if lead <= per_pool * count {
+                    return;
+                }
+                missing = Some(count);
             }
-            self.leader = best;
+            self.switch_to(best, missing);
         }
+    }
+
+    /// Measured misses per real pool a new leader did not hold, over the switches so far
+    /// (the one in progress counts with its regret so far); 0 before the first switch.
+    fn cost_per_missing_pool(&self) -> f64 {
+        let prior = if self.rule.cost_prior > 0.0 {
+            self.maximum as f64
+        } else {
+            0.0
+        };
+        let (regret, missing) = if self.switched {
+            (
+                self.past_regret + self.regret.max(0.0),
+                self.past_missing + self.switch_missing,
+            )
+        } else {
+            (self.past_regret, self.past_missing)
+        };
+        let (regret, missing) = (regret + self.rule.cost_prior * prior, missing + prior);
+        if missing > 0.0 {
+            regret / missing
+        } else {
+            0.0
+        }
+    }
+
+    /// Makes `leader` the leader; `missing`: the real pools it does not hold, when counted.
+    fn switch_to(&mut self, leader: usize, missing: Option<f64>) {
+        if self.switched {
+            self.past_regret += self.regret.max(0.0);
+            self.past_missing += self.switch_missing;
+        }
+        self.leader = leader;
+        self.regret = 0.0;
+        self.missing.iter_mut().for_each(|m| *m = 0);
+        self.switch_missing = missing.unwrap_or(0.0);
+        self.switched = true;
     }
 
     /// The index, in `offered` (the evictable open pools), of the pool to close; `None` when
@@ -398,6 +445,18 @@ impl Follower {
             return None;
         }
         self.decisions += 1;
+        // Fast path: nothing was pinned or unpinned since the last decision (as many pools
+        // offered and open as then) and the leader's next victim is open: one pass comparing
+        // pool ids, no lookup per offered pool.
+        let unchanged = self.started
+            && offered.len() as u64 == self.maximum
+            && self.pools.len().saturating_sub(offered.len()) == self.unoffered;
+        if unchanged && self.rule.lazy {
+            self.choose_leader();
+            if let Some(i) = self.leader_victim_in(offered) {
+                return Some(i);
+            }
+        }
         let stamp = self.decisions;
         // Pools the follower never heard of (events lost, or a restart) go first.
         let mut keys = Vec::with_capacity(offered.len());
@@ -450,7 +509,9 @@ impl Follower {
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        self.choose_leader(&keys);
+        if !(unchanged && self.rule.lazy) {
+            self.choose_leader();
+        }
 
         if self.rule.lazy {
             if let Some(victim) = self.experts[self.leader].next_victim() {
@@ -474,6 +535,13 @@ impl Follower {
             }
         }
         self.oldest(&keys, |_| true)
+    }
+
+    /// The index in `offered` of the leader's next victim, when it is open.
+    fn leader_victim_in(&mut self, offered: &[u64]) -> Option<usize> {
+        let victim = self.experts[self.leader].next_victim()?;
+        let pool = self.pool_of.get(victim as usize).copied().flatten()?;
+        offered.iter().position(|&p| p == pool)
     }
 
     /// The index of the least recently used of `keys` that `pick` accepts.
@@ -505,5 +573,33 @@ mod tests {
         assert_eq!(f.decide(&[1, 3]), Some(0));
         // A pool never heard of goes first.
         assert_eq!(f.decide(&[1, 3, 9]), Some(2));
+    }
+
+    #[test]
+    fn switch_cost_is_the_leaders_hits_the_real_pools_missed() {
+        let experts: Vec<Box<dyn Expert + Send>> = vec![Box::new(Lru::new()), Box::new(Lru::new())];
+        let mut f = Follower::new(experts, LeaderRule::default());
+        f.opened(1, "a");
+        f.opened(2, "b");
+        assert_eq!(f.decide(&[1, 2]), Some(0));
+        assert_eq!(
+            f.cost_per_missing_pool(),
+            0.0,
+            "nothing is assumed before a switch"
+        );
+        // A switch to an expert missing one real pool.
+        f.switch_to(1, Some(1.0));
+        // The real pool of a closes while the leader still holds a: reopening it is a real
+        // miss the leader hits (one miss of the switch); b is a hit for both (no cost).
+        f.closed(1);
+        f.opened(3, "a");
+        f.accessed(2);
+        assert_eq!(f.cost_per_missing_pool(), 1.0);
+        // A miss for both costs nothing either; a later switch missing three pools that
+        // costs nothing halves the estimate: (1 + 0) / (1 + 3) per pool.
+        f.opened(4, "c");
+        assert_eq!(f.cost_per_missing_pool(), 1.0);
+        f.switch_to(0, Some(3.0));
+        assert_eq!(f.cost_per_missing_pool(), 0.25);
     }
 }

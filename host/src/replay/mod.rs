@@ -19,6 +19,7 @@
 mod experts;
 mod file;
 mod follow;
+mod leader;
 mod lirs;
 mod min;
 mod reference;
@@ -34,7 +35,8 @@ mod wtinylfu;
 
 pub use experts::{Arc as ArcPolicy, Expert, Lru};
 pub use file::{read_trace, read_trace_from, write_trace};
-pub use follow::{FastHasher, FastMap, Follower, LeaderRule};
+pub use follow::{FastHasher, FastMap, Follower};
+pub use leader::LeaderRule;
 pub use lirs::Lirs;
 pub use min::belady;
 pub use reference::{WTinyLfuPolicy, HYBRID_EXPERTS, WTINYLFU};

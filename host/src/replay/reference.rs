@@ -7,7 +7,8 @@
 use std::sync::Mutex;
 
 use super::experts::{Arc, Expert, Lru};
-use super::follow::{Follower, LeaderRule};
+use super::follow::Follower;
+use super::leader::LeaderRule;
 use super::lirs::Lirs;
 use super::visits::VisitsExpert;
 use super::wtinylfu::WTinyLfu;

@@ -1,17 +1,17 @@
 //! `scorer-hybrid`: five cache policies simulated side by side on the host's pool events —
 //! W-TinyLFU with Caffeine's adaptive window, LRU, ARC, LIRS and a session-aware policy (the
 //! visit model of `scorer-adaptive`) — and the real pools follow whichever had more hits
-//! lately.
+//! lately, once their lead pays for what switching has cost so far ([`leader`]).
 //!
 //! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
-//! visits,lirs,follow}.rs`, included here), so while this scorer follows W-TinyLFU it makes
-//! exactly the decisions of the replay tool's W-TinyLFU reference. See [`follow`] for how
-//! the real pools follow a virtual cache and how the leader is chosen.
+//! visits,lirs,leader,follow}.rs`, included here), so while this scorer follows W-TinyLFU it
+//! makes exactly the decisions of the replay tool's W-TinyLFU reference. See [`follow`] for
+//! how the real pools follow a virtual cache.
 //!
-//! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy,
-//! except a miss of the session-aware policy (one pass over its cache, shared with the
-//! decision before it when that policy leads); per decision one hash-map lookup per offered
-//! pool and one pass over the open pools.
+//! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy
+//! (the session-aware policy O(log K) per visit plus its victim search); per decision, when
+//! the leader's victim is open and nothing was pinned since the last one, one pass comparing
+//! pool ids (otherwise one hash-map lookup per offered pool), plus the answer itself.
 
 wit_bindgen::generate!({ world: "scorer", path: "../../../wit" });
 
@@ -30,6 +30,9 @@ pub mod visits;
 #[path = "../../../../host/src/replay/lirs.rs"]
 pub mod lirs;
 
+#[path = "../../../../host/src/replay/leader.rs"]
+pub mod leader;
+
 #[path = "../../../../host/src/replay/follow.rs"]
 pub mod follow;
 
@@ -37,7 +40,8 @@ use std::cell::RefCell;
 
 use experts::{Arc, Lru};
 use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
-use follow::{Follower, LeaderRule};
+use follow::Follower;
+use leader::LeaderRule;
 use lirs::Lirs;
 use visits::VisitsExpert;
 use wtinylfu::WTinyLfu;
