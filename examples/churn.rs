@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bson::{doc, Document};
 use clap::Parser;
-use polymongo::pool::{PolyMongo, PoolEventKind};
+use polymongo_pool::{PolyMongo, PoolEventKind};
 
 /// Options of the demo.
 #[derive(Parser, Debug)]
@@ -124,7 +124,7 @@ async fn main() -> Result<()> {
                         .await?;
                     orders.count_documents(doc! {}).await?;
                 }
-                Ok::<_, polymongo::pool::Error>(())
+                Ok::<_, polymongo_pool::Error>(())
             })
         })
         .collect();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bson::{doc, Document};
-use polymongo::pool::PolyMongo;
+use polymongo_pool::PolyMongo;
 
 #[tokio::main]
 async fn main() -> Result<()> {
