@@ -10,7 +10,7 @@
 //! key is rounded to about 2.4e-7 and near-ties break differently (the replay test found such
 //! a decision within the first 700). To choose *exactly* what the built-in policy chooses,
 //! this scorer returns the stable key, computed with the same `f64` operations in the same
-//! order as `SeedPolicy::stable_key` (host/src/pool/policy.rs); the host then picks the lowest,
+//! order as `SeedPolicy::stable_key` (pool/src/policy.rs); the host then picks the lowest,
 //! ties to the pool opened first, as the index does.
 
 wit_bindgen::generate!({ world: "scorer", path: "../../../wit" });
