@@ -20,6 +20,7 @@ use polymongo_tests::{free_port, FerretDb};
 use serde_json::Value;
 
 use crate::plugins::{guests_target_dir, TARGET};
+use crate::{build_host, wait_until_listening};
 
 /// The admin token of the example host (it listens on loopback only).
 const ADMIN_TOKEN: &str = "examples-admin-token";
@@ -254,17 +255,10 @@ struct Host {
 
 impl Host {
     fn start(root: &Path, uri: &str, plugins_dir: &Path) -> Result<Self> {
-        run(Command::new(cargo()).current_dir(root).args([
-            "build",
-            "--quiet",
-            "-p",
-            "polymongo-host",
-            "--bin",
-            "polymongo",
-        ]))?;
+        let binary = build_host(root)?;
         let listen = format!("127.0.0.1:{}", free_port()?);
         let cache = tempfile_dir(root, "examples-cache")?;
-        let child = Command::new(root.join("target/debug/polymongo"))
+        let mut child = Command::new(binary)
             .current_dir(root)
             .args(["serve", "--listen", &listen, "--mongo-uri", uri])
             .arg("--plugins-dir")
@@ -275,19 +269,11 @@ impl Host {
             .args(["--max-connections", "3", "--scorer", "decay-scorer"])
             .spawn()
             .context("starting the host")?;
-        let mut host = Host {
+        wait_until_listening(&mut child, &listen, Duration::from_secs(120))?;
+        Ok(Host {
             child,
             base: format!("http://{listen}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(&listen).is_err() {
-            if Instant::now() > deadline || host.child.try_wait()?.is_some() {
-                host.stop();
-                bail!("the host did not start listening on {listen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(host)
+        })
     }
 
     /// `(status, body)` of one request for `tenant`.

@@ -8,7 +8,7 @@ mod mjs;
 mod plugins;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -146,6 +146,32 @@ fn main() -> Result<()> {
 fn serve(root: &Path, listen: &str, quiet: bool) -> Result<()> {
     setup(root)?;
     plugins::build_plugins(root)?;
+    let binary = build_host(root)?;
+    let data = root.join(".data/ferretdb");
+    let db = start_db(&data, None)?;
+    println!("FerretDB {FERRETDB_VERSION} listening: {}", db.uri());
+    let mut host = Command::new(&binary)
+        .current_dir(root)
+        .args(["serve", "--listen", listen, "--mongo-uri", &db.uri()])
+        .args([
+            "--plugins-dir",
+            &plugins::deploy_dir(root).to_string_lossy(),
+        ])
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let base = format!("http://{listen}");
+    wait_until_listening(&mut host, listen, Duration::from_secs(60))?;
+    if !quiet {
+        walkthrough(&base);
+    }
+    println!("\nserving on {base} — press ctrl-c to stop");
+    let status = host.wait()?;
+    drop(db);
+    exit_with(status)
+}
+
+/// Builds the host binary (dev profile) and returns its path.
+pub(crate) fn build_host(root: &Path) -> Result<PathBuf> {
     let status = cargo(
         root,
         &[
@@ -161,35 +187,26 @@ fn serve(root: &Path, listen: &str, quiet: bool) -> Result<()> {
     if !status.success() {
         bail!("building the host failed");
     }
-    let data = root.join(".data/ferretdb");
-    let db = start_db(&data, None)?;
-    println!("FerretDB {FERRETDB_VERSION} listening: {}", db.uri());
-    let binary = root.join("target/debug/polymongo");
-    let mut host = Command::new(&binary)
-        .current_dir(root)
-        .args(["serve", "--listen", listen, "--mongo-uri", &db.uri()])
-        .args([
-            "--plugins-dir",
-            &plugins::deploy_dir(root).to_string_lossy(),
-        ])
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let base = format!("http://{listen}");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    Ok(root.join("target/debug/polymongo"))
+}
+
+/// Waits until `host` accepts connections on `listen`; kills it and fails if it exits first or
+/// `timeout` passes.
+pub(crate) fn wait_until_listening(
+    host: &mut Child,
+    listen: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     while std::net::TcpStream::connect(listen).is_err() {
         if Instant::now() > deadline || host.try_wait()?.is_some() {
             let _ = host.kill();
+            let _ = host.wait();
             bail!("the host did not start listening on {listen}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    if !quiet {
-        walkthrough(&base);
-    }
-    println!("\nserving on {base} — press ctrl-c to stop");
-    let status = host.wait()?;
-    drop(db);
-    exit_with(status)
+    Ok(())
 }
 
 /// Shows two tenants' isolated data through the users plugin, with the curl commands.
