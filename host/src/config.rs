@@ -21,6 +21,7 @@
 //! client_sharing = "cluster"  # the default: one driver client per target, shared by its databases
 //! shared_max_pool_size = 100 # sockets of each shared client
 //! tenant_db_prefix = "t_"    # tenant acme -> database t_acme (the default)
+//! change_feed = "streams"    # or "auto": the oplog feed where a server has no change streams
 //!
 //! [http]                     # connection limits and timeouts (config/http.rs)
 //! max_connections = 1024
@@ -188,6 +189,10 @@ pub struct PoolSection {
     pub client_sharing: Option<String>,
     /// Sockets of each shared client in `cluster` mode (default 100).
     pub shared_max_pool_size: Option<u32>,
+    /// How plugins' change streams are served where no route says otherwise: `"streams"`
+    /// (default: the server's change streams only), `"auto"` (the host's oplog feed where the
+    /// server has no change streams but keeps an oplog) or `"oplog"` (always the oplog feed).
+    pub change_feed: Option<String>,
 }
 
 /// The `[logs]` section: the log queue and the rate limits of plugin log lines (the `log`
@@ -220,6 +225,15 @@ pub struct RouteEntry {
     pub pattern: String,
     /// URI or URI template (`{db}`, `${ENV_VAR}`).
     pub uri: String,
+    /// How this route's databases watch changes (`"streams"`, `"auto"`, `"oplog"`); unset
+    /// takes `pool.change_feed`.
+    pub change_feed: Option<String>,
+}
+
+/// A change feed mode from the configuration, or an error naming `key`.
+fn parse_change_feed(key: &str, mode: &str) -> Result<crate::pool::ChangeFeedMode, ConfigError> {
+    mode.parse()
+        .map_err(|e: String| ConfigError::Invalid(format!("{key}: {e}")))
 }
 
 impl ServeConfig {
@@ -317,11 +331,24 @@ impl ServeConfig {
                 .map_err(|e: crate::pool::Error| ConfigError::Invalid(format!("pool.{e}")))?;
         }
         c.shared_max_pool_size = p.shared_max_pool_size.unwrap_or(c.shared_max_pool_size);
+        if let Some(mode) = &p.change_feed {
+            c.change_feed = parse_change_feed("pool.change_feed", mode)?;
+        }
         c.routes = self
             .routes
             .iter()
-            .map(|r| RouteRule::new(&r.pattern, &r.uri))
-            .collect();
+            .enumerate()
+            .map(|(i, r)| {
+                let rule = RouteRule::new(&r.pattern, &r.uri);
+                match &r.change_feed {
+                    Some(mode) => {
+                        let key = format!("routes[{i}].change_feed");
+                        Ok(rule.with_change_feed(parse_change_feed(&key, mode)?))
+                    }
+                    None => Ok(rule),
+                }
+            })
+            .collect::<Result<_, ConfigError>>()?;
         Ok(c)
     }
 

@@ -19,7 +19,9 @@ use serde::Serialize;
 
 use crate::cursor::{ChangeStream, Cursor};
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::feed::{ChangeFeed, ChangeFeedMode};
+use crate::oplog::{self, OplogFeed};
 use crate::handle::CursorLease;
 
 /// A collection of documents of type `T` (use `bson::Document` for schemaless access).
@@ -315,23 +317,64 @@ where
     }
 
     /// Watches this collection through `pipeline` with `options`; each item is a whole change
-    /// event as the server sent it (`_id` is its resume token). Protected like [`watch`](Self::watch).
+    /// event (`_id` is its resume token). Protected like [`watch`](Self::watch).
+    ///
+    /// The database's change feed mode ([`ChangeFeedMode`], per route) decides where events
+    /// come from: the server's change stream, or the host's weaker oplog feed
+    /// ([`OplogFeed`](crate::OplogFeed)) on a server without change streams.
     pub async fn watch_events(
         &self,
         pipeline: Vec<Document>,
         options: ChangeStreamOptions,
-    ) -> Result<ChangeStream<RawDocumentBuf>> {
-        let name = self.name.clone();
-        self.db
-            .watch_with(|db| async move {
-                let stream = db
-                    .collection::<Document>(&name)
-                    .watch()
-                    .pipeline(pipeline)
-                    .with_options(options)
+    ) -> Result<ChangeFeed> {
+        let mode = self.db.manager().change_feed_mode(self.db.name());
+        let guard = self.db.keep_alive().await?;
+        let lease = self.db.lease().await?;
+        let caps = lease.handle().caps(self.db.redactor()).await?;
+        let redactor = self.db.redactor().clone();
+        let use_oplog = match mode {
+            ChangeFeedMode::Streams => {
+                caps.require_change_streams()?;
+                false
+            }
+            ChangeFeedMode::Oplog => true,
+            ChangeFeedMode::Auto if caps.change_streams => false,
+            ChangeFeedMode::Auto => {
+                let client = lease.database().client();
+                if !oplog::has_oplog(client, &redactor).await? {
+                    let why = match caps.require_change_streams() {
+                        Err(Error::Unsupported(why)) => why,
+                        _ => "this server has no change streams".into(),
+                    };
+                    return Err(Error::Unsupported(format!(
+                        "{why}; and the server keeps no oplog (local.oplog.rs) for the oplog                          change feed"
+                    )));
+                }
+                true
+            }
+        };
+        if use_oplog {
+            let database = lease.database().clone();
+            drop(lease);
+            let feed =
+                OplogFeed::open(&database, &self.name, &pipeline, &options, redactor, guard)
                     .await?;
-                Ok(stream.with_type::<RawDocumentBuf>())
-            })
+            return Ok(ChangeFeed::Oplog(Box::new(feed)));
+        }
+        let database = lease.database().clone();
+        drop(lease);
+        let stream = database
+            .collection::<Document>(&self.name)
+            .watch()
+            .pipeline(pipeline)
+            .with_options(options)
             .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(ChangeFeed::Stream(ChangeStream {
+            token: stream.resume_token(),
+            inner: stream.with_type::<RawDocumentBuf>(),
+            redactor,
+            _guard: guard,
+        }))
     }
 }

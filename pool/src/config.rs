@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::admission::OpenRateLimits;
 use super::clients::ClientSharing;
 use super::namespace::DEFAULT_TENANT_DB_PREFIX;
+use super::feed::ChangeFeedMode;
 use super::routing::RouteRule;
 use super::secret::SecretUri;
 
@@ -63,6 +64,8 @@ pub struct Config {
     pub client_sharing: ClientSharing,
     /// Sockets of each shared client (one per connection target) in `Cluster` mode.
     pub shared_max_pool_size: u32,
+    /// How databases without a route of their own watch changes (default: change streams only).
+    pub change_feed: ChangeFeedMode,
 }
 
 /// The default socket-pool size of a shared client: 100 sockets (+ 2 monitoring) per target.
@@ -97,6 +100,7 @@ impl Config {
             cursor_grace: Duration::from_secs(2),
             client_sharing: ClientSharing::default(),
             shared_max_pool_size: DEFAULT_SHARED_MAX_POOL_SIZE,
+            change_feed: ChangeFeedMode::default(),
         }
     }
 

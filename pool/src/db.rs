@@ -149,6 +149,10 @@ impl Db {
         })
     }
 
+    pub(crate) fn manager(&self) -> &PolyMongo {
+        &self.manager
+    }
+
     pub(crate) fn redactor(&self) -> &Redactor {
         &self.manager.inner().redactor
     }

@@ -32,12 +32,14 @@ mod cursor;
 mod db;
 mod error;
 mod events;
+mod feed;
 mod handle;
 mod index;
 mod manager;
 mod metadata;
 pub mod name;
 mod namespace;
+mod oplog;
 mod policy;
 mod ranking;
 mod routing;
@@ -56,10 +58,12 @@ pub use cursor::{ChangeStream, Cursor};
 pub use db::{Db, Transaction};
 pub use error::{Error, Result};
 pub use events::{CloseReason, PoolEvent, PoolEventKind};
+pub use feed::{ChangeFeed, ChangeFeedMode};
 pub use handle::{KeepAlive, Lease};
 pub use index::EvictionIndex;
 pub use manager::{Builder, PolyMongo};
 pub use metadata::DATABASES_COLLECTION;
+pub use oplog::{OplogFeed, OPLOG_TOKEN_FIELD, POLL_INTERVAL as OPLOG_POLL_INTERVAL};
 pub use namespace::{TenantNamespace, DEFAULT_TENANT_DB_PREFIX};
 pub use policy::{
     builtin_policy, has_stable_key, lowest_score, Choice, EvictionPolicy, LruPolicy, PoolStats,

@@ -10,6 +10,7 @@
 use mongodb::options::ConnectionString;
 
 use super::error::{Error, Result};
+use super::feed::ChangeFeedMode;
 use super::secret::SecretUri;
 
 /// One routing rule as configured.
@@ -19,6 +20,8 @@ pub struct RouteRule {
     pub pattern: String,
     /// The URI (or URI template) for matching databases.
     pub uri: SecretUri,
+    /// How matching databases watch changes; `None` takes `pool.change_feed`.
+    pub change_feed: Option<ChangeFeedMode>,
 }
 
 impl RouteRule {
@@ -27,7 +30,14 @@ impl RouteRule {
         Self {
             pattern: pattern.into(),
             uri: SecretUri::new(uri),
+            change_feed: None,
         }
+    }
+
+    /// The same rule with its own change feed mode.
+    pub fn with_change_feed(mut self, mode: ChangeFeedMode) -> Self {
+        self.change_feed = Some(mode);
+        self
     }
 }
 
@@ -90,6 +100,14 @@ impl Routes {
         self.rules
             .get(index)
             .is_some_and(|r| is_template(r.uri.expose()))
+    }
+
+    /// The change feed mode of the first rule matching `db`, if it sets one.
+    pub fn change_feed(&self, db: &str) -> Option<ChangeFeedMode> {
+        self.rules
+            .iter()
+            .find(|r| glob_match(&r.pattern, db))
+            .and_then(|r| r.change_feed)
     }
 
     /// Where `db` connects.

@@ -56,6 +56,8 @@ pub struct FerretDb {
     port: u16,
     data_dir: PathBuf,
     owns_dir: bool,
+    /// Further command-line flags (e.g. `--repl-set-name=rs0`).
+    extra_args: Vec<String>,
 }
 
 impl FerretDb {
@@ -67,6 +69,20 @@ impl FerretDb {
             .keep();
         let mut db = Self::new(dir, free_port()?);
         db.owns_dir = true;
+        db.spawn()?;
+        Ok(db)
+    }
+
+    /// Like [`start_temp`](Self::start_temp), with further command-line flags, e.g.
+    /// `--repl-set-name=rs0` for a server whose oplog (`local.oplog.rs`) clients may tail.
+    pub fn start_temp_with(args: &[&str]) -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("polymongo-ferretdb-")
+            .tempdir()?
+            .keep();
+        let mut db = Self::new(dir, free_port()?);
+        db.owns_dir = true;
+        db.extra_args = args.iter().map(|a| a.to_string()).collect();
         db.spawn()?;
         Ok(db)
     }
@@ -84,6 +100,7 @@ impl FerretDb {
             port,
             data_dir,
             owns_dir: false,
+            extra_args: Vec::new(),
         }
     }
 
@@ -130,7 +147,7 @@ impl FerretDb {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let child = spawn_ferretdb(&self.data_dir, self.port)?;
+        let child = spawn_ferretdb(&self.data_dir, self.port, &self.extra_args)?;
         self.child = Some(child);
         if let Err(e) = wait_until_listening(self.port, Duration::from_secs(30)) {
             self.kill();
@@ -156,7 +173,7 @@ impl Drop for FerretDb {
     }
 }
 
-fn spawn_ferretdb(data_dir: &Path, port: u16) -> io::Result<Child> {
+fn spawn_ferretdb(data_dir: &Path, port: u16, extra_args: &[String]) -> io::Result<Child> {
     let binary = ferretdb_binary();
     if !binary.exists() {
         return Err(io::Error::new(
@@ -184,6 +201,7 @@ fn spawn_ferretdb(data_dir: &Path, port: u16) -> io::Result<Child> {
         .arg("--telemetry=disable")
         .arg("--debug-addr=-")
         .arg("--log-level=warn")
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -2,7 +2,8 @@
 //! mongo-java-server, which the harness starts beside FerretDB (`polymongo_tests::mjs`), or
 //! the server of `POLYMONGO_TEST_URI`. The `streamer` fixture drives the WIT through the Rust
 //! SDK; `streamer-js` and `streamer-py` run the loop-cap and resume scenarios through the
-//! JavaScript and Python SDKs.
+//! JavaScript and Python SDKs. The last test serves the same scenario from the host's oplog
+//! feed on a FerretDB that keeps an oplog (`pool.change_feed = "auto"`).
 
 mod common;
 
@@ -11,9 +12,9 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use common::{eventually, Host, Options};
-use polymongo::pool::{Error, LruPolicy, PolyMongo, Protection};
+use polymongo::pool::{ChangeFeedMode, Error, LruPolicy, PolyMongo, Protection};
 use polymongo_tests::mjs::change_stream_uri;
-use polymongo_tests::{fixture_wasm, unique_db};
+use polymongo_tests::{fixture_wasm, unique_db, FerretDb};
 use serde_json::{json, Value};
 
 /// Generous for a slow, loaded machine: nothing here measures time.
@@ -434,4 +435,47 @@ async fn on_a_server_without_change_streams_a_plugin_gets_unsupported() {
             "the external server has change streams: {report}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_ferretdb_with_an_oplog_the_auto_feed_serves_a_plugin_the_same_events() {
+    // FerretDB keeps an oplog once `local.oplog.rs` exists (with a replica set name); it has no
+    // change streams, so `change_feed = "auto"` serves the plugin from the host's oplog feed.
+    let server = FerretDb::start_temp_with(&["--repl-set-name=rs0"]).expect("start FerretDB");
+    let uri = format!("{}?directConnection=true", server.uri());
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    client
+        .database("local")
+        .create_collection("oplog.rs")
+        .capped(true)
+        .size(64 * 1024 * 1024)
+        .await
+        .unwrap();
+    let host = Host::with(Options {
+        plugins: vec![("streamer".into(), fixture_wasm("streamer"))],
+        manifests: vec![("streamer".into(), "[limits]\ndeadline_ms = 30000\n".into())],
+        manager: Box::new(|b| b.change_feed(ChangeFeedMode::Auto)),
+        uri: Some(uri),
+        ..Options::default()
+    })
+    .await;
+    let tenant = unique_db("oplog");
+    let (status, report) = host
+        .call(
+            &tenant,
+            "POST",
+            "/streamer/self",
+            Some(json!({"coll": "c", "count": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["ops"],
+        json!(["insert", "insert", "insert", "update"])
+    );
+    assert_eq!(report["n"], json!([0, 1, 2, 0]), "{report}");
+    assert_eq!(report["updated_full"], json!({"n": 0, "updated": true}));
+    let db = host.manager.tenant_db_name(&tenant).unwrap();
+    let stats = stats_of(&host.manager, &db).expect("pool open");
+    assert_eq!(stats.watch_count, 0, "the feed ended with the request");
 }

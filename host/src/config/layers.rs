@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "pool.cursor_grace_ms",
     "pool.client_sharing",
     "pool.shared_max_pool_size",
+    "pool.change_feed",
     "limits.memory_mb",
     "limits.deadline_ms",
     "limits.max_result_kb",

@@ -58,6 +58,7 @@ fn every_key_has_an_environment_variable_that_parses() {
         ("pool.cursor_grace_ms", "500"),
         ("pool.client_sharing", "database"),
         ("pool.shared_max_pool_size", "12"),
+        ("pool.change_feed", "auto"),
         ("limits.memory_mb", "8"),
         ("limits.deadline_ms", "100"),
         ("limits.max_result_kb", "1"),
@@ -69,7 +70,10 @@ fn every_key_has_an_environment_variable_that_parses() {
         ("limits.max_document_depth", "6"),
         ("limits.max_query_depth", "7"),
         ("limits.max_concurrent_per_tenant", "2"),
-        ("routes", r#"[{ pattern = "eu-*", uri = "mongodb://eu/" }]"#),
+        (
+            "routes",
+            r#"[{ pattern = "eu-*", uri = "mongodb://eu/", change_feed = "oplog" }]"#,
+        ),
     ];
     assert_eq!(values.len(), KEYS.len());
     let vars: Vec<(String, String)> = values
@@ -105,6 +109,11 @@ fn every_key_has_an_environment_variable_that_parses() {
     assert_eq!(pool.client_sharing, crate::pool::ClientSharing::Database);
     assert_eq!(pool.shared_max_pool_size, 12);
     assert_eq!(c.routes[0].pattern, "eu-*");
+    assert_eq!(pool.change_feed, crate::pool::ChangeFeedMode::Auto);
+    assert_eq!(
+        pool.routes[0].change_feed,
+        Some(crate::pool::ChangeFeedMode::Oplog)
+    );
     assert!(c.json_logs().unwrap());
     assert_eq!(c.log_queue_lines(), 100);
     assert_eq!(c.log_queue_kb(), 64);
@@ -279,6 +288,21 @@ fn zero_http_limits_are_refused() {
         let err = checked(&[&format!("{key}=0")]).unwrap_err().to_string();
         assert!(err.contains(key), "{err}");
     }
+}
+
+#[test]
+fn change_feeds_default_to_change_streams_and_bad_modes_are_refused() {
+    let base = [("POLYMONGO_MONGO_URI", "mongodb://h/")];
+    let c = load(None, env(&base), &[]).unwrap();
+    let pool = c.pool_config().unwrap();
+    assert_eq!(pool.change_feed, crate::pool::ChangeFeedMode::Streams);
+    let c = load(None, env(&base), &["pool.change_feed=tail".to_string()]).unwrap();
+    let err = c.check().unwrap_err().to_string();
+    assert!(err.contains("pool.change_feed") && err.contains("\"auto\""), "{err}");
+    let routes = r#"routes=[{ pattern = "x-*", uri = "mongodb://x/", change_feed = "poll" }]"#;
+    let c = load(None, env(&base), &[routes.to_string()]).unwrap();
+    let err = c.check().unwrap_err().to_string();
+    assert!(err.contains("routes[0].change_feed"), "{err}");
 }
 
 fn tempdir() -> PathBuf {

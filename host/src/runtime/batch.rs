@@ -27,7 +27,7 @@ impl DocSource for pool::Cursor<RawDocumentBuf> {
     }
 }
 
-impl DocSource for pool::ChangeStream<RawDocumentBuf> {
+impl DocSource for pool::ChangeFeed {
     fn next_doc(&mut self) -> impl Future<Output = Option<pool::Result<RawDocumentBuf>>> + Send {
         self.next()
     }

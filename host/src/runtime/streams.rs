@@ -37,7 +37,7 @@ const DEFAULT_STREAM_BATCH: u32 = 100;
 
 /// An open change stream handed to a plugin.
 pub struct StreamHandle {
-    stream: pool::ChangeStream<RawDocumentBuf>,
+    stream: pool::ChangeFeed,
     /// What it holds back and what the driver may buffer for it.
     buffered: Buffered,
     /// `{ "_data": ... }` of the last event handed to the plugin.

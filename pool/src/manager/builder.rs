@@ -23,6 +23,7 @@ use crate::metadata::MetadataStore;
 use crate::name;
 use crate::namespace::TenantNamespace;
 use crate::policy::{has_stable_key, EvictionPolicy, SeedPolicy};
+use crate::feed::ChangeFeedMode;
 use crate::routing::{RouteRule, Routes};
 use crate::secret::{Redactor, SecretUri};
 
@@ -142,6 +143,26 @@ impl Builder {
     /// template with `{db}` and `${ENV_VAR}` placeholders (see [`RouteRule`]).
     pub fn route(mut self, pattern: impl Into<String>, uri: impl Into<String>) -> Self {
         self.config.routes.push(RouteRule::new(pattern, uri));
+        self
+    }
+
+    /// Like [`route`](Self::route), with the route's own change feed mode.
+    pub fn route_with_change_feed(
+        mut self,
+        pattern: impl Into<String>,
+        uri: impl Into<String>,
+        mode: ChangeFeedMode,
+    ) -> Self {
+        self.config
+            .routes
+            .push(RouteRule::new(pattern, uri).with_change_feed(mode));
+        self
+    }
+
+    /// How databases watch changes where no route says otherwise (default
+    /// [`ChangeFeedMode::Streams`]).
+    pub fn change_feed(mut self, mode: ChangeFeedMode) -> Self {
+        self.config.change_feed = mode;
         self
     }
 

@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{CloseReason, PoolEvent, PoolEventKind};
+use crate::feed::ChangeFeedMode;
 use crate::handle::{KeepAlive, Lease, PoolHandle, SlotSignal};
 use crate::metadata::MetadataStore;
 use crate::name;
@@ -180,6 +181,14 @@ impl PolyMongo {
     /// The manager's configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// How `db` watches changes: its route's `change_feed`, else `pool.change_feed`.
+    pub fn change_feed_mode(&self, db: &str) -> ChangeFeedMode {
+        self.inner
+            .routes
+            .change_feed(db)
+            .unwrap_or(self.inner.config.change_feed)
     }
 
     /// Acquires a lease on `db`'s pool for one operation (opening the pool if needed).
