@@ -3,7 +3,6 @@
 //! streams: events of one collection only, in order, resumable from a token, never across
 //! oplog truncation, and the pool watch-protected while a feed lives.
 
-
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -11,19 +10,16 @@ use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::{ChangeStreamOptions, FullDocumentType};
 use polymongo_pool::{ChangeFeed, ChangeFeedMode, Error, PolyMongo, OPLOG_TOKEN_FIELD};
-use polymongo_tests::{unique_db, FerretDb};
+use polymongo_tests::{start_process_wide, unique_db, FerretDb};
 
 /// A FerretDB of this test binary that keeps an oplog.
 fn oplog_server() -> &'static str {
-    static SERVER: OnceLock<(FerretDb, String)> = OnceLock::new();
-    &SERVER
-        .get_or_init(|| {
-            let server = FerretDb::start_temp_with(&["--repl-set-name=rs0"])
-                .expect("start FerretDB with a replica set name");
-            let uri = format!("{}?directConnection=true", server.uri());
-            (server, uri)
-        })
-        .1
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let uri = start_process_wide(&["--repl-set-name=rs0"])
+            .expect("start FerretDB with a replica set name");
+        format!("{uri}?directConnection=true")
+    })
 }
 
 /// Creates `local.oplog.rs` (FerretDB keeps an oplog only once it exists).
@@ -92,11 +88,14 @@ async fn the_feed_delivers_one_collections_changes_in_order_and_nothing_else() {
     items.insert_one(doc! { "_id": 1, "n": 1 }).await.unwrap();
     // Another tenant's database and another collection of this one: never seen.
     let theirs = pm.db(&other).unwrap().collection::<Document>("items");
-    theirs.insert_one(doc! { "_id": 1, "secret": true }).await.unwrap();
+    theirs
+        .insert_one(doc! { "_id": 1, "secret": true })
+        .await
+        .unwrap();
     let notes = pm.db(&mine).unwrap().collection::<Document>("notes");
     notes.insert_one(doc! { "_id": 9 }).await.unwrap();
     items
-        .update_one(doc! { "_id": 1 }, doc! { "$set": { "n": 2 } })
+        .update_one(doc! { "_id": 1 }, doc! { "$set": { "n": 2 } }, None)
         .await
         .unwrap();
     items.delete_one(doc! { "_id": 1 }).await.unwrap();
@@ -124,7 +123,7 @@ async fn the_feed_delivers_one_collections_changes_in_order_and_nothing_else() {
 
     let stray = quiet_for(&mut feed, Duration::from_millis(800)).await;
     assert!(stray.is_none(), "an event of another namespace: {stray:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -157,7 +156,7 @@ async fn resuming_from_a_token_loses_and_repeats_no_event() {
     }
     let stray = quiet_for(&mut feed, Duration::from_millis(800)).await;
     assert!(stray.is_none(), "a repeated or extra event: {stray:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -187,14 +186,13 @@ async fn a_resume_point_the_oplog_no_longer_holds_is_an_error_not_a_gap() {
         other => panic!("expected ChangeStreamHistoryLost, got {other:?}"),
     }
     // A change stream's token cannot resume an oplog feed either.
-    let foreign: ResumeToken =
-        bson::from_bson(Bson::Document(doc! { "_data": "826B15" })).unwrap();
+    let foreign: ResumeToken = bson::from_bson(Bson::Document(doc! { "_data": "826B15" })).unwrap();
     let err = items
         .watch_events(Vec::new(), options(Some(foreign)))
         .await
         .expect_err("not an oplog token");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -214,7 +212,7 @@ async fn the_pool_is_watch_protected_while_a_feed_lives() {
     assert_eq!(watched(&pm), Some(1));
     drop(feed);
     assert_eq!(watched(&pm), Some(0));
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -235,7 +233,7 @@ async fn the_oplog_feed_refuses_a_pipeline_and_streams_mode_stays_unsupported() 
         matches!(&err, Error::Unsupported(m) if m.contains("pipeline")),
         "{err:?}"
     );
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 
     // The default mode never falls back: FerretDB has no change streams.
     let pm = manager(uri, ChangeFeedMode::Streams).await;
@@ -248,7 +246,7 @@ async fn the_oplog_feed_refuses_a_pipeline_and_streams_mode_stays_unsupported() 
         .await
         .expect_err("streams only");
     assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -268,5 +266,5 @@ async fn auto_on_a_server_without_an_oplog_says_why_it_is_unsupported() {
         matches!(&err, Error::Unsupported(m) if m.contains("oplog")),
         "{err:?}"
     );
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
