@@ -66,9 +66,8 @@ fn assert_one_transaction(commands: &[Document]) {
 
 /// The commit path: every operation of the transaction and its commit carry the same session
 /// and transaction number; only the first starts it.
-async fn commits_in_one_session(plugin: &str) {
-    let server = WireServer::start().unwrap();
-    let host = host_on(&server, plugin, "").await;
+async fn commits_in_one_session(host: &Host, server: &WireServer, plugin: &str) {
+    server.clear();
     let (status, body) = host
         .call(
             &unique_db("commit"),
@@ -92,8 +91,12 @@ async fn commits_in_one_session(plugin: &str) {
 
 /// A `TransientTransactionError` on the first insert: the SDK aborts and runs the whole
 /// transaction again, in a new transaction that commits.
-async fn transient_errors_run_the_transaction_again(plugin: &str) {
-    let server = WireServer::start().unwrap();
+async fn transient_errors_run_the_transaction_again(
+    host: &Host,
+    server: &WireServer,
+    plugin: &str,
+) {
+    server.clear();
     server.script(
         "insert",
         doc! {
@@ -104,7 +107,6 @@ async fn transient_errors_run_the_transaction_again(plugin: &str) {
             "errorLabels": ["TransientTransactionError"],
         },
     );
-    let host = host_on(&server, plugin, "").await;
     let (status, body) = host
         .call(
             &unique_db("transient"),
@@ -143,8 +145,8 @@ async fn transient_errors_run_the_transaction_again(plugin: &str) {
 
 /// An `UnknownTransactionCommitResult` on commit: the SDK sends the commit again (the body
 /// runs once), in the same transaction.
-async fn unknown_commit_results_commit_again(plugin: &str) {
-    let server = WireServer::start().unwrap();
+async fn unknown_commit_results_commit_again(host: &Host, server: &WireServer, plugin: &str) {
+    server.clear();
     server.script(
         "commitTransaction",
         doc! {
@@ -155,7 +157,6 @@ async fn unknown_commit_results_commit_again(plugin: &str) {
             "errorLabels": ["UnknownTransactionCommitResult"],
         },
     );
-    let host = host_on(&server, plugin, "").await;
     let (status, body) = host
         .call(
             &unique_db("unknown"),
@@ -194,9 +195,11 @@ async fn aborted(server: &WireServer, txn: &(Bson, i64)) {
 
 /// A request that ends with a transaction open (returned, trapped, timed out): the host
 /// aborts it.
-async fn open_transactions_are_aborted_when_the_request_ends(plugin: &str) {
-    let server = WireServer::start().unwrap();
-    let host = host_on(&server, plugin, "[limits]\ndeadline_ms = 1500\n").await;
+async fn open_transactions_are_aborted_when_the_request_ends(
+    host: &Host,
+    server: &WireServer,
+    plugin: &str,
+) {
     for (then, want) in [("return", 200), ("trap", 500), ("spin", 504)] {
         server.clear();
         let (status, body) = host
@@ -214,7 +217,7 @@ async fn open_transactions_are_aborted_when_the_request_ends(plugin: &str) {
             .find(|c| command_name(c) == "insert")
             .expect("the insert was sent");
         let txn = txn_of(insert);
-        aborted(&server, &txn).await;
+        aborted(server, &txn).await;
         assert!(
             !server
                 .transaction_commands()
@@ -225,24 +228,62 @@ async fn open_transactions_are_aborted_when_the_request_ends(plugin: &str) {
     }
 }
 
+/// A scripted server and a host on it serving `plugin` (the deadline leaves room for a slow
+/// machine; the `spin` request runs into it).
+async fn scripted(plugin: &str) -> (WireServer, Host) {
+    let server = WireServer::start().unwrap();
+    let host = host_on(&server, plugin, "[limits]\ndeadline_ms = 3000\n").await;
+    (server, host)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_and_commit_share_one_session_and_transaction_number() {
-    commits_in_one_session("transactor").await;
+    let (server, host) = scripted("transactor").await;
+    commits_in_one_session(&host, &server, "transactor").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_transaction_retries_transient_errors() {
-    transient_errors_run_the_transaction_again("transactor").await;
+    let (server, host) = scripted("transactor").await;
+    transient_errors_run_the_transaction_again(&host, &server, "transactor").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_transaction_retries_an_unknown_commit_result() {
-    unknown_commit_results_commit_again("transactor").await;
+    let (server, host) = scripted("transactor").await;
+    unknown_commit_results_commit_again(&host, &server, "transactor").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_aborts_what_a_request_leaves_open_even_on_trap_and_timeout() {
-    open_transactions_are_aborted_when_the_request_ends("transactor").await;
+    let (server, host) = scripted("transactor").await;
+    open_transactions_are_aborted_when_the_request_ends(&host, &server, "transactor").await;
+}
+
+/// Every scenario above through one host serving `plugin` (a JavaScript or Python fixture:
+/// one host, so the component is compiled once).
+async fn every_scenario(plugin: &str) {
+    let (server, host) = scripted(plugin).await;
+    commits_in_one_session(&host, &server, plugin).await;
+    transient_errors_run_the_transaction_again(&host, &server, plugin).await;
+    unknown_commit_results_commit_again(&host, &server, plugin).await;
+    open_transactions_are_aborted_when_the_request_ends(&host, &server, plugin).await;
+    let (status, body) = host
+        .call(
+            &unique_db("cap"),
+            "POST",
+            &format!("/{plugin}/many"),
+            Some(json!({"max": 10})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["opened"], json!(2), "{body}");
+    assert_eq!(body["error"], json!("limit-reached"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_plugins_pass_the_same_scenarios() {
+    every_scenario("transactor-js").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
