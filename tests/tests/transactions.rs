@@ -287,6 +287,11 @@ async fn javascript_plugins_pass_the_same_scenarios() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_plugins_pass_the_same_scenarios() {
+    every_scenario("transactor-py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_transactions_are_capped_per_request() {
     let server = WireServer::start().unwrap();
     let host = host_on(&server, "transactor", "").await;
