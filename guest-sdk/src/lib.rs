@@ -55,6 +55,9 @@
 //!   [`Find`] builder and batched [`Cursor`]s.
 //! - [`Error`], the WIT `error` variant plus encoding failures, with
 //!   [`Error::http_status`] and `From<Error> for Response`.
+//! - [`Db::with_transaction`]: multi-document transactions retried like the drivers'
+//!   `with_transaction` ([`Transaction`], [`TxCollection`], [`TransactionError`] with the
+//!   server's error labels).
 //! - [`log`]: the host's log.
 //! - [`raw`]: the generated bindings, for code that must bypass the SDK.
 //!
