@@ -165,7 +165,10 @@ impl Db {
     /// })?;
     /// # Ok::<(), polymongo_guest::TransactionError>(())
     /// ```
-    pub fn with_transaction<R>(&self, body: impl FnMut(&Transaction) -> TxResult<R>) -> TxResult<R> {
+    pub fn with_transaction<R>(
+        &self,
+        body: impl FnMut(&Transaction) -> TxResult<R>,
+    ) -> TxResult<R> {
         self.with_transaction_options(&TransactionOptions::new(), body)
     }
 
@@ -273,18 +276,24 @@ impl<T> TxCollection<'_, T> {
     /// Updates the first document matching `filter`.
     pub fn update_one(&self, filter: Document, update: Document) -> TxResult<UpdateResult> {
         let options = wit_db::UpdateOptions { upsert: false };
-        let r = self
-            .tx
-            .update_one(&self.name, &encode_doc(&filter)?, &encode_doc(&update)?, options)?;
+        let r = self.tx.update_one(
+            &self.name,
+            &encode_doc(&filter)?,
+            &encode_doc(&update)?,
+            options,
+        )?;
         Ok(update_result(r)?)
     }
 
     /// Updates every document matching `filter`.
     pub fn update_many(&self, filter: Document, update: Document) -> TxResult<UpdateResult> {
         let options = wit_db::UpdateOptions { upsert: false };
-        let r = self
-            .tx
-            .update_many(&self.name, &encode_doc(&filter)?, &encode_doc(&update)?, options)?;
+        let r = self.tx.update_many(
+            &self.name,
+            &encode_doc(&filter)?,
+            &encode_doc(&update)?,
+            options,
+        )?;
         Ok(update_result(r)?)
     }
 
