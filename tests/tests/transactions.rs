@@ -292,6 +292,30 @@ async fn python_plugins_pass_the_same_scenarios() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_operations_pass_the_sandbox_checks_before_reaching_the_server() {
+    let (server, host) = scripted("transactor").await;
+    let (status, body) = host
+        .call(
+            &unique_db("sandbox"),
+            "POST",
+            "/transactor/sandbox",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"out": "denied", "system": "denied", "where": "denied"}),
+        "{body}"
+    );
+    let sent = server.transaction_commands();
+    assert!(
+        sent.is_empty(),
+        "nothing refused reached the server: {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_transactions_are_capped_per_request() {
     let server = WireServer::start().unwrap();
     let host = host_on(&server, "transactor", "").await;

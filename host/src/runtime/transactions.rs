@@ -8,6 +8,9 @@
 //! operators, depth limits, pipeline stages, input and result budgets) and run under the
 //! request's deadline (`maxTimeMS` where the command takes one).
 
+use std::future::Future;
+use std::time::Instant;
+
 use bson::Document;
 use mongodb::options::{AggregateOptions, CountOptions, FindOneOptions};
 use wasmtime::component::Resource;
@@ -36,19 +39,19 @@ pub struct TransactionHandle {
 
 type Answer<T> = wasmtime::Result<Result<T, WitTransactionError>>;
 
-/// Runs one transaction operation until the request's deadline.
-macro_rules! bounded_tx {
-    ($state:expr, $fut:expr) => {{
-        let remaining = $state
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
-        match tokio::time::timeout(remaining, $fut).await {
-            Ok(result) => result.map_err(TxFailure::from),
-            Err(_) => Err(TxFailure::from(WitError::Timeout(
-                "the request's deadline passed during a transaction operation".into(),
-            ))),
-        }
-    }};
+/// Runs one transaction operation until `deadline` (by value, as `host_db::bounded`).
+async fn bounded_tx<R, E: Into<TxFailure>>(
+    deadline: Instant,
+    fut: impl Future<Output = Result<R, E>>,
+) -> TxResult<R> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, fut).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(WitError::Timeout(
+            "the request's deadline passed during a transaction operation".into(),
+        )
+        .into()),
+    }
 }
 
 impl RequestState {
@@ -90,7 +93,7 @@ impl RequestState {
             .into());
         }
         let options = transaction_options(&options, self.deadline)?;
-        let txn = bounded_tx!(self, db.start_transaction_with(options))?;
+        let txn = bounded_tx(self.deadline, db.start_transaction_with(options)).await?;
         let id = self.transactions.insert(txn);
         Ok(self.table.push(TransactionHandle { id })?)
     }
@@ -111,7 +114,7 @@ impl RequestState {
         let update = update_modifications(&update, rules)?;
         let txn = self.transactions.get_mut(id)?;
         let run = txn.update(&collection, filter, update, options.upsert, many);
-        let result = bounded_tx!(self, run)?;
+        let result = bounded_tx(self.deadline, run).await?;
         Ok(update_result(result)?)
     }
 
@@ -126,7 +129,7 @@ impl RequestState {
         self.tx_input(&collection, filter.len())?;
         let filter = decode(&filter, "filter", self.query_rules())?;
         let txn = self.transactions.get_mut(id)?;
-        bounded_tx!(self, txn.delete(&collection, filter, many))
+        bounded_tx(self.deadline, txn.delete(&collection, filter, many)).await
     }
 }
 
@@ -158,7 +161,11 @@ impl HostTransaction for RequestState {
             let options = find_options(&options, rules, batch, self.deadline)?;
             let max_bytes = self.scope.limits.max_result_bytes;
             let txn = self.transactions.get_mut(id)?;
-            let docs = bounded_tx!(self, txn.find(&collection, filter, options, max_bytes))?;
+            let docs = bounded_tx(
+                self.deadline,
+                txn.find(&collection, filter, options, max_bytes),
+            )
+            .await?;
             self.charge_all(docs)
         };
         settle(run.await)
@@ -184,7 +191,8 @@ impl HostTransaction for RequestState {
                 .max_time(max_time(self.deadline))
                 .build();
             let txn = self.transactions.get_mut(id)?;
-            let found = bounded_tx!(self, txn.find_one(&collection, filter, options))?;
+            let found =
+                bounded_tx(self.deadline, txn.find_one(&collection, filter, options)).await?;
             match found {
                 Some(raw) => {
                     let bytes = raw.into_bytes();
@@ -283,7 +291,11 @@ impl HostTransaction for RequestState {
                 .max_time(max_time(self.deadline))
                 .build();
             let txn = self.transactions.get_mut(id)?;
-            bounded_tx!(self, txn.count_documents(&collection, filter, options))
+            bounded_tx(
+                self.deadline,
+                txn.count_documents(&collection, filter, options),
+            )
+            .await
         };
         settle(run.await)
     }
@@ -310,10 +322,11 @@ impl HostTransaction for RequestState {
                 .build();
             let max_bytes = self.scope.limits.max_result_bytes;
             let txn = self.transactions.get_mut(id)?;
-            let docs = bounded_tx!(
-                self,
-                txn.aggregate(&collection, pipeline, options, max_bytes)
-            )?;
+            let docs = bounded_tx(
+                self.deadline,
+                txn.aggregate(&collection, pipeline, options, max_bytes),
+            )
+            .await?;
             self.charge_all(docs)
         };
         settle(run.await)
@@ -323,7 +336,7 @@ impl HostTransaction for RequestState {
         let run = async {
             let id = self.tx_id(&this)?;
             let txn = self.transactions.get_mut(id)?;
-            match bounded_tx!(self, txn.commit()) {
+            match bounded_tx(self.deadline, txn.commit()).await {
                 Ok(()) => {
                     self.transactions.remove(id);
                     Ok(())
@@ -336,10 +349,9 @@ impl HostTransaction for RequestState {
                 {
                     Err(TxFailure::Wit(e))
                 }
+                // Ended: the server aborted it (or it never started); forget it.
                 Err(e) => {
-                    if let Some(txn) = self.transactions.remove(id) {
-                        txn.abort_quietly(std::time::Duration::ZERO).await;
-                    }
+                    self.transactions.remove(id);
                     Err(e)
                 }
             }
@@ -356,7 +368,7 @@ impl HostTransaction for RequestState {
                 )
                 .into());
             };
-            bounded_tx!(self, txn.abort())
+            bounded_tx(self.deadline, txn.abort()).await
         };
         settle(run.await)
     }
@@ -385,7 +397,7 @@ impl RequestState {
             .map(|(i, d)| decode(d, &format!("document {i}"), rules))
             .collect::<Result<_, WitError>>()?;
         let txn = self.transactions.get_mut(id)?;
-        let ids = bounded_tx!(self, txn.insert_many(&collection, docs))?;
+        let ids = bounded_tx(self.deadline, txn.insert_many(&collection, docs)).await?;
         Ok(ids
             .into_iter()
             .map(id_doc)
