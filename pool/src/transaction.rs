@@ -3,6 +3,9 @@
 //! that session, so the server sees one `lsid` and one `txnNumber` for all of them, with
 //! `startTransaction` on the first.
 //!
+//! Writes are sent as commands carrying `maxTimeMS` (as in `timed_writes`); reads and counts
+//! take it as an option.
+//!
 //! A transaction holds a lease on its pool until it is committed, aborted or dropped: the pool
 //! counts as busy and is never evicted under it. Dropping an open transaction aborts it (the
 //! driver sends `abortTransaction` in the background); callers that can wait should call
@@ -10,10 +13,9 @@
 
 use std::time::Duration;
 
-use bson::{Bson, Document, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::options::{
     AggregateOptions, CountOptions, FindOneOptions, FindOptions, TransactionOptions,
-    UpdateModifications, UpdateOptions,
 };
 use mongodb::ClientSession;
 
@@ -21,7 +23,9 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::handle::Lease;
 use crate::secret::Redactor;
-use crate::timed_writes::WriteOutcome;
+use crate::timed_writes::{
+    count, millis, update_outcome, with_ids, write_error_scrubbed, WriteOutcome,
+};
 
 /// The label of an error after which the whole transaction may be retried.
 pub const TRANSIENT_TRANSACTION_ERROR: &str = "TransientTransactionError";
@@ -195,71 +199,79 @@ impl Transaction {
         found.map_err(self.map())
     }
 
-    /// Inserts `docs` in order; returns their `_id`s in the same order.
+    /// Runs a write command in the transaction; its first write error (or write-concern
+    /// error) as an error.
+    async fn write(&mut self, command: Document, many: bool) -> TransactionResult<Document> {
+        let db = self.lease.database().clone();
+        let reply = db.run_command(command).session(&mut self.session).await;
+        let reply = reply.map_err(self.map())?;
+        match write_error_scrubbed(&reply, &self.redactor, many) {
+            Some(e) => Err(e.into()),
+            None => Ok(reply),
+        }
+    }
+
+    /// Inserts `docs` in order under a server time limit; returns their `_id`s in the same
+    /// order (generated here for documents without one, as the driver does).
     pub async fn insert_many(
         &mut self,
         collection: &str,
         docs: Vec<Document>,
+        max_time: Duration,
     ) -> TransactionResult<Vec<Bson>> {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
-        let coll = self.collection::<Document>(collection);
-        let inserted = coll.insert_many(docs).session(&mut self.session).await;
-        let mut ids: Vec<(usize, Bson)> = inserted
-            .map_err(self.map())?
-            .inserted_ids
-            .into_iter()
-            .collect();
-        ids.sort_by_key(|(i, _)| *i);
-        Ok(ids.into_iter().map(|(_, id)| id).collect())
+        let many = docs.len() > 1;
+        let (ids, docs) = with_ids(docs);
+        let command = doc! {
+            "insert": collection,
+            "documents": docs,
+            "ordered": true,
+            "maxTimeMS": millis(max_time),
+        };
+        self.write(command, many).await?;
+        Ok(ids)
     }
 
-    /// Updates the first (or, with `many`, every) document matching `filter`.
+    /// Updates the first (or, with `many`, every) document matching `filter` under a server
+    /// time limit.
     pub async fn update(
         &mut self,
         collection: &str,
         filter: Document,
-        update: UpdateModifications,
+        update: Document,
         upsert: bool,
         many: bool,
+        max_time: Duration,
     ) -> TransactionResult<WriteOutcome> {
-        let coll = self.collection::<Document>(collection);
-        let options = UpdateOptions::builder().upsert(upsert).build();
-        let result = if many {
-            coll.update_many(filter, update)
-                .with_options(options)
-                .session(&mut self.session)
-                .await
-        } else {
-            coll.update_one(filter, update)
-                .with_options(options)
-                .session(&mut self.session)
-                .await
+        let command = doc! {
+            "update": collection,
+            "updates": [ { "q": filter, "u": update, "upsert": upsert, "multi": many } ],
+            "ordered": true,
+            "maxTimeMS": millis(max_time),
         };
-        let result = result.map_err(self.map())?;
-        Ok(WriteOutcome {
-            matched: result.matched_count,
-            modified: result.modified_count,
-            upserted_id: result.upserted_id,
-        })
+        let reply = self.write(command, false).await?;
+        Ok(update_outcome(&reply))
     }
 
-    /// Deletes the first (or, with `many`, every) document matching `filter`; returns how
-    /// many were deleted.
+    /// Deletes the first (or, with `many`, every) document matching `filter` under a server
+    /// time limit; returns how many were deleted.
     pub async fn delete(
         &mut self,
         collection: &str,
         filter: Document,
         many: bool,
+        max_time: Duration,
     ) -> TransactionResult<u64> {
-        let coll = self.collection::<Document>(collection);
-        let result = if many {
-            coll.delete_many(filter).session(&mut self.session).await
-        } else {
-            coll.delete_one(filter).session(&mut self.session).await
+        let command = doc! {
+            "delete": collection,
+            "deletes": [ { "q": filter, "limit": if many { 0 } else { 1 } } ],
+            "ordered": true,
+            "maxTimeMS": millis(max_time),
         };
-        Ok(result.map_err(self.map())?.deleted_count)
+        let reply = self.write(command, false).await?;
+        Ok(count(&reply, "n"))
     }
 
     /// Counts documents matching `filter`.

@@ -87,6 +87,10 @@ async fn commits_in_one_session(host: &Host, server: &WireServer, plugin: &str) 
     assert_one_transaction(&sent);
     assert_eq!(sent[0].get_str("insert"), Ok("accounts"));
     assert_eq!(sent[3].get_str("$db"), Ok("admin"), "commit goes to admin");
+    // The request's deadline bounds the server's work on every command, the commit too.
+    for c in &sent {
+        assert!(c.contains_key("maxTimeMS"), "no maxTimeMS: {c}");
+    }
 }
 
 /// A `TransientTransactionError` on the first insert: the SDK aborts and runs the whole

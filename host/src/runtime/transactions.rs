@@ -24,7 +24,7 @@ use super::bindings::transactions::{
     TransactionOptions as WitTransactionOptions,
 };
 use super::bindings::types::Error as WitError;
-use super::convert::{find_options, id_doc, options_len, update_modifications, update_result};
+use super::convert::{find_options, id_doc, options_len, update_document, update_result};
 use super::host_db::DbHandle;
 use super::input::{decode, decode_opt, max_time, DEFAULT_BATCH_DOCS};
 use super::sandbox::{check_collection, check_pipeline};
@@ -111,9 +111,10 @@ impl RequestState {
         self.tx_input(&collection, filter.len() + update.len())?;
         let rules = self.query_rules();
         let filter = decode(&filter, "filter", rules)?;
-        let update = update_modifications(&update, rules)?;
+        let update = update_document(&update, rules)?;
+        let within = max_time(self.deadline);
         let txn = self.transactions.get_mut(id)?;
-        let run = txn.update(&collection, filter, update, options.upsert, many);
+        let run = txn.update(&collection, filter, update, options.upsert, many, within);
         let result = bounded_tx(self.deadline, run).await?;
         Ok(update_result(result)?)
     }
@@ -128,8 +129,9 @@ impl RequestState {
         let id = self.tx_id(&this)?;
         self.tx_input(&collection, filter.len())?;
         let filter = decode(&filter, "filter", self.query_rules())?;
+        let within = max_time(self.deadline);
         let txn = self.transactions.get_mut(id)?;
-        bounded_tx(self.deadline, txn.delete(&collection, filter, many)).await
+        bounded_tx(self.deadline, txn.delete(&collection, filter, many, within)).await
     }
 }
 
@@ -396,8 +398,9 @@ impl RequestState {
             .enumerate()
             .map(|(i, d)| decode(d, &format!("document {i}"), rules))
             .collect::<Result<_, WitError>>()?;
+        let within = max_time(self.deadline);
         let txn = self.transactions.get_mut(id)?;
-        let ids = bounded_tx(self.deadline, txn.insert_many(&collection, docs)).await?;
+        let ids = bounded_tx(self.deadline, txn.insert_many(&collection, docs, within)).await?;
         Ok(ids
             .into_iter()
             .map(id_doc)
