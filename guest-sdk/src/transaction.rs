@@ -372,3 +372,43 @@ impl<T: Serialize> TxCollection<'_, T> {
             .collect::<Result<_, Error>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled(labels: &[&str]) -> TransactionError {
+        TransactionError {
+            error: Error::Server {
+                code: 112,
+                code_name: Some("WriteConflict".into()),
+                message: "conflict".into(),
+            },
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn labels_say_what_may_be_retried() {
+        let transient = labelled(&[TRANSIENT_TRANSACTION_ERROR]);
+        assert!(transient.is_transient() && !transient.is_unknown_commit_result());
+        let unknown = labelled(&[UNKNOWN_TRANSACTION_COMMIT_RESULT]);
+        assert!(unknown.is_unknown_commit_result() && !unknown.is_transient());
+        let plain: TransactionError = Error::Timeout("late".into()).into();
+        assert!(!plain.is_transient() && !plain.is_unknown_commit_result());
+        assert!(plain.labels.is_empty());
+    }
+
+    #[test]
+    fn display_names_the_labels_and_the_error_keeps_its_status() {
+        let e = labelled(&[TRANSIENT_TRANSACTION_ERROR]);
+        assert_eq!(
+            e.to_string(),
+            "server error 112 (WriteConflict): conflict (labels: TransientTransactionError)"
+        );
+        let plain: TransactionError = Error::Unsupported("no replica set".into()).into();
+        assert_eq!(plain.to_string(), "unsupported: no replica set");
+        let error: Error = plain.into();
+        assert_eq!(error.http_status(), 501);
+    }
+}
