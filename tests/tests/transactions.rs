@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use common::{eventually, Host, Options};
+use polymongo::pool::{Error as PoolError, PolyMongo, Protection};
 use polymongo_tests::wire::{command_name, WireServer};
 use polymongo_tests::{fixture_wasm, unique_db};
 use serde_json::json;
@@ -358,6 +359,35 @@ async fn open_transactions_are_capped_per_request() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["opened"], json!(3), "{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_keeps_its_pool_busy_until_it_ends() {
+    let server = WireServer::start().unwrap();
+    let pm = PolyMongo::builder(server.uri())
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(300))
+        .metadata_db(unique_db("meta"))
+        .no_idle_timeout()
+        .build()
+        .await
+        .unwrap();
+    let held = unique_db("held");
+    let mut txn = pm.db(&held).unwrap().start_transaction().await.unwrap();
+    txn.insert_many("c", vec![doc! { "k": 1 }], Duration::from_secs(5))
+        .await
+        .unwrap();
+    let stats = pm.stats().into_iter().find(|s| s.db_name == held).unwrap();
+    assert_eq!(stats.protected, Some(Protection::Busy), "{stats:?}");
+    // At the cap, the transaction's pool is not evicted for another database.
+    let other = pm.db(&unique_db("other")).unwrap();
+    let err = other.run_command(doc! { "ping": 1 }).await.unwrap_err();
+    assert!(matches!(err, PoolError::LimitReached { .. }), "{err:?}");
+    txn.commit().await.unwrap();
+    drop(txn);
+    other.run_command(doc! { "ping": 1 }).await.unwrap();
+    let sent = server.transaction_commands();
+    assert_eq!(names(&sent), ["insert", "commitTransaction"], "{sent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
