@@ -61,6 +61,7 @@ pub const FIXTURES: &[&str] = &[
     "log-flood",
     "scorer-counter",
     "streamer",
+    "transactor",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).
@@ -118,6 +119,11 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
         "plugins/fixtures/streamer-js/index.js",
         Dest::Fixture,
     ),
+    (
+        "transactor-js",
+        "plugins/fixtures/transactor-js/index.js",
+        Dest::Fixture,
+    ),
 ];
 
 /// The Python guests: (name, folder with `app.py` relative to the root, destination).
@@ -125,6 +131,11 @@ pub const PY_GUESTS: &[(&str, &str, Dest)] = &[
     ("users-py", "plugins/users-py", Dest::Deploy),
     ("bench-py", "plugins/fixtures/bench-py", Dest::Fixture),
     ("streamer-py", "plugins/fixtures/streamer-py", Dest::Fixture),
+    (
+        "transactor-py",
+        "plugins/fixtures/transactor-py",
+        Dest::Fixture,
+    ),
 ];
 
 /// Builds every guest and copies the components into place: bundled plugins into

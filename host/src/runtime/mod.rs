@@ -27,6 +27,8 @@ mod sandbox;
 mod scorer;
 mod state;
 mod streams;
+mod transactions;
+mod tx_options;
 mod warm;
 
 pub use bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
