@@ -298,7 +298,10 @@ fn change_feeds_default_to_change_streams_and_bad_modes_are_refused() {
     assert_eq!(pool.change_feed, crate::pool::ChangeFeedMode::Streams);
     let c = load(None, env(&base), &["pool.change_feed=tail".to_string()]).unwrap();
     let err = c.check().unwrap_err().to_string();
-    assert!(err.contains("pool.change_feed") && err.contains("\"auto\""), "{err}");
+    assert!(
+        err.contains("pool.change_feed") && err.contains("\"auto\""),
+        "{err}"
+    );
     let routes = r#"routes=[{ pattern = "x-*", uri = "mongodb://x/", change_feed = "poll" }]"#;
     let c = load(None, env(&base), &[routes.to_string()]).unwrap();
     let err = c.check().unwrap_err().to_string();
