@@ -21,8 +21,8 @@ use crate::cursor::{ChangeStream, Cursor};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::feed::{ChangeFeed, ChangeFeedMode};
-use crate::oplog::{self, OplogFeed};
 use crate::handle::CursorLease;
+use crate::oplog::{self, OplogFeed};
 
 /// A collection of documents of type `T` (use `bson::Document` for schemaless access).
 pub struct Collection<T> {
@@ -356,9 +356,8 @@ where
         if use_oplog {
             let database = lease.database().clone();
             drop(lease);
-            let feed =
-                OplogFeed::open(&database, &self.name, &pipeline, &options, redactor, guard)
-                    .await?;
+            let feed = OplogFeed::open(&database, &self.name, &pipeline, &options, redactor, guard)
+                .await?;
             return Ok(ChangeFeed::Oplog(Box::new(feed)));
         }
         let database = lease.database().clone();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::admission::OpenRateLimits;
 use super::clients::ClientSharing;
-use super::namespace::DEFAULT_TENANT_DB_PREFIX;
 use super::feed::ChangeFeedMode;
+use super::namespace::DEFAULT_TENANT_DB_PREFIX;
 use super::routing::RouteRule;
 use super::secret::SecretUri;
 

@@ -104,7 +104,11 @@ impl OplogFeed {
                 let ts = token_timestamp(token)?;
                 let oldest = oplog
                     .find_one(doc! {})
-                    .with_options(FindOneOptions::builder().sort(doc! { "$natural": 1 }).build())
+                    .with_options(
+                        FindOneOptions::builder()
+                            .sort(doc! { "$natural": 1 })
+                            .build(),
+                    )
                     .await
                     .map_err(map)?;
                 if let Some(oldest) = oldest.as_ref().and_then(entry_ts) {

@@ -3,7 +3,6 @@
 //! streams: events of one collection only, in order, resumable from a token, never across
 //! oplog truncation, and the pool watch-protected while a feed lives.
 
-
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -92,7 +91,10 @@ async fn the_feed_delivers_one_collections_changes_in_order_and_nothing_else() {
     items.insert_one(doc! { "_id": 1, "n": 1 }).await.unwrap();
     // Another tenant's database and another collection of this one: never seen.
     let theirs = pm.db(&other).unwrap().collection::<Document>("items");
-    theirs.insert_one(doc! { "_id": 1, "secret": true }).await.unwrap();
+    theirs
+        .insert_one(doc! { "_id": 1, "secret": true })
+        .await
+        .unwrap();
     let notes = pm.db(&mine).unwrap().collection::<Document>("notes");
     notes.insert_one(doc! { "_id": 9 }).await.unwrap();
     items
@@ -187,8 +189,7 @@ async fn a_resume_point_the_oplog_no_longer_holds_is_an_error_not_a_gap() {
         other => panic!("expected ChangeStreamHistoryLost, got {other:?}"),
     }
     // A change stream's token cannot resume an oplog feed either.
-    let foreign: ResumeToken =
-        bson::from_bson(Bson::Document(doc! { "_data": "826B15" })).unwrap();
+    let foreign: ResumeToken = bson::from_bson(Bson::Document(doc! { "_data": "826B15" })).unwrap();
     let err = items
         .watch_events(Vec::new(), options(Some(foreign)))
         .await

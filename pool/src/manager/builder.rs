@@ -17,13 +17,13 @@ use crate::clients::{ClientSharing, SharedClients};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::feed::ChangeFeedMode;
 use crate::handle::SlotSignal;
 use crate::index::EvictionIndex;
 use crate::metadata::MetadataStore;
 use crate::name;
 use crate::namespace::TenantNamespace;
 use crate::policy::{has_stable_key, EvictionPolicy, SeedPolicy};
-use crate::feed::ChangeFeedMode;
 use crate::routing::{RouteRule, Routes};
 use crate::secret::{Redactor, SecretUri};
 
