@@ -61,6 +61,7 @@ pub const FIXTURES: &[&str] = &[
     "log-flood",
     "scorer-counter",
     "streamer",
+    "subscriber",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).

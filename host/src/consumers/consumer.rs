@@ -123,7 +123,8 @@ pub(super) async fn run(spec: ConsumerSpec, ctx: Arc<Context>, mut stop: watch::
                 Err(error) => {
                     let wait = backoff.failed();
                     tracing::warn!(consumer = %key, %error, wait_ms = wait.as_millis() as u64, "cannot open the consumer's change stream; backing off");
-                    ctx.board.failed(key, &error, false, wait.as_millis() as u64);
+                    ctx.board
+                        .failed(key, &error, false, wait.as_millis() as u64);
                     if !sleep_unless_stopped(&mut stop, wait).await {
                         return;
                     }
@@ -148,7 +149,8 @@ pub(super) async fn run(spec: ConsumerSpec, ctx: Arc<Context>, mut stop: watch::
                 feed = None;
                 let wait = backoff.failed();
                 tracing::warn!(consumer = %key, %error, wait_ms = wait.as_millis() as u64, "consumer's change stream broke; reopening from the stored token after a back-off");
-                ctx.board.failed(key, &error, false, wait.as_millis() as u64);
+                ctx.board
+                    .failed(key, &error, false, wait.as_millis() as u64);
                 if !sleep_unless_stopped(&mut stop, wait).await {
                     return;
                 }
@@ -288,9 +290,7 @@ async fn open(spec: &ConsumerSpec, ctx: &Context) -> Result<ChangeFeed, String> 
         .await
         .map_err(|e| e.to_string())?;
     if stored.is_none() {
-        let start = feed
-            .resume_token()
-            .and_then(|t| bson::to_document(&t).ok());
+        let start = feed.resume_token().and_then(|t| bson::to_document(&t).ok());
         if let Some(start) = start {
             manager
                 .save_resume_token(key, &start)

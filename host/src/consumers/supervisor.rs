@@ -97,9 +97,12 @@ fn reconcile(ctx: &Arc<Context>, running: &mut BTreeMap<ConsumerKey, Running>) {
                  (limits.max_subscriptions_per_tenant); {}/{} does not run",
                 key.tenant, key.plugin, key.subscription
             );
-            let before =
-                ctx.board
-                    .set_state(key, &spec.collection, ConsumerState::Refused, Some(error.clone()));
+            let before = ctx.board.set_state(
+                key,
+                &spec.collection,
+                ConsumerState::Refused,
+                Some(error.clone()),
+            );
             if before != Some(ConsumerState::Refused) {
                 tracing::error!(consumer = %key, "{error}");
             }

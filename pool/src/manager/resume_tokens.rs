@@ -47,7 +47,11 @@ impl ConsumerKey {
 
 impl std::fmt::Display for ConsumerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} for tenant {}", self.plugin, self.subscription, self.tenant)
+        write!(
+            f,
+            "{}/{} for tenant {}",
+            self.plugin, self.subscription, self.tenant
+        )
     }
 }
 
