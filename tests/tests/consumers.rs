@@ -475,3 +475,29 @@ async fn hot_reloads_keep_delivering_and_removal_stops_the_consumer() {
     );
     host.consumers.as_ref().unwrap().shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_with_subscriptions_but_no_subscriber_export_fails_to_load_clearly() {
+    let tenant = unique_db("noexport");
+    let host = Host::with(Options {
+        plugins: vec![("streamer".into(), fixture_wasm("streamer"))],
+        manifests: vec![(
+            "streamer".into(),
+            manifest(&[("feed", "events")], &[&tenant]),
+        )],
+        uri: Some(change_stream_uri()),
+        consumers: Some(config()),
+        ..Options::default()
+    })
+    .await;
+    let listed = host.registry.list();
+    let error = listed[0].last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("declares [[subscriptions]]")
+            && error.contains("does not export polymongo:plugin/subscriber@0.2.0"),
+        "{listed:?}"
+    );
+    assert!(host.registry.get("streamer").is_none(), "not serving");
+    assert!(host.registry.consumer_board().list().is_empty());
+    host.consumers.as_ref().unwrap().shutdown().await;
+}
