@@ -137,7 +137,8 @@ impl ConsumerBoard {
         }
     }
 
-    /// Sets `key`'s state (creating its entry), returning the previous state.
+    /// Sets `key`'s state (creating its entry), returning the previous state. For the
+    /// supervisor, which decides which consumers exist.
     pub(super) fn set_state(
         &self,
         key: &ConsumerKey,
@@ -176,6 +177,24 @@ impl ConsumerBoard {
             entry.last_error_at_ms = Some(now);
         }
         previous
+    }
+
+    /// Marks a known consumer running (its stream open), optionally noting an error; a
+    /// consumer the supervisor has forgotten meanwhile stays forgotten.
+    pub(super) fn running(&self, key: &ConsumerKey, error: Option<String>) {
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(key) {
+            let now = now_ms();
+            if entry.state != ConsumerState::Running {
+                entry.state = ConsumerState::Running;
+                entry.since_ms = now;
+            }
+            entry.retry_in_ms = None;
+            if let Some(error) = error {
+                entry.last_error = Some(error);
+                entry.last_error_at_ms = Some(now);
+            }
+        }
     }
 
     /// Records a delivery of `events` events the plugin (version `version`) acknowledged.
@@ -218,5 +237,52 @@ impl ConsumerBoard {
     /// Forgets consumers for which `keep` is false.
     pub(super) fn retain(&self, mut keep: impl FnMut(&ConsumerKey) -> bool) {
         self.lock().retain(|k, _| keep(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_made_by_the_supervisor_and_only_updated_by_consumers() {
+        let board = ConsumerBoard::default();
+        let key = ConsumerKey::new("p", "s", "t");
+        // A consumer cannot bring back an entry the supervisor forgot.
+        board.running(&key, None);
+        board.delivered(&key, 3, "v1");
+        assert!(board.list().is_empty());
+        assert_eq!(board.deliveries().events, 3);
+
+        assert_eq!(
+            board.set_state(&key, "c", ConsumerState::Starting, None),
+            None
+        );
+        board.running(&key, None);
+        board.failed(&key, "boom", true, 500);
+        let info = board.get(&key).expect("known");
+        assert_eq!(info.state, ConsumerState::BackingOff);
+        assert_eq!(info.retry_in_ms, Some(500));
+        assert_eq!(info.last_error.as_deref(), Some("boom"));
+        board.delivered(&key, 2, "v2");
+        let info = board.get(&key).expect("known");
+        assert_eq!(
+            (info.state, info.delivered, info.failures, info.retry_in_ms),
+            (ConsumerState::Running, 2, 1, None)
+        );
+        assert_eq!(info.version.as_deref(), Some("v2"));
+        let states = board.states();
+        assert_eq!(states[&ConsumerState::Running], 1);
+        assert_eq!(states[&ConsumerState::Refused], 0);
+        assert_eq!(
+            board.deliveries(),
+            DeliveryCounts {
+                ok: 2,
+                failed: 1,
+                events: 5
+            }
+        );
+        board.retain(|_| false);
+        assert!(board.list().is_empty());
     }
 }

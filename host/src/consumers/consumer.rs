@@ -11,7 +11,7 @@ use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::{ChangeStreamOptions, FullDocumentType};
 use tokio::sync::watch;
 
-use super::board::{ConsumerBoard, ConsumerState};
+use super::board::ConsumerBoard;
 use super::ConsumersConfig;
 use crate::plugins::PluginRegistry;
 use crate::pool::{ChangeFeed, ConsumerKey, PolyMongo};
@@ -116,8 +116,7 @@ pub(super) async fn run(spec: ConsumerSpec, ctx: Arc<Context>, mut stop: watch::
             Some(stream) => stream,
             None => match open(&spec, &ctx).await {
                 Ok(opened) => {
-                    ctx.board
-                        .set_state(key, &spec.collection, ConsumerState::Running, None);
+                    ctx.board.running(key, None);
                     feed.insert(opened)
                 }
                 Err(error) => {
@@ -195,12 +194,8 @@ pub(super) async fn run(spec: ConsumerSpec, ctx: Arc<Context>, mut stop: watch::
                 // The events are delivered; the next stored token covers them. Until then a
                 // restart delivers them again (at least once).
                 tracing::warn!(consumer = %key, error = %e, "cannot store the consumer's resume token");
-                ctx.board.set_state(
-                    key,
-                    &spec.collection,
-                    ConsumerState::Running,
-                    Some(format!("cannot store the resume token: {e}")),
-                );
+                ctx.board
+                    .running(key, Some(format!("cannot store the resume token: {e}")));
             }
         }
         if broken {
@@ -300,4 +295,36 @@ async fn open(spec: &ConsumerSpec, ctx: &Context) -> Result<ChangeFeed, String> 
     }
     tracing::info!(consumer = %key, resumed = stored.is_some(), mode = %feed.mode(), open_ms = started.elapsed().as_millis() as u64, "consumer's change stream open");
     Ok(feed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum_and_resets() {
+        let mut b = Backoff::new(&ConsumersConfig {
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_millis(3000),
+            ..ConsumersConfig::default()
+        });
+        let waits: Vec<u128> = (0..5).map(|_| b.failed().as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 3000, 3000]);
+        b.reset();
+        assert_eq!(b.failed(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_batch_keeps_the_token_of_its_last_event() {
+        let mut batch = Batch {
+            events: Vec::new(),
+            token: None,
+        };
+        for data in ["a", "b"] {
+            let event = bson::rawdoc! { "_id": { "_data": data }, "operationType": "insert" };
+            batch.push(&event);
+        }
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.token, Some(bson::doc! { "_data": "b" }));
+    }
 }
