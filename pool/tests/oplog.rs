@@ -10,19 +10,16 @@ use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::{ChangeStreamOptions, FullDocumentType};
 use polymongo_pool::{ChangeFeed, ChangeFeedMode, Error, PolyMongo, OPLOG_TOKEN_FIELD};
-use polymongo_tests::{unique_db, FerretDb};
+use polymongo_tests::{start_process_wide, unique_db, FerretDb};
 
 /// A FerretDB of this test binary that keeps an oplog.
 fn oplog_server() -> &'static str {
-    static SERVER: OnceLock<(FerretDb, String)> = OnceLock::new();
-    &SERVER
-        .get_or_init(|| {
-            let server = FerretDb::start_temp_with(&["--repl-set-name=rs0"])
-                .expect("start FerretDB with a replica set name");
-            let uri = format!("{}?directConnection=true", server.uri());
-            (server, uri)
-        })
-        .1
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let uri = start_process_wide(&["--repl-set-name=rs0"])
+            .expect("start FerretDB with a replica set name");
+        format!("{uri}?directConnection=true")
+    })
 }
 
 /// Creates `local.oplog.rs` (FerretDB keeps an oplog only once it exists).
@@ -98,7 +95,7 @@ async fn the_feed_delivers_one_collections_changes_in_order_and_nothing_else() {
     let notes = pm.db(&mine).unwrap().collection::<Document>("notes");
     notes.insert_one(doc! { "_id": 9 }).await.unwrap();
     items
-        .update_one(doc! { "_id": 1 }, doc! { "$set": { "n": 2 } })
+        .update_one(doc! { "_id": 1 }, doc! { "$set": { "n": 2 } }, None)
         .await
         .unwrap();
     items.delete_one(doc! { "_id": 1 }).await.unwrap();
@@ -126,7 +123,7 @@ async fn the_feed_delivers_one_collections_changes_in_order_and_nothing_else() {
 
     let stray = quiet_for(&mut feed, Duration::from_millis(800)).await;
     assert!(stray.is_none(), "an event of another namespace: {stray:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -159,7 +156,7 @@ async fn resuming_from_a_token_loses_and_repeats_no_event() {
     }
     let stray = quiet_for(&mut feed, Duration::from_millis(800)).await;
     assert!(stray.is_none(), "a repeated or extra event: {stray:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -195,7 +192,7 @@ async fn a_resume_point_the_oplog_no_longer_holds_is_an_error_not_a_gap() {
         .await
         .expect_err("not an oplog token");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -215,7 +212,7 @@ async fn the_pool_is_watch_protected_while_a_feed_lives() {
     assert_eq!(watched(&pm), Some(1));
     drop(feed);
     assert_eq!(watched(&pm), Some(0));
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -236,7 +233,7 @@ async fn the_oplog_feed_refuses_a_pipeline_and_streams_mode_stays_unsupported() 
         matches!(&err, Error::Unsupported(m) if m.contains("pipeline")),
         "{err:?}"
     );
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 
     // The default mode never falls back: FerretDB has no change streams.
     let pm = manager(uri, ChangeFeedMode::Streams).await;
@@ -249,7 +246,7 @@ async fn the_oplog_feed_refuses_a_pipeline_and_streams_mode_stays_unsupported() 
         .await
         .expect_err("streams only");
     assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }
 
 #[tokio::test]
@@ -269,5 +266,5 @@ async fn auto_on_a_server_without_an_oplog_says_why_it_is_unsupported() {
         matches!(&err, Error::Unsupported(m) if m.contains("oplog")),
         "{err:?}"
     );
-    pm.destroy().await;
+    pm.destroy().await.expect("destroy");
 }

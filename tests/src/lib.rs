@@ -18,8 +18,8 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Environment variable naming an external test server (replaces FerretDB).
@@ -252,8 +252,8 @@ struct Shared {
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
-static SHARED_PID: AtomicU32 = AtomicU32::new(0);
-static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// Servers that live as long as the test binary: (pid, data dir), stopped at exit.
+static PROCESS_WIDE: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
 
 /// The URI of this test binary's server: `POLYMONGO_TEST_URI` if set, else a FerretDB started
 /// on first use and stopped (its data removed) when the process exits.
@@ -290,40 +290,57 @@ pub fn using_ferretdb() -> bool {
 }
 
 fn start_shared() -> Result<Shared, String> {
-    // Spawn from a thread that lives as long as the process, so PDEATHSIG fires only when
-    // the whole test binary dies.
+    Ok(Shared {
+        uri: start_process_wide(&[])?,
+    })
+}
+
+/// Starts a FerretDB (with further command-line flags, e.g. `--repl-set-name=rs0`) that lives
+/// until the test binary exits, and returns its URI. Use it for a server several tests share
+/// through a `OnceLock`: a server a test thread spawns itself dies with that thread.
+pub fn start_process_wide(args: &[&str]) -> Result<String, String> {
+    // Spawn from a thread that lives as long as the process, so PDEATHSIG (which follows the
+    // spawning thread) fires only when the whole test binary dies.
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("ferretdb-owner".into())
-        .spawn(move || match FerretDb::start_temp() {
-            Ok(mut db) => {
-                SHARED_PID.store(db.pid().unwrap_or(0), Ordering::SeqCst);
-                let _ = SHARED_DIR.set(db.data_dir().to_path_buf());
-                // SAFETY: registering a plain extern "C" function.
-                unsafe { libc::atexit(stop_shared) };
-                let _ = tx.send(Ok(db.uri()));
-                // Keep the owner thread (and so the server) alive until the process exits.
-                let _ = db.wait();
-                std::mem::forget(db);
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string()));
+        .spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match FerretDb::start_temp_with(&args) {
+                Ok(mut db) => {
+                    let first = {
+                        let mut owned = PROCESS_WIDE.lock().unwrap_or_else(PoisonError::into_inner);
+                        owned.push((db.pid().unwrap_or(0), db.data_dir().to_path_buf()));
+                        owned.len() == 1
+                    };
+                    if first {
+                        // SAFETY: registering a plain extern "C" function.
+                        unsafe { libc::atexit(stop_process_wide) };
+                    }
+                    let _ = tx.send(Ok(db.uri()));
+                    // Keep the owner thread (and so the server) alive until the process exits.
+                    let _ = db.wait();
+                    std::mem::forget(db);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
             }
         })
         .map_err(|e| e.to_string())?;
-    let uri = rx.recv().map_err(|e| e.to_string())??;
-    Ok(Shared { uri })
+    rx.recv().map_err(|e| e.to_string())?
 }
 
-extern "C" fn stop_shared() {
-    let pid = SHARED_PID.load(Ordering::SeqCst);
-    if pid != 0 {
-        // SAFETY: signalling our own child process.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+extern "C" fn stop_process_wide() {
+    let owned = PROCESS_WIDE.lock().unwrap_or_else(PoisonError::into_inner);
+    for (pid, dir) in owned.iter() {
+        if *pid != 0 {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            }
         }
-    }
-    if let Some(dir) = SHARED_DIR.get() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -79,6 +79,46 @@ async fn a_plugin_sees_its_inserts_and_updates_with_the_full_document() {
     assert_eq!(report["updated_full"], json!({"n": 0, "updated": true}));
 }
 
+/// A request to `/streamer/hold` for `tenant` (opens a stream, marks `ready`, waits up to
+/// `wait_ms` for one event), running in the background: its status and JSON body.
+fn spawn_hold(
+    host: &Host,
+    tenant: &str,
+    wait_ms: u32,
+) -> tokio::task::JoinHandle<(axum::http::StatusCode, Value)> {
+    let app = host.app.clone();
+    let tenant = tenant.to_string();
+    tokio::spawn(async move {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/streamer/hold")
+            .header("x-tenant-id", &tenant)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"coll": "feed", "wait_ms": wait_ms}).to_string(),
+            ))
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, common::parse(&bytes))
+    })
+}
+
+/// Waits until the `hold` plugin has marked `ready` in `db` (its stream is open).
+async fn wait_until_ready(pm: &PolyMongo, db: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while count(pm, db, "ready").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin never opened its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_protection_survives_an_eviction_storm_and_ends_with_the_request() {
     const CAP: usize = 3;
@@ -88,36 +128,9 @@ async fn watch_protection_survives_an_eviction_storm_and_ends_with_the_request()
     let watched_db = pm.tenant_db_name(&watched).unwrap();
 
     // A request that opens a stream and then waits on it (up to 100 s) for one event.
-    let holder = {
-        let app = host.app.clone();
-        let watched = watched.clone();
-        tokio::spawn(async move {
-            let request = axum::http::Request::builder()
-                .method("POST")
-                .uri("/streamer/hold")
-                .header("x-tenant-id", &watched)
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(
-                    json!({"coll": "feed", "wait_ms": 100_000}).to_string(),
-                ))
-                .unwrap();
-            let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (status, common::parse(&bytes))
-        })
-    };
+    let holder = spawn_hold(&host, &watched, 100_000);
     // The plugin marks `ready` once its stream is open.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while count(&pm, &watched_db, "ready").await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the plugin never opened its stream"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_ready(&pm, &watched_db).await;
     let stats = stats_of(&pm, &watched_db).expect("the watched pool is open");
     assert_eq!(stats.protected, Some(Protection::Watched), "{stats:?}");
     assert!(stats.has_watch && stats.watch_count >= 1, "{stats:?}");
@@ -177,6 +190,47 @@ async fn watch_protection_survives_an_eviction_storm_and_ends_with_the_request()
         !pm.is_open(&watched_db),
         "the unwatched pool is evictable again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_with_its_lifetime_and_its_pools_protection_with_it() {
+    // The manifest gives streams 1.5 s; the plugin waits up to 100 s for an event that never
+    // comes, in a request allowed 120 s.
+    let host = host(
+        "[limits]\ndeadline_ms = 120000\nstream_lifetime_ms = 1500\n",
+        10,
+    )
+    .await;
+    let pm = host.manager.clone();
+    let tenant = unique_db("lifetime");
+    let db = pm.tenant_db_name(&tenant).unwrap();
+    let holder = spawn_hold(&host, &tenant, 100_000);
+    wait_until_ready(&pm, &db).await;
+    // Open and protected until the lifetime runs out (if the machine is slow enough that it
+    // already ran out, the request below has ended and this check is moot).
+    if !holder.is_finished() {
+        let stats = stats_of(&pm, &db).expect("pool open");
+        assert!(
+            stats.protected == Some(Protection::Watched) || holder.is_finished(),
+            "{stats:?}"
+        );
+    }
+    // The host ends the stream long before the plugin's 100 s wait or the 120 s deadline.
+    let (status, report) = tokio::time::timeout(PATIENCE, holder)
+        .await
+        .expect("the stream outlived its lifetime")
+        .unwrap();
+    assert_eq!(status, 500, "{report}");
+    assert_eq!(report["error"], json!("limit-reached"), "{report}");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("stream_lifetime_ms") && message.contains("resume"),
+        "{message}"
+    );
+    eventually(PATIENCE, "the protection to end with the stream", || {
+        stats_of(&pm, &db).is_none_or(|s| s.watch_count == 0 && s.protected.is_none())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,8 @@ pub struct LimitOverrides {
     pub max_open_cursors: Option<u32>,
     /// Change streams open at once per database (tenant), over all the plugin's requests.
     pub max_open_streams: Option<u32>,
+    /// How long one change stream may stay open (and keep its pool watch-protected), in ms.
+    pub stream_lifetime_ms: Option<u64>,
     /// Instances running at once.
     pub max_concurrent: Option<u32>,
     /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in MiB.
@@ -87,6 +89,7 @@ impl LimitOverrides {
     pub fn check(&self) -> Result<(), String> {
         if self.memory_mb == Some(0)
             || self.deadline_ms == Some(0)
+            || self.stream_lifetime_ms == Some(0)
             || self.max_concurrent == Some(0)
             || self.max_concurrent_per_tenant == Some(0)
             || self.host_memory_mb == Some(0)
@@ -107,6 +110,9 @@ impl LimitOverrides {
     }
 }
 
+/// How long a change stream may stay open unless configured (`limits.stream_lifetime_ms`).
+pub const DEFAULT_STREAM_LIFETIME: Duration = Duration::from_secs(300);
+
 /// The limits a plugin runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -122,6 +128,9 @@ pub struct Limits {
     pub max_open_cursors: u32,
     /// Change streams open at once per database (tenant), over all the plugin's requests.
     pub max_open_streams: u32,
+    /// How long one change stream may stay open; then it ends, its pool's watch protection
+    /// with it, and the plugin resumes in a new one from its resume token.
+    pub stream_lifetime: Duration,
     /// Instances running at once.
     pub max_concurrent: u32,
     /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in bytes.
@@ -143,6 +152,7 @@ impl Default for Limits {
             max_request_result_bytes: 16 << 20,
             max_open_cursors: 16,
             max_open_streams: 4,
+            stream_lifetime: DEFAULT_STREAM_LIFETIME,
             max_concurrent: 64,
             host_memory_bytes: 32 << 20,
             max_document_depth: 100,
@@ -172,6 +182,10 @@ impl Limits {
                 .unwrap_or(self.max_request_result_bytes),
             max_open_cursors: o.max_open_cursors.unwrap_or(self.max_open_cursors),
             max_open_streams: o.max_open_streams.unwrap_or(self.max_open_streams),
+            stream_lifetime: o
+                .stream_lifetime_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.stream_lifetime),
             max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
             host_memory_bytes: o
                 .host_memory_mb
@@ -247,6 +261,10 @@ mod tests {
         assert_eq!(limits.memory_bytes, 8 << 20);
         assert_eq!(limits.deadline, Duration::from_millis(250));
         assert_eq!(limits.max_open_cursors, 2);
+        assert_eq!(limits.stream_lifetime, DEFAULT_STREAM_LIFETIME);
+        let m = Manifest::parse("[limits]\nstream_lifetime_ms = 1500\n").unwrap();
+        let limits = Limits::default().with_overrides(&m.limits);
+        assert_eq!(limits.stream_lifetime, Duration::from_millis(1500));
         assert_eq!(limits.max_result_bytes, Limits::default().max_result_bytes);
     }
 
@@ -255,6 +273,7 @@ mod tests {
         assert!(Manifest::parse("colour = 1").is_err());
         assert!(Manifest::parse("databases = [\"a/b\"]").is_err());
         assert!(Manifest::parse("[limits]\ndeadline_ms = 0").is_err());
+        assert!(Manifest::parse("[limits]\nstream_lifetime_ms = 0").is_err());
         assert!(Manifest::parse("[limits]\nmax_query_depth = 201").is_err());
         assert!(Manifest::parse("[limits]\nhost_memory_mb = 0").is_err());
         assert!(Manifest::parse("[limits]\nmax_concurrent_per_tenant = 0").is_err());

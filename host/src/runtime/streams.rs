@@ -4,8 +4,10 @@
 //! A stream holds a keep-alive guard on its database's pool (the pool is watch-protected:
 //! never evicted or idle-closed while it lives), a slot of the per-(plugin, database) cap
 //! `limits.max_open_streams`, and a reservation of the request's host-memory budget for the
-//! batch the driver buffers. All three go when the plugin drops the stream or the request
-//! ends (the request's resource table is dropped then).
+//! batch the driver buffers. All three go when the plugin drops the stream, the request ends
+//! (the request's resource table is dropped then), or the stream has been open for
+//! `limits.stream_lifetime_ms`: then `next` says so and the plugin continues in a new stream
+//! from the old one's resume token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,12 +39,54 @@ const DEFAULT_STREAM_BATCH: u32 = 100;
 
 /// An open change stream handed to a plugin.
 pub struct StreamHandle {
-    stream: pool::ChangeFeed,
+    /// The feed; `None` once the stream outlived its lifetime (its pool's protection and its
+    /// slot went with it).
+    stream: Option<pool::ChangeFeed>,
     /// What it holds back and what the driver may buffer for it.
     buffered: Buffered,
     /// `{ "_data": ... }` of the last event handed to the plugin.
     delivered: Option<Vec<u8>>,
-    _slot: StreamSlot,
+    /// When the host ends the stream (`limits.stream_lifetime_ms` after it opened).
+    expires: Instant,
+    /// The lifetime it had, for the message when it ends.
+    lifetime: Duration,
+    /// The resume token when the host ended it.
+    final_token: Option<Vec<u8>>,
+    slot: Option<StreamSlot>,
+}
+
+impl StreamHandle {
+    /// The token to resume after the last event the plugin got.
+    fn token(&self) -> Option<Vec<u8>> {
+        let Some(stream) = &self.stream else {
+            return self.final_token.clone();
+        };
+        // With an event held back for the next call, the driver's token is already past it:
+        // resume after the last event the plugin got instead.
+        if self.buffered.pending.is_some() {
+            return self.delivered.clone();
+        }
+        stream.resume_token().as_ref().and_then(token_bytes)
+    }
+
+    /// Ends the stream because it outlived its lifetime: keeps its resume token, gives back
+    /// its pool's protection, its slot and (returned) the host memory it held.
+    fn expire(&mut self) -> usize {
+        self.final_token = self.token();
+        self.stream = None;
+        self.slot = None;
+        self.buffered.pending = None;
+        std::mem::take(&mut self.buffered.charged)
+    }
+
+    fn expired_error(&self) -> WitError {
+        WitError::LimitReached(format!(
+            "the change stream ended after its lifetime of {} s (limits.stream_lifetime_ms); \
+             open a new one with resume-after set to its resume-token() to continue without \
+             losing events",
+            self.lifetime.as_secs_f64()
+        ))
+    }
 }
 
 /// Open change streams per (plugin, database), shared by all requests of a runtime.
@@ -180,12 +224,31 @@ impl Host for RequestState {
             self.host_bytes = self.host_bytes.saturating_sub(reserved);
             return Err(e.into());
         }
+        let lifetime = self.scope.limits.stream_lifetime;
         Ok(self.table.push(StreamHandle {
-            stream,
+            stream: Some(stream),
             buffered: Buffered::new(None, batch_size, reserved),
             delivered: None,
-            _slot: slot,
+            expires: Instant::now() + lifetime,
+            lifetime,
+            final_token: None,
+            slot: Some(slot),
         })?)
+    }
+}
+
+impl RequestState {
+    /// Ends a stream that outlived `limits.stream_lifetime_ms` (once) and says so.
+    fn end_expired(&mut self, this: &Resource<StreamHandle>) -> HostResult<Vec<Vec<u8>>> {
+        let handle = self.table.get_mut(this)?;
+        let freed = if handle.stream.is_some() {
+            handle.expire()
+        } else {
+            0
+        };
+        let error = handle.expired_error();
+        self.host_bytes = self.host_bytes.saturating_sub(freed);
+        Err(error.into())
     }
 }
 
@@ -198,11 +261,20 @@ impl HostChangeStream for RequestState {
     ) -> HostResult<Vec<Vec<u8>>> {
         let max = max.clamp(1, MAX_EVENTS_PER_CALL) as usize;
         let per_call = self.scope.limits.max_result_bytes;
-        let until = (Instant::now() + Duration::from_millis(u64::from(wait_ms))).min(self.deadline);
+        let now = Instant::now();
+        if now >= self.table.get(&this)?.expires {
+            return self.end_expired(&this);
+        }
         let handle = self.table.get_mut(&this)?;
+        let Some(stream) = handle.stream.as_mut() else {
+            return Err(handle.expired_error().into());
+        };
+        let until = (now + Duration::from_millis(u64::from(wait_ms)))
+            .min(self.deadline)
+            .min(handle.expires);
         let delivered = &mut handle.delivered;
         let batch = read_batch(
-            &mut handle.stream,
+            stream,
             &mut handle.buffered,
             max,
             per_call,
@@ -214,17 +286,16 @@ impl HostChangeStream for RequestState {
             },
         )
         .await;
-        self.settle(batch)
+        let items = self.settle(batch)?;
+        // A wait the lifetime cut short says so at once rather than with an empty batch.
+        if items.is_empty() && Instant::now() >= self.table.get(&this)?.expires {
+            return self.end_expired(&this);
+        }
+        Ok(items)
     }
 
     fn resume_token(&mut self, this: Resource<StreamHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
-        let handle = self.table.get(&this)?;
-        // With an event held back for the next call, the driver's token is already past it:
-        // resume after the last event the plugin got instead.
-        if handle.buffered.pending.is_some() {
-            return Ok(handle.delivered.clone());
-        }
-        Ok(handle.stream.resume_token().as_ref().and_then(token_bytes))
+        Ok(self.table.get(&this)?.token())
     }
 
     fn drop(&mut self, this: Resource<StreamHandle>) -> wasmtime::Result<()> {
