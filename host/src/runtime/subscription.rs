@@ -122,7 +122,6 @@ pub struct ResolvedSubscription {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::runtime::Manifest;
 
     #[test]
