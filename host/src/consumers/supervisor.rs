@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -11,6 +12,10 @@ use super::board::ConsumerState;
 use super::consumer::{self, ConsumerSpec, Context};
 use crate::pool::ConsumerKey;
 
+/// How often the supervisor reconciles without a registry change: a consumer that ended on
+/// its own is started again, and a refused one runs once its tenant is under the cap.
+const RECHECK: Duration = Duration::from_secs(5);
+
 /// A consumer task and the switch that stops it.
 struct Running {
     spec: ConsumerSpec,
@@ -18,7 +23,8 @@ struct Running {
     handle: JoinHandle<()>,
 }
 
-/// The supervisor's loop: reconciles at start and after every registry change, until
+/// The supervisor's loop: reconciles at start, after every registry change and every
+/// [`RECHECK`], until
 /// `shutdown` is set; then stops every consumer and waits for them (a delivery in flight
 /// finishes first).
 pub(super) async fn supervise(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -30,6 +36,7 @@ pub(super) async fn supervise(ctx: Arc<Context>, mut shutdown: watch::Receiver<b
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
             _ = shutdown.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(RECHECK) => {}
         }
     }
     for r in running.values() {
