@@ -32,6 +32,7 @@
 //! deadline_ms = 5000
 //!
 //! [consumers]                # background consumers of plugins' [[subscriptions]]
+//! enabled = true             # false: this host runs none (one host per metadata database)
 //! max_batch = 100            # events per delivery
 //! backoff_min_ms = 500       # first wait after a failed delivery, doubling up to
 //! backoff_max_ms = 60000     # this
@@ -230,6 +231,9 @@ pub struct LogsSection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumersSection {
+    /// Run the consumers on this host (default true; false on all hosts but one when several
+    /// share a metadata database).
+    pub enabled: Option<bool>,
     /// Most events per delivery (default 100, at most 10000).
     pub max_batch: Option<u32>,
     /// First wait after a failed delivery or a broken stream, ms (default 500).
@@ -399,6 +403,11 @@ impl ServeConfig {
             log_limits: self.log_limits(),
             ..RuntimeConfig::default()
         }
+    }
+
+    /// Whether this host runs the background consumers (`consumers.enabled`, default true).
+    pub fn consumers_enabled(&self) -> bool {
+        self.consumers.enabled.unwrap_or(true)
     }
 
     /// The background consumers' configuration.

@@ -126,7 +126,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     } else {
         None
     };
-    let consumers = Consumers::start(registry.clone(), config.consumers_config());
+    let consumers = config
+        .consumers_enabled()
+        .then(|| Consumers::start(registry.clone(), config.consumers_config()));
     let failed = registry
         .list()
         .iter()
@@ -190,8 +192,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         shutdown_signal(),
     )
     .await?;
-    println!("shutting down: stopping background consumers");
-    consumers.shutdown().await;
+    if let Some(consumers) = &consumers {
+        println!("shutting down: stopping background consumers");
+        consumers.shutdown().await;
+    }
     println!("shutting down: closing database pools");
     manager.destroy().await?;
     Ok(())

@@ -72,6 +72,7 @@ fn every_key_has_an_environment_variable_that_parses() {
         ("limits.max_query_depth", "7"),
         ("limits.max_concurrent_per_tenant", "2"),
         ("limits.max_subscriptions_per_tenant", "3"),
+        ("consumers.enabled", "false"),
         ("consumers.max_batch", "50"),
         ("consumers.backoff_min_ms", "100"),
         ("consumers.backoff_max_ms", "2000"),
@@ -103,6 +104,7 @@ fn every_key_has_an_environment_variable_that_parses() {
     assert_eq!(c.limits.host_memory_mb, Some(5));
     assert_eq!(c.limits.max_query_depth, Some(7));
     assert_eq!(c.limits.max_concurrent_per_tenant, Some(2));
+    assert!(!c.consumers_enabled());
     assert_eq!(
         c.consumers_config(),
         crate::consumers::ConsumersConfig {
@@ -337,6 +339,7 @@ fn tempdir() -> PathBuf {
 fn consumers_default_and_bad_values_are_refused() {
     let base = env(&[("POLYMONGO_MONGO_URI", "mongodb://h/")]);
     let c = load(None, base.clone(), &[]).unwrap();
+    assert!(c.consumers_enabled());
     assert_eq!(
         c.consumers_config(),
         crate::consumers::ConsumersConfig::default()
