@@ -204,7 +204,7 @@ impl IndexOptions {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bson::to_vec(value)?)
 }
 
@@ -214,7 +214,7 @@ pub(crate) fn encode_doc(doc: &Document) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(bson::from_slice(bytes)?)
 }
 
@@ -223,13 +223,13 @@ pub(crate) fn decode_doc(bytes: &[u8]) -> Result<Document> {
 }
 
 /// The value of `_id` in a `{ "_id": <id> }` document from the host.
-fn decode_id(bytes: &[u8]) -> Result<Bson> {
+pub(crate) fn decode_id(bytes: &[u8]) -> Result<Bson> {
     let mut doc = decode_doc(bytes)?;
     doc.remove("_id")
         .ok_or_else(|| Error::Bson("the host returned an id document without _id".into()))
 }
 
-fn opt_doc(doc: &Option<Document>) -> Result<Option<Vec<u8>>> {
+pub(crate) fn opt_doc(doc: &Option<Document>) -> Result<Option<Vec<u8>>> {
     doc.as_ref().map(encode_doc).transpose()
 }
 
@@ -434,7 +434,7 @@ impl<T: Serialize> Collection<T> {
     }
 }
 
-fn update_result(r: wit::UpdateResult) -> Result<UpdateResult> {
+pub(crate) fn update_result(r: wit::UpdateResult) -> Result<UpdateResult> {
     Ok(UpdateResult {
         matched: r.matched,
         modified: r.modified,

@@ -55,6 +55,9 @@
 //!   [`Find`] builder and batched [`Cursor`]s.
 //! - [`Error`], the WIT `error` variant plus encoding failures, with
 //!   [`Error::http_status`] and `From<Error> for Response`.
+//! - [`Db::with_transaction`]: multi-document transactions retried like the drivers'
+//!   `with_transaction` ([`Transaction`], [`TxCollection`], [`TransactionError`] with the
+//!   server's error labels).
 //! - [`log`]: the host's log.
 //! - [`raw`]: the generated bindings, for code that must bypass the SDK.
 //!
@@ -75,7 +78,8 @@ extern crate self as polymongo_guest;
 /// Plugins normally use the SDK types instead; these are here for code that must bypass
 /// the SDK (e.g. to send malformed BSON in a test fixture). The imports are
 /// [`raw::polymongo::plugin0_1_0::database`], [`raw::polymongo::plugin0_1_0::log`] and
-/// [`raw::polymongo::plugin0_2_0::streams`]; a component imports only what it uses, so a
+/// [`raw::polymongo::plugin0_2_0::streams`] and
+/// [`raw::polymongo::plugin0_2_0::transactions`]; a component imports only what it uses, so a
 /// plugin that never watches runs on hosts that know only 0.1.0. The export is
 /// [`raw::exports::polymongo::plugin0_1_0::handler`], exported with [`raw::export!`].
 #[allow(missing_docs)]
@@ -96,6 +100,7 @@ mod http;
 pub mod log;
 mod router;
 mod stream;
+mod transaction;
 
 pub use bson;
 pub use db::{
@@ -106,6 +111,10 @@ pub use http::{Request, Response};
 pub use router::{Params, Router};
 pub use serde_json;
 pub use stream::{ChangeStream, WatchOptions, DEFAULT_WAIT_MS};
+pub use transaction::{
+    Transaction, TransactionError, TransactionOptions, TxCollection, TxResult,
+    TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT, WITH_TRANSACTION_TIME_LIMIT,
+};
 
 /// A tenant plugin: answers one HTTP request.
 ///

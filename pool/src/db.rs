@@ -1,6 +1,6 @@
-//! Database-scoped access: [`Db`] (what `db(name)` returns) and its [`Transaction`]s; typed
-//! collections are in [`collection`](crate::collection), cursors and change streams in
-//! [`cursor`](crate::cursor).
+//! Database-scoped access: [`Db`] (what `db(name)` returns); typed collections are in
+//! [`collection`](crate::collection), cursors and change streams in [`cursor`](crate::cursor),
+//! transactions ([`Db::start_transaction`]) in `transaction`.
 //!
 //! Every operation takes a lease on the database's pool for its whole duration, so it counts
 //! as one use in the pool's statistics and the pool cannot be closed under it.
@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bson::Document;
 use mongodb::change_stream::event::ChangeStreamEvent;
-use mongodb::ClientSession;
 use serde::de::DeserializeOwned;
 
 use crate::collection::Collection;
@@ -123,32 +122,6 @@ impl Db {
         })
     }
 
-    /// Starts a multi-document transaction. Needs a replica set or sharded cluster; elsewhere
-    /// fails with [`Error::Unsupported`]. The pool counts as busy until the transaction ends.
-    pub async fn start_transaction(&self) -> Result<Transaction> {
-        let lease = self.lease().await?;
-        lease
-            .handle()
-            .caps(self.redactor())
-            .await?
-            .require_transactions()?;
-        let mut session = lease
-            .handle()
-            .client
-            .start_session()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        session
-            .start_transaction()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(Transaction {
-            session,
-            redactor: self.redactor().clone(),
-            lease,
-        })
-    }
-
     pub(crate) fn manager(&self) -> &PolyMongo {
         &self.manager
     }
@@ -159,43 +132,5 @@ impl Db {
 
     pub(crate) fn map_err(&self, e: mongodb::error::Error) -> Error {
         Error::from_driver(e, self.redactor())
-    }
-}
-
-/// An open multi-document transaction. Holds a lease until committed, aborted or dropped
-/// (dropping aborts it).
-pub struct Transaction {
-    pub(crate) session: ClientSession,
-    pub(crate) redactor: Redactor,
-    pub(crate) lease: Lease,
-}
-
-impl Transaction {
-    /// A driver collection in this database; pass [`Transaction::session`] to its operations.
-    pub fn collection<T: Send + Sync>(&self, name: &str) -> mongodb::Collection<T> {
-        self.lease.database().collection(name)
-    }
-
-    /// The session to pass to operations inside the transaction.
-    pub fn session(&mut self) -> &mut ClientSession {
-        &mut self.session
-    }
-
-    /// Commits the transaction.
-    pub async fn commit(mut self) -> Result<()> {
-        let redactor = self.redactor.clone();
-        self.session
-            .commit_transaction()
-            .await
-            .map_err(|e| Error::from_driver(e, &redactor))
-    }
-
-    /// Aborts the transaction.
-    pub async fn abort(mut self) -> Result<()> {
-        let redactor = self.redactor.clone();
-        self.session
-            .abort_transaction()
-            .await
-            .map_err(|e| Error::from_driver(e, &redactor))
     }
 }

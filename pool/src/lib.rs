@@ -48,6 +48,7 @@ mod stats;
 mod support;
 mod tenants;
 mod timed_writes;
+mod transaction;
 
 pub use admission::{OpenRateLimits, OpenRefused, OpenScope};
 pub use clients::ClientSharing;
@@ -55,7 +56,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use collection::Collection;
 pub use config::{Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHARED_MAX_POOL_SIZE};
 pub use cursor::{ChangeStream, Cursor};
-pub use db::{Db, Transaction};
+pub use db::Db;
 pub use error::{Error, Result};
 pub use events::{CloseReason, PoolEvent, PoolEventKind};
 pub use feed::{ChangeFeed, ChangeFeedMode};
@@ -74,3 +75,7 @@ pub use routing::{RouteRule, Routes, Target};
 pub use secret::{Redactor, SecretUri, MASK};
 pub use stats::{ConnectionStats, ManagerStats, Protection, Usage};
 pub use timed_writes::WriteOutcome;
+pub use transaction::{
+    Transaction, TransactionError, TransactionResult, TRANSIENT_TRANSACTION_ERROR,
+    UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};

@@ -9,6 +9,7 @@ use bson::{doc, oid::ObjectId, Bson, Document};
 use super::collection::Collection;
 use super::db::Db;
 use super::error::{Error, Result};
+use super::secret::Redactor;
 
 /// What an update or replacement did.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,14 +23,14 @@ pub struct WriteOutcome {
 }
 
 /// The `maxTimeMS` value for `max_time` (at least 1: 0 means "no limit" to the server).
-fn millis(max_time: Duration) -> i64 {
+pub(crate) fn millis(max_time: Duration) -> i64 {
     i64::try_from(max_time.as_millis())
         .unwrap_or(i64::MAX)
         .max(1)
 }
 
 /// A count in a write reply (`n`, `nModified`), whatever its integer type.
-fn count(reply: &Document, key: &str) -> u64 {
+pub(crate) fn count(reply: &Document, key: &str) -> u64 {
     match reply.get(key) {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
@@ -40,6 +41,15 @@ fn count(reply: &Document, key: &str) -> u64 {
 
 /// The first write error (or the write-concern error) of a reply, as a typed error.
 fn write_error(reply: &Document, db: &Db, many: bool) -> Option<Error> {
+    write_error_scrubbed(reply, db.redactor(), many)
+}
+
+/// [`write_error`] with the messages scrubbed by `redactor`.
+pub(crate) fn write_error_scrubbed(
+    reply: &Document,
+    redactor: &Redactor,
+    many: bool,
+) -> Option<Error> {
     let first = reply
         .get_array("writeErrors")
         .ok()
@@ -51,9 +61,7 @@ fn write_error(reply: &Document, db: &Db, many: bool) -> Option<Error> {
         Some(Bson::Int64(c)) => i32::try_from(*c).unwrap_or(0),
         _ => 0,
     };
-    let message = db
-        .redactor()
-        .scrub(first.get_str("errmsg").unwrap_or_default());
+    let message = redactor.scrub(first.get_str("errmsg").unwrap_or_default());
     let message = match (many, first.get("index")) {
         (true, Some(index)) => format!("document {index}: {message}"),
         _ => message,
@@ -73,26 +81,7 @@ impl Collection<Document> {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut ids = Vec::with_capacity(docs.len());
-        let docs: Vec<Bson> = docs
-            .into_iter()
-            .map(|d| {
-                let d = match d.get("_id") {
-                    Some(id) => {
-                        ids.push(id.clone());
-                        d
-                    }
-                    None => {
-                        let id = Bson::ObjectId(ObjectId::new());
-                        ids.push(id.clone());
-                        let mut with_id = doc! { "_id": id };
-                        with_id.extend(d);
-                        with_id
-                    }
-                };
-                Bson::Document(d)
-            })
-            .collect();
+        let (ids, docs) = with_ids(docs);
         let many = docs.len() > 1;
         let reply = self
             .db()
@@ -131,22 +120,7 @@ impl Collection<Document> {
         if let Some(e) = write_error(&reply, self.db(), false) {
             return Err(e);
         }
-        let upserted_id = reply
-            .get_array("upserted")
-            .ok()
-            .and_then(|u| u.first())
-            .and_then(Bson::as_document)
-            .and_then(|u| u.get("_id").cloned());
-        let n = count(&reply, "n");
-        Ok(WriteOutcome {
-            matched: if upserted_id.is_some() {
-                n.saturating_sub(1)
-            } else {
-                n
-            },
-            modified: count(&reply, "nModified"),
-            upserted_id,
-        })
+        Ok(update_outcome(&reply))
     }
 
     /// Deletes the first (or, with `many`, every) matching document under a server time
@@ -194,5 +168,51 @@ impl Db {
             .filter_map(|c| c.get_str("name").ok())
             .map(str::to_string)
             .collect())
+    }
+}
+
+/// `docs` as the `documents` of an `insert` command, each with an `_id` (generated here for
+/// those without one, as the driver does), and the `_id`s in order.
+pub(crate) fn with_ids(docs: Vec<Document>) -> (Vec<Bson>, Vec<Bson>) {
+    let mut ids = Vec::with_capacity(docs.len());
+    let docs = docs
+        .into_iter()
+        .map(|d| {
+            let d = match d.get("_id") {
+                Some(id) => {
+                    ids.push(id.clone());
+                    d
+                }
+                None => {
+                    let id = Bson::ObjectId(ObjectId::new());
+                    ids.push(id.clone());
+                    let mut with_id = doc! { "_id": id };
+                    with_id.extend(d);
+                    with_id
+                }
+            };
+            Bson::Document(d)
+        })
+        .collect();
+    (ids, docs)
+}
+
+/// What an `update` command's reply says it did.
+pub(crate) fn update_outcome(reply: &Document) -> WriteOutcome {
+    let upserted_id = reply
+        .get_array("upserted")
+        .ok()
+        .and_then(|u| u.first())
+        .and_then(Bson::as_document)
+        .and_then(|u| u.get("_id").cloned());
+    let n = count(reply, "n");
+    WriteOutcome {
+        matched: if upserted_id.is_some() {
+            n.saturating_sub(1)
+        } else {
+            n
+        },
+        modified: count(reply, "nModified"),
+        upserted_id,
     }
 }

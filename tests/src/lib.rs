@@ -10,9 +10,12 @@
 //! `cargo xtask db` / `cargo xtask demo` to run a local development database.
 //!
 //! Tests of change streams use [`mjs::change_stream_uri`] instead: mongo-java-server, started
-//! lazily beside FerretDB (FerretDB has no change streams).
+//! lazily beside FerretDB (FerretDB has no change streams). Tests of transactions use
+//! [`wire::WireServer`], a scripted server answering as MongoDB 7.0 (no server here has
+//! transactions).
 
 pub mod mjs;
+pub mod wire;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

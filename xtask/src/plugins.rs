@@ -62,6 +62,7 @@ pub const FIXTURES: &[&str] = &[
     "scorer-counter",
     "streamer",
     "subscriber",
+    "transactor",
 ];
 
 /// The file cargo writes for crate `name` (a cdylib's file name uses `_` for `-`).
@@ -119,6 +120,11 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
         "plugins/fixtures/streamer-js/index.js",
         Dest::Fixture,
     ),
+    (
+        "transactor-js",
+        "plugins/fixtures/transactor-js/index.js",
+        Dest::Fixture,
+    ),
 ];
 
 /// The Python guests: (name, folder with `app.py` relative to the root, destination).
@@ -126,6 +132,11 @@ pub const PY_GUESTS: &[(&str, &str, Dest)] = &[
     ("users-py", "plugins/users-py", Dest::Deploy),
     ("bench-py", "plugins/fixtures/bench-py", Dest::Fixture),
     ("streamer-py", "plugins/fixtures/streamer-py", Dest::Fixture),
+    (
+        "transactor-py",
+        "plugins/fixtures/transactor-py",
+        Dest::Fixture,
+    ),
 ];
 
 /// Builds every guest and copies the components into place: bundled plugins into

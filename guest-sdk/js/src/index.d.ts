@@ -33,6 +33,10 @@ export class PolymongoError extends Error {
   readonly kind: string;
   /** The HTTP status that fits the error. */
   readonly status: number;
+  /** The server's error labels (set on errors of transaction operations). */
+  readonly labels: string[];
+  /** Whether the error carries `label`. */
+  hasLabel(label: string): boolean;
 }
 /** 400 */
 export class InvalidArgumentError extends PolymongoError {}
@@ -101,6 +105,50 @@ export class Db {
   /** `decodeOptions`: `BSON.deserialize` options for documents read. */
   collection<T extends Document = Document>(name: string, decodeOptions?: BSON.DeserializeOptions): Collection<T>;
   listCollections(): string[];
+  /** Starts a transaction (polymongo:plugin@0.2.0); prefer `withTransaction`. */
+  startTransaction(options?: TransactionOptions): Transaction;
+  /**
+   * Runs `body` in a transaction and commits it, retrying like the MongoDB drivers'
+   * `withTransaction` (a `TransientTransactionError` runs `body` again; an
+   * `UnknownTransactionCommitResult` sends the commit again; for at most
+   * `WITH_TRANSACTION_TIME_LIMIT_MS`). Synchronous, like every call of this SDK.
+   */
+  withTransaction<R>(body: (tx: Transaction) => R, options?: TransactionOptions): R;
+}
+
+/** Options of a transaction; unset ones take the server's default. */
+export interface TransactionOptions {
+  readConcern?: "snapshot" | "majority" | "local";
+  /** `"majority"` or a number of nodes. */
+  writeConcern?: string | number;
+  maxCommitTimeMs?: number;
+}
+
+export const TRANSIENT_TRANSACTION_ERROR: "TransientTransactionError";
+export const UNKNOWN_TRANSACTION_COMMIT_RESULT: "UnknownTransactionCommitResult";
+export const WITH_TRANSACTION_TIME_LIMIT_MS: number;
+
+/** An open transaction; the host aborts it if the request ends before `commit()`. */
+export class Transaction {
+  readonly raw: unknown;
+  collection<T extends Document = Document>(name: string, decodeOptions?: BSON.DeserializeOptions): TxCollection<T>;
+  commit(): void;
+  abort(): void;
+}
+
+/** A collection inside a `Transaction`: reads return whole results, not cursors. */
+export class TxCollection<T extends Document = Document> {
+  readonly name: string;
+  find(filter?: Document, options?: { sort?: Document; projection?: Document; skip?: number; limit?: number }): T[];
+  findOne(filter?: Document): T | null;
+  insertOne(doc: T): unknown;
+  insertMany(docs: T[]): unknown[];
+  updateOne(filter: Document, update: Document, options?: { upsert?: boolean }): UpdateResult;
+  updateMany(filter: Document, update: Document, options?: { upsert?: boolean }): UpdateResult;
+  deleteOne(filter: Document): number;
+  deleteMany(filter: Document): number;
+  count(filter?: Document): number;
+  aggregate(pipeline: Document[]): Document[];
 }
 
 export class Collection<T extends Document = Document> {

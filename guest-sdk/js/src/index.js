@@ -15,7 +15,8 @@
 // (find with sort/projection/skip/limit, findOne, insertOne/Many, updateOne/Many, replaceOne,
 // deleteOne/Many, count, aggregate, distinct, findOneAndUpdate, createIndex, watch), `Cursor`,
 // `ChangeStream` (change streams, polymongo:plugin@0.2.0: a component built with this SDK needs
-// a host that offers 0.2.0),
+// a host that offers 0.2.0), `Db.withTransaction` / `Db.startTransaction` (transactions, 0.2.0,
+// in ./transaction.js),
 // `Request` / `Response` helpers, a small `Router` (`/users/:id`), one exception class per WIT
 // error case (each with the HTTP status the Rust SDK uses), `log`, and the BSON types
 // (`ObjectId`, `Int32`, ...) re-exported from `bson`.
@@ -24,6 +25,7 @@ import * as database from "polymongo:plugin/database@0.1.0";
 import * as witLog from "polymongo:plugin/log@0.1.0";
 import * as streams from "polymongo:plugin/streams@0.2.0";
 import { BSON } from "bson";
+import { installTransactions } from "./transaction.js";
 
 export { BSON };
 
@@ -61,6 +63,13 @@ export class PolymongoError extends Error {
     this.kind = kind;
     /** The HTTP status that fits the error (the Rust SDK's `Error::http_status`). */
     this.status = status;
+    /** The server's error labels (set on errors of transaction operations). */
+    this.labels = [];
+  }
+
+  /** Whether the error carries `label` (e.g. `"TransientTransactionError"`). */
+  hasLabel(label) {
+    return this.labels.includes(label);
   }
 }
 
@@ -251,6 +260,20 @@ export class Db {
     return call(() => this.raw.listCollections());
   }
 }
+
+export const { Transaction, TxCollection } = installTransactions(Db, {
+  fromWit,
+  encode,
+  optDoc,
+  decode,
+  decodeId,
+  updateResult,
+});
+export {
+  TRANSIENT_TRANSACTION_ERROR,
+  UNKNOWN_TRANSACTION_COMMIT_RESULT,
+  WITH_TRANSACTION_TIME_LIMIT_MS,
+} from "./transaction.js";
 
 /** A collection of a `Db`; documents are plain objects (BSON types from `bson`). */
 export class Collection {

@@ -32,6 +32,7 @@ pub mod raw {
             "polymongo:plugin/database@0.1.0": polymongo_guest::raw::polymongo::plugin0_1_0::database,
             "polymongo:plugin/log@0.1.0": polymongo_guest::raw::polymongo::plugin0_1_0::log,
             "polymongo:plugin/streams@0.2.0": polymongo_guest::raw::polymongo::plugin0_2_0::streams,
+            "polymongo:plugin/transactions@0.2.0": polymongo_guest::raw::polymongo::plugin0_2_0::transactions,
         },
         pub_export_macro: true,
         default_bindings_module: "::polymongo_guest_subscriber::raw",

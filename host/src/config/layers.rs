@@ -61,6 +61,7 @@ pub const KEYS: &[&str] = &[
     "limits.max_open_cursors",
     "limits.max_open_streams",
     "limits.stream_lifetime_ms",
+    "limits.max_open_transactions",
     "limits.max_concurrent",
     "limits.host_memory_mb",
     "limits.max_document_depth",

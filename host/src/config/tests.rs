@@ -66,6 +66,7 @@ fn every_key_has_an_environment_variable_that_parses() {
         ("limits.max_open_cursors", "3"),
         ("limits.max_open_streams", "9"),
         ("limits.stream_lifetime_ms", "60000"),
+        ("limits.max_open_transactions", "7"),
         ("limits.max_concurrent", "4"),
         ("limits.host_memory_mb", "5"),
         ("limits.max_document_depth", "6"),
@@ -123,6 +124,7 @@ fn every_key_has_an_environment_variable_that_parses() {
     assert_eq!(pool.cursor_grace, Duration::from_millis(500));
     assert_eq!(c.limits.max_open_streams, Some(9));
     assert_eq!(c.limits.stream_lifetime_ms, Some(60_000));
+    assert_eq!(c.limits.max_open_transactions, Some(7));
     assert_eq!(pool.client_sharing, crate::pool::ClientSharing::Database);
     assert_eq!(pool.shared_max_pool_size, 12);
     assert_eq!(c.routes[0].pattern, "eu-*");

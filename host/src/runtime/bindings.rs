@@ -2,7 +2,7 @@
 //! module per world.
 
 /// World `tenant-plugin@0.2.0` (which includes `tenant-plugin@0.1.0`, so components built
-/// against 0.1.0 link too): async host imports (database, streams, log), async `handler` export.
+/// against 0.1.0 link too): async host imports (database, streams, transactions, log), async `handler` export.
 pub mod tenant {
     wasmtime::component::bindgen!({
         path: ["../wit", "../wit/v0.2"],
@@ -19,6 +19,7 @@ pub mod tenant {
             "polymongo:plugin/database.[drop]cursor": trappable,
             "polymongo:plugin/streams.[method]change-stream.resume-token": trappable,
             "polymongo:plugin/streams.[drop]change-stream": trappable,
+            "polymongo:plugin/transactions.[drop]transaction": trappable,
             default: async | trappable,
         },
         exports: { default: async },
@@ -31,6 +32,7 @@ pub mod tenant {
             "polymongo:plugin/database.db": crate::runtime::host_db::DbHandle,
             "polymongo:plugin/database.cursor": crate::runtime::host_db::CursorHandle,
             "polymongo:plugin/streams.change-stream": crate::runtime::streams::StreamHandle,
+            "polymongo:plugin/transactions.transaction": crate::runtime::transactions::TransactionHandle,
         },
     });
 }
@@ -48,6 +50,7 @@ pub mod subscriber {
             "polymongo:plugin/database@0.1.0": super::tenant::polymongo::plugin0_1_0::database,
             "polymongo:plugin/log@0.1.0": super::tenant::polymongo::plugin0_1_0::log,
             "polymongo:plugin/streams@0.2.0": super::tenant::polymongo::plugin0_2_0::streams,
+            "polymongo:plugin/transactions@0.2.0": super::tenant::polymongo::plugin0_2_0::transactions,
         },
     });
 }
@@ -63,7 +66,7 @@ pub mod scorer {
 
 pub use subscriber::TenantSubscriberPre;
 pub use tenant::polymongo::plugin0_1_0::{database, log, types};
-pub use tenant::polymongo::plugin0_2_0::streams;
+pub use tenant::polymongo::plugin0_2_0::{streams, transactions};
 pub use tenant::{TenantPlugin, TenantPluginPre};
 
 impl TenantPlugin {

@@ -123,7 +123,8 @@ impl Runtime {
         let state = store.data();
         let result = Self::outcome(plugin, &request, state, outcome);
         // What the plugin held (cursors, database handles and their leases) is released with
-        // the request, whatever happens to the store.
+        // the request, whatever happens to the store; open transactions are aborted.
+        store.data_mut().transactions.abort_all();
         store.data_mut().table = ResourceTable::new();
         // The store goes before the permits that account for its pooling slot: in the task
         // making the next instance if there is one (off the request's path), or here.
@@ -205,6 +206,7 @@ impl Runtime {
             logs: self.inner.logs.clone(),
             log_bucket: None,
             streams: self.inner.streams.clone(),
+            transactions: Default::default(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

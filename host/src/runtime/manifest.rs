@@ -69,6 +69,8 @@ pub struct LimitOverrides {
     pub max_open_streams: Option<u32>,
     /// How long one change stream may stay open (and keep its pool watch-protected), in ms.
     pub stream_lifetime_ms: Option<u64>,
+    /// Transactions open at once per request.
+    pub max_open_transactions: Option<u32>,
     /// Instances running at once.
     pub max_concurrent: Option<u32>,
     /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in MiB.
@@ -131,6 +133,8 @@ pub struct Limits {
     /// How long one change stream may stay open; then it ends, its pool's watch protection
     /// with it, and the plugin resumes in a new one from its resume token.
     pub stream_lifetime: Duration,
+    /// Transactions open at once per request (0 denies transactions).
+    pub max_open_transactions: u32,
     /// Instances running at once.
     pub max_concurrent: u32,
     /// Host-side buffers (cursor batches, decoded inputs) one request may hold, in bytes.
@@ -153,6 +157,7 @@ impl Default for Limits {
             max_open_cursors: 16,
             max_open_streams: 4,
             stream_lifetime: DEFAULT_STREAM_LIFETIME,
+            max_open_transactions: 2,
             max_concurrent: 64,
             host_memory_bytes: 32 << 20,
             max_document_depth: 100,
@@ -186,6 +191,9 @@ impl Limits {
                 .stream_lifetime_ms
                 .map(Duration::from_millis)
                 .unwrap_or(self.stream_lifetime),
+            max_open_transactions: o
+                .max_open_transactions
+                .unwrap_or(self.max_open_transactions),
             max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
             host_memory_bytes: o
                 .host_memory_mb

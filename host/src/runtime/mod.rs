@@ -29,6 +29,8 @@ mod scorer;
 mod state;
 mod streams;
 mod subscription;
+mod transactions;
+mod tx_options;
 mod warm;
 
 pub use bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};

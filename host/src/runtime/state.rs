@@ -11,6 +11,7 @@ use super::host_log::truncate_message;
 use super::log_limit::{LogBucket, LogLimiter};
 use super::manifest::Limits;
 use super::streams::StreamSlots;
+use super::tx_options::OpenTransactions;
 use crate::pool::{Db, PolyMongo};
 
 /// Bytes of stdout/stderr kept per request (the rest is dropped).
@@ -104,6 +105,8 @@ pub(crate) struct RequestState {
     pub log_bucket: Option<Arc<LogBucket>>,
     /// Open change streams per (plugin, database) (shared by the runtime's requests).
     pub streams: Arc<StreamSlots>,
+    /// The request's open transactions (aborted when it ends).
+    pub transactions: OpenTransactions,
 }
 
 impl WasiView for RequestState {

@@ -19,7 +19,8 @@ export ``polymongo:plugin/handler``; componentize-py turns it, this SDK and pymo
 What it offers: :func:`tenant` / :func:`open_db` -> :class:`Db`, :meth:`Db.collection` ->
 :class:`Collection` (find with sort/projection/skip/limit, find_one, insert_one/many,
 update_one/many, replace_one, delete_one/many, count, aggregate, distinct,
-find_one_and_update, create_index), :class:`Cursor`, :class:`Request` / :class:`Response`,
+find_one_and_update, create_index), :class:`Cursor`, transactions
+(:meth:`Db.with_transaction`, :meth:`Db.start_transaction`, in :mod:`polymongo_guest.transaction`), :class:`Request` / :class:`Response`,
 a small :class:`Router` (``/users/:id``), one exception class per WIT error case (each with the
 HTTP status the Rust SDK uses), :mod:`log <polymongo_guest.log>`, and ``bson`` (pymongo's).
 """
@@ -67,6 +68,8 @@ __all__ = [
     "ServerError",
     "TimeoutError",
     "TooLargeError",
+    "Transaction",
+    "TxCollection",
     "UnavailableError",
     "UnsupportedError",
     "bson",
@@ -104,6 +107,8 @@ class PolymongoError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(f"{self.prefix}{message}")
         self.detail = message
+        #: The server's error labels (set on errors of transaction operations).
+        self.labels: list[str] = []
 
 
 class InvalidArgumentError(PolymongoError):
@@ -305,6 +310,38 @@ class Db:
     def list_collections(self) -> list[str]:
         """Names of the collections in this database."""
         return _call(self.raw.list_collections)
+
+    def start_transaction(
+        self,
+        *,
+        read_concern: Optional[str] = None,
+        write_concern: Optional[str] = None,
+        max_commit_time_ms: Optional[int] = None,
+    ) -> "Transaction":
+        """Starts a transaction (``polymongo:plugin@0.2.0``); prefer :meth:`with_transaction`.
+        ``read_concern``: ``"snapshot"``, ``"majority"`` or ``"local"``; ``write_concern``:
+        ``"majority"`` or a number of nodes; ``max_commit_time_ms`` bounds the commit."""
+        from .transaction import start_transaction
+
+        return start_transaction(
+            self,
+            read_concern=read_concern,
+            write_concern=write_concern,
+            max_commit_time_ms=max_commit_time_ms,
+        )
+
+    def with_transaction(self, body: Callable[["Transaction"], Any], **options: Any) -> Any:
+        """Runs ``body(tx)`` in a transaction and commits it; returns what ``body`` returned.
+
+        Like the MongoDB drivers' ``with_transaction``: an error labelled
+        ``TransientTransactionError`` (from ``body`` or the commit) runs the whole transaction
+        again, so ``body`` must be safe to repeat; ``UnknownTransactionCommitResult`` on commit
+        sends the commit again; both for at most 120 s (the request's deadline usually ends it
+        first). Any other error aborts the transaction and is raised, with its ``labels``.
+        ``options`` are those of :meth:`start_transaction`."""
+        from .transaction import with_transaction
+
+        return with_transaction(self, body, **options)
 
 
 class Collection:
@@ -819,3 +856,7 @@ class Plugin(_exports.Handler):
         except Exception as e:
             resp = error_response(e)
         return _handler.Response(resp.status, list(resp.headers), bytes(resp.body))
+
+
+# Transactions need the helpers above; imported last so that the module can import them.
+from .transaction import Transaction, TxCollection  # noqa: E402
