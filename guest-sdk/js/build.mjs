@@ -5,15 +5,18 @@
 //   polymongo-js-build --types types/                   .d.ts of the WIT world (jco guest types)
 //
 // Options: --wit <dir> (default: the polymongo checkout's wit/ next to this SDK),
-//          --bundle <file.js> (where to keep the bundle; default: next to the output).
+//          --bundle <file.js> (where to keep the bundle; default: next to the output),
+//          --world <name> (default: from the entry module's exports, see 2. below).
 //
 // 1. esbuild bundles the entry module with this SDK (`polymongo-guest`) and the npm `bson`
 //    package into one ES module (browser platform: bson's build that uses TextEncoder and
 //    crypto.getRandomValues, which StarlingMonkey provides). `polymongo:plugin/*` imports stay
 //    external: they are the component's imports.
 // 2. componentize-js (SpiderMonkey/StarlingMonkey, snapshotted with Wizer) makes the component
-//    of the world `tenant-plugin`, with `--disable http fetch-event`: the host offers no
-//    wasi:http, and a component importing it would not link.
+//    of the world `tenant-plugin`, or `tenant-subscriber` when the entry module exports
+//    `subscriber` (a plugin with `[[subscriptions]]`, `exportSubscriber`; `--world` forces
+//    one), with `--disable http fetch-event`: the host offers no wasi:http, and a component
+//    importing it would not link.
 //
 // Module initialisation runs at build time inside Wizer, where no import may be called: the
 // bundle therefore starts with `Math.random` stubbed (bson seeds its ObjectId counter with it
@@ -35,7 +38,9 @@ const BANNER =
 
 function usage(message) {
   if (message) console.error(`polymongo-js-build: ${message}`);
-  console.error("usage: polymongo-js-build <entry.js> -o <out.wasm> [--wit <dir>] [--bundle <file.js>]");
+  console.error(
+    "usage: polymongo-js-build <entry.js> -o <out.wasm> [--wit <dir>] [--bundle <file.js>] [--world <name>]",
+  );
   console.error("       polymongo-js-build --types <out-dir> [--wit <dir>]");
   process.exit(2);
 }
@@ -49,6 +54,7 @@ function parseArgs(argv) {
     else if (a === "--wit") opts.wit = resolve(value());
     else if (a === "--bundle") opts.bundle = resolve(value());
     else if (a === "--types") opts.types = resolve(value());
+    else if (a === "--world") opts.world = value();
     else if (a === "-h" || a === "--help") usage();
     else if (a.startsWith("-")) usage(`unknown option ${a}`);
     else if (opts.entry) usage(`unexpected argument ${a}`);
@@ -80,11 +86,26 @@ async function witFolder(wit) {
   return tmp;
 }
 
+/** The worlds a plugin can be built for, by the export that makes the difference. */
+const PLUGIN_WORLD = "tenant-plugin";
+const SUBSCRIBER_WORLD = "tenant-subscriber";
+
+/**
+ * The world for a bundle with `exports` (esbuild's metafile): `tenant-subscriber` when it
+ * exports `subscriber` (the WIT export of a plugin with `[[subscriptions]]`), else
+ * `tenant-plugin`. `forced` (`--world`) wins.
+ */
+function chooseWorld(exports, forced) {
+  if (forced) return forced;
+  return exports.includes("subscriber") ? SUBSCRIBER_WORLD : PLUGIN_WORLD;
+}
+
 async function component(opts) {
   if (!opts.entry || !opts.out) usage("give the entry module and -o <out.wasm>");
   const bundle = opts.bundle ?? opts.out.replace(/\.wasm$/, "") + ".bundle.js";
   await mkdir(dirname(bundle), { recursive: true });
-  await build({
+  const bundled = await build({
+    metafile: true,
     entryPoints: [opts.entry],
     bundle: true,
     format: "esm",
@@ -96,15 +117,19 @@ async function component(opts) {
     banner: { js: BANNER },
     logLevel: "warning",
   });
+  const output = Object.entries(bundled.metafile.outputs).find(([, o]) => o.entryPoint);
+  const worldName = chooseWorld(output ? output[1].exports : [], opts.world);
   const { component } = await componentize({
     sourcePath: bundle,
     witPath: await witFolder(opts.wit),
-    worldName: "tenant-plugin",
+    worldName,
     disableFeatures: ["http", "fetch-event"],
   });
   await mkdir(dirname(opts.out), { recursive: true });
   await writeFile(opts.out, component);
-  console.log(`polymongo-js-build: ${opts.out} (${(component.length / 1048576).toFixed(1)} MiB)`);
+  console.log(
+    `polymongo-js-build: ${opts.out} (world ${worldName}, ${(component.length / 1048576).toFixed(1)} MiB)`,
+  );
 }
 
 async function types(opts) {
