@@ -3,6 +3,8 @@
 //! `POLYMONGO_TEST_URI`). The `subscriber` fixture upserts every delivered event into the
 //! tenant's `received` collection keyed by its resume token, so `received` holds each event
 //! once however often it was delivered; a `{_id: "fail"}` in `control` makes it fail.
+//! `subscriber-js` and `subscriber-py` do the same through the JavaScript and Python SDKs and
+//! run the delivery, restart and back-off scenarios too.
 
 mod common;
 
@@ -14,7 +16,7 @@ use common::{Host, Options};
 use polymongo::consumers::{ConsumerInfo, ConsumerState, ConsumersConfig};
 use polymongo::pool::{Collection, ConsumerKey, LruPolicy, PolyMongo, Protection};
 use polymongo_tests::mjs::change_stream_uri;
-use polymongo_tests::{fixture_wasm, unique_db};
+use polymongo_tests::{fixture_wasm, unique_db, workspace_root};
 use serde_json::json;
 
 /// Generous for a slow, loaded machine: nothing here measures time.
@@ -46,9 +48,22 @@ fn manifest(subscriptions: &[(&str, &str)], tenants: &[&str]) -> String {
 /// A host on the change-stream server serving `subscriber` with `manifest` and running its
 /// consumers, on metadata database `meta`.
 async fn host(manifest: &str, meta: &str, max_connections: usize, watch: bool) -> Host {
+    host_for("subscriber", manifest, meta, max_connections, watch).await
+}
+
+/// The same, serving the fixture `plugin` (`subscriber`, `subscriber-js` or `subscriber-py`),
+/// with the tests' compile cache (a JavaScript or Python component takes 10-20 s to compile).
+async fn host_for(
+    plugin: &str,
+    manifest: &str,
+    meta: &str,
+    max_connections: usize,
+    watch: bool,
+) -> Host {
     Host::with(Options {
-        plugins: vec![("subscriber".into(), fixture_wasm("subscriber"))],
-        manifests: vec![("subscriber".into(), manifest.into())],
+        plugins: vec![(plugin.into(), fixture_wasm(plugin))],
+        manifests: vec![(plugin.into(), manifest.into())],
+        cache_dir: Some(workspace_root().join("target/compile-cache-tests")),
         manager: Box::new(move |b| {
             b.max_connections(max_connections)
                 .policy(Arc::new(LruPolicy))
@@ -76,14 +91,28 @@ where
 }
 
 fn consumer(host: &Host, subscription: &str, tenant: &str) -> Option<ConsumerInfo> {
+    consumer_of(host, "subscriber", subscription, tenant)
+}
+
+fn consumer_of(
+    host: &Host,
+    plugin: &str,
+    subscription: &str,
+    tenant: &str,
+) -> Option<ConsumerInfo> {
     host.registry
         .consumer_board()
-        .get(&ConsumerKey::new("subscriber", subscription, tenant))
+        .get(&ConsumerKey::new(plugin, subscription, tenant))
 }
 
 async fn wait_running(host: &Host, subscription: &str, tenant: &str) {
-    until(&format!("{subscription} for {tenant} to run"), || async {
-        consumer(host, subscription, tenant).is_some_and(|c| c.state == ConsumerState::Running)
+    wait_running_of(host, "subscriber", subscription, tenant).await;
+}
+
+async fn wait_running_of(host: &Host, plugin: &str, subscription: &str, tenant: &str) {
+    until(&format!("{plugin}/{subscription} for {tenant} to run"), || async {
+        consumer_of(host, plugin, subscription, tenant)
+            .is_some_and(|c| c.state == ConsumerState::Running)
     })
     .await;
 }
@@ -120,8 +149,24 @@ async fn received_ns(pm: &PolyMongo, tenant: &str) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_delivers_inserts_to_the_plugin() {
+    delivers_inserts("subscriber").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_delivers_inserts_to_a_javascript_plugin() {
+    delivers_inserts("subscriber-js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_delivers_inserts_to_a_python_plugin() {
+    delivers_inserts("subscriber-py").await;
+}
+
+/// Five inserts reach `plugin`'s `deliver`, each once; the admin API shows the consumer.
+async fn delivers_inserts(plugin: &str) {
     let tenant = unique_db("deliver");
-    let host = host(
+    let host = host_for(
+        plugin,
         &manifest(&[("feed", "events")], &[&tenant]),
         &unique_db("meta"),
         10,
@@ -129,7 +174,7 @@ async fn a_consumer_delivers_inserts_to_the_plugin() {
     )
     .await;
     let pm = host.manager.clone();
-    wait_running(&host, "feed", &tenant).await;
+    wait_running_of(&host, plugin, "feed", &tenant).await;
     for n in 0..5_i64 {
         coll(&pm, &tenant, "events")
             .insert_one(doc! { "n": n })
@@ -141,7 +186,12 @@ async fn a_consumer_delivers_inserts_to_the_plugin() {
     })
     .await;
     assert_eq!(received_ns(&pm, &tenant).await, vec![0, 1, 2, 3, 4]);
-    let info = consumer(&host, "feed", &tenant).unwrap();
+    let inserts = coll(&pm, &tenant, "received")
+        .count_documents(doc! { "op": "insert", "subscription": "feed" })
+        .await
+        .unwrap();
+    assert_eq!(inserts, 5, "each event's operationType and subscription recorded");
+    let info = consumer_of(&host, plugin, "feed", &tenant).unwrap();
     assert_eq!(info.delivered, 5, "{info:?}");
     assert_eq!(info.collection, "events");
     // The admin API shows it.
@@ -162,6 +212,22 @@ async fn a_consumer_delivers_inserts_to_the_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_host_restart_the_consumer_loses_no_event() {
+    restart_loses_no_event("subscriber").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_host_restart_a_javascript_consumer_loses_no_event() {
+    restart_loses_no_event("subscriber-js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_host_restart_a_python_consumer_loses_no_event() {
+    restart_loses_no_event("subscriber-py").await;
+}
+
+/// One event delivered to `plugin`, the host stopped, 40 inserted, a new host on the same
+/// metadata database: exactly those 40 arrive, each once.
+async fn restart_loses_no_event(plugin: &str) {
     const N: i64 = 40;
     let tenant = unique_db("restart");
     let meta = unique_db("meta");
@@ -169,8 +235,8 @@ async fn after_a_host_restart_the_consumer_loses_no_event() {
 
     // A first host delivers one event, then stops (its consumer finishes and stores the
     // token after that delivery).
-    let first = host(&text, &meta, 10, false).await;
-    wait_running(&first, "feed", &tenant).await;
+    let first = host_for(plugin, &text, &meta, 10, false).await;
+    wait_running_of(&first, plugin, "feed", &tenant).await;
     coll(&first.manager, &tenant, "events")
         .insert_one(doc! { "n": 0_i64 })
         .await
@@ -197,13 +263,13 @@ async fn after_a_host_restart_the_consumer_loses_no_event() {
 
     // A new host on the same metadata database resumes from the stored token: all N arrive,
     // each exactly once in `received`, and nothing before the token is delivered again.
-    let second = host(&text, &meta, 10, false).await;
+    let second = host_for(plugin, &text, &meta, 10, false).await;
     until("all events after the restart", || async {
         count(&pm, &tenant, "received").await == (N + 1) as u64
     })
     .await;
     assert_eq!(received_ns(&pm, &tenant).await, (0..=N).collect::<Vec<_>>());
-    let info = consumer(&second, "feed", &tenant).unwrap();
+    let info = consumer_of(&second, plugin, "feed", &tenant).unwrap();
     assert_eq!(
         info.delivered, N as u64,
         "only the events after the token: {info:?}"
@@ -214,8 +280,25 @@ async fn after_a_host_restart_the_consumer_loses_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_delivery_backs_off_and_is_delivered_again() {
+    failing_delivery_backs_off("subscriber").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_subscriber_that_throws_is_delivered_the_same_events_again() {
+    failing_delivery_backs_off("subscriber-js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_subscriber_that_raises_is_delivered_the_same_events_again() {
+    failing_delivery_backs_off("subscriber-py").await;
+}
+
+/// While `plugin` fails (`control/fail`), the consumer backs off within its bounds and shows
+/// the plugin's message; healed, the same events arrive, none lost.
+async fn failing_delivery_backs_off(plugin: &str) {
     let tenant = unique_db("backoff");
-    let host = host(
+    let host = host_for(
+        plugin,
         &manifest(&[("feed", "events")], &[&tenant]),
         &unique_db("meta"),
         10,
@@ -223,7 +306,7 @@ async fn a_failing_delivery_backs_off_and_is_delivered_again() {
     )
     .await;
     let pm = host.manager.clone();
-    wait_running(&host, "feed", &tenant).await;
+    wait_running_of(&host, plugin, "feed", &tenant).await;
     coll(&pm, &tenant, "control")
         .insert_one(doc! { "_id": "fail" })
         .await
@@ -238,7 +321,7 @@ async fn a_failing_delivery_backs_off_and_is_delivered_again() {
         count(&pm, &tenant, "attempts").await >= 3
     })
     .await;
-    let info = consumer(&host, "feed", &tenant).unwrap();
+    let info = consumer_of(&host, plugin, "feed", &tenant).unwrap();
     assert_eq!(info.state, ConsumerState::BackingOff, "{info:?}");
     assert!(
         info.last_error
@@ -263,7 +346,7 @@ async fn a_failing_delivery_backs_off_and_is_delivered_again() {
     })
     .await;
     assert_eq!(received_ns(&pm, &tenant).await, vec![0, 1, 2]);
-    let info = consumer(&host, "feed", &tenant).unwrap();
+    let info = consumer_of(&host, plugin, "feed", &tenant).unwrap();
     assert_eq!(info.state, ConsumerState::Running, "{info:?}");
     assert!(info.failures >= 3, "{info:?}");
     let (status, metrics) = host.admin("GET", "/metrics", None, None).await;
