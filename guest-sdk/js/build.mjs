@@ -2,7 +2,8 @@
 // polymongo-js-build: turns a JavaScript plugin into a polymongo component.
 //
 //   polymongo-js-build src/index.js -o notes.wasm      bundle + componentize
-//   polymongo-js-build --types types/                   .d.ts of the WIT world (jco guest types)
+//   polymongo-js-build --types types/                   .d.ts of the WIT world (jco guest types;
+//                                                       --world tenant-subscriber for the export)
 //
 // Options: --wit <dir> (default: the polymongo checkout's wit/ next to this SDK),
 //          --bundle <file.js> (where to keep the bundle; default: next to the output),
@@ -41,7 +42,7 @@ function usage(message) {
   console.error(
     "usage: polymongo-js-build <entry.js> -o <out.wasm> [--wit <dir>] [--bundle <file.js>] [--world <name>]",
   );
-  console.error("       polymongo-js-build --types <out-dir> [--wit <dir>]");
+  console.error("       polymongo-js-build --types <out-dir> [--wit <dir>] [--world <name>]");
   process.exit(2);
 }
 
@@ -142,7 +143,7 @@ async function types(opts) {
   _setPreopens({ "/": "/" });
   const { generateGuestTypes } = await import(pathToFileURL(transpile).href);
   const files = await generateGuestTypes(await witFolder(opts.wit), {
-    worldName: "tenant-plugin",
+    worldName: opts.world ?? PLUGIN_WORLD,
     guest: true,
     outDir: opts.types.endsWith("/") ? opts.types : opts.types + "/",
   });

@@ -280,22 +280,33 @@ async fn restart_loses_no_event(plugin: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_delivery_backs_off_and_is_delivered_again() {
-    failing_delivery_backs_off("subscriber").await;
+    failing_delivery_backs_off("subscriber", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_subscriber_that_throws_is_delivered_the_same_events_again() {
-    failing_delivery_backs_off("subscriber-js").await;
+    failing_delivery_backs_off("subscriber-js", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_subscriber_that_returns_an_error_is_delivered_the_same_events_again() {
+    failing_delivery_backs_off("subscriber-js", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_subscriber_that_raises_is_delivered_the_same_events_again() {
-    failing_delivery_backs_off("subscriber-py").await;
+    failing_delivery_backs_off("subscriber-py", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_subscriber_that_returns_an_exception_is_delivered_the_same_events_again() {
+    failing_delivery_backs_off("subscriber-py", true).await;
 }
 
 /// While `plugin` fails (`control/fail`), the consumer backs off within its bounds and shows
-/// the plugin's message; healed, the same events arrive, none lost.
-async fn failing_delivery_backs_off(plugin: &str) {
+/// the plugin's message; healed, the same events arrive, none lost. With `returns`, the JS and
+/// Python fixtures return their error instead of throwing it (the Rust one always returns it).
+async fn failing_delivery_backs_off(plugin: &str, returns: bool) {
     let tenant = unique_db("backoff");
     let host = host_for(
         plugin,
@@ -308,7 +319,7 @@ async fn failing_delivery_backs_off(plugin: &str) {
     let pm = host.manager.clone();
     wait_running_of(&host, plugin, "feed", &tenant).await;
     coll(&pm, &tenant, "control")
-        .insert_one(doc! { "_id": "fail" })
+        .insert_one(doc! { "_id": "fail", "returns": returns })
         .await
         .unwrap();
     for n in 0..3_i64 {
@@ -323,11 +334,13 @@ async fn failing_delivery_backs_off(plugin: &str) {
     .await;
     let info = consumer_of(&host, plugin, "feed", &tenant).unwrap();
     assert_eq!(info.state, ConsumerState::BackingOff, "{info:?}");
+    // The plugin's own message, returned as `err` (not a trap): what the SDKs make of a
+    // thrown or raised error.
     assert!(
         info.last_error
             .as_deref()
             .unwrap_or("")
-            .contains("told to fail"),
+            .contains("refused the events: told to fail (control/fail)"),
         "{info:?}"
     );
     assert!(
