@@ -110,10 +110,13 @@ async fn wait_running(host: &Host, subscription: &str, tenant: &str) {
 }
 
 async fn wait_running_of(host: &Host, plugin: &str, subscription: &str, tenant: &str) {
-    until(&format!("{plugin}/{subscription} for {tenant} to run"), || async {
-        consumer_of(host, plugin, subscription, tenant)
-            .is_some_and(|c| c.state == ConsumerState::Running)
-    })
+    until(
+        &format!("{plugin}/{subscription} for {tenant} to run"),
+        || async {
+            consumer_of(host, plugin, subscription, tenant)
+                .is_some_and(|c| c.state == ConsumerState::Running)
+        },
+    )
     .await;
 }
 
@@ -190,7 +193,10 @@ async fn delivers_inserts(plugin: &str) {
         .count_documents(doc! { "op": "insert", "subscription": "feed" })
         .await
         .unwrap();
-    assert_eq!(inserts, 5, "each event's operationType and subscription recorded");
+    assert_eq!(
+        inserts, 5,
+        "each event's operationType and subscription recorded"
+    );
     let info = consumer_of(&host, plugin, "feed", &tenant).unwrap();
     assert_eq!(info.delivered, 5, "{info:?}");
     assert_eq!(info.collection, "events");
