@@ -2,18 +2,22 @@
 // polymongo-js-build: turns a JavaScript plugin into a polymongo component.
 //
 //   polymongo-js-build src/index.js -o notes.wasm      bundle + componentize
-//   polymongo-js-build --types types/                   .d.ts of the WIT world (jco guest types)
+//   polymongo-js-build --types types/                   .d.ts of the WIT world (jco guest types;
+//                                                       --world tenant-subscriber for the export)
 //
 // Options: --wit <dir> (default: the polymongo checkout's wit/ next to this SDK),
-//          --bundle <file.js> (where to keep the bundle; default: next to the output).
+//          --bundle <file.js> (where to keep the bundle; default: next to the output),
+//          --world <name> (default: from the entry module's exports, see 2. below).
 //
 // 1. esbuild bundles the entry module with this SDK (`polymongo-guest`) and the npm `bson`
 //    package into one ES module (browser platform: bson's build that uses TextEncoder and
 //    crypto.getRandomValues, which StarlingMonkey provides). `polymongo:plugin/*` imports stay
 //    external: they are the component's imports.
 // 2. componentize-js (SpiderMonkey/StarlingMonkey, snapshotted with Wizer) makes the component
-//    of the world `tenant-plugin`, with `--disable http fetch-event`: the host offers no
-//    wasi:http, and a component importing it would not link.
+//    of the world `tenant-plugin`, or `tenant-subscriber` when the entry module exports
+//    `subscriber` (a plugin with `[[subscriptions]]`, `exportSubscriber`; `--world` forces
+//    one), with `--disable http fetch-event`: the host offers no wasi:http, and a component
+//    importing it would not link.
 //
 // Module initialisation runs at build time inside Wizer, where no import may be called: the
 // bundle therefore starts with `Math.random` stubbed (bson seeds its ObjectId counter with it
@@ -35,8 +39,10 @@ const BANNER =
 
 function usage(message) {
   if (message) console.error(`polymongo-js-build: ${message}`);
-  console.error("usage: polymongo-js-build <entry.js> -o <out.wasm> [--wit <dir>] [--bundle <file.js>]");
-  console.error("       polymongo-js-build --types <out-dir> [--wit <dir>]");
+  console.error(
+    "usage: polymongo-js-build <entry.js> -o <out.wasm> [--wit <dir>] [--bundle <file.js>] [--world <name>]",
+  );
+  console.error("       polymongo-js-build --types <out-dir> [--wit <dir>] [--world <name>]");
   process.exit(2);
 }
 
@@ -49,6 +55,7 @@ function parseArgs(argv) {
     else if (a === "--wit") opts.wit = resolve(value());
     else if (a === "--bundle") opts.bundle = resolve(value());
     else if (a === "--types") opts.types = resolve(value());
+    else if (a === "--world") opts.world = value();
     else if (a === "-h" || a === "--help") usage();
     else if (a.startsWith("-")) usage(`unknown option ${a}`);
     else if (opts.entry) usage(`unexpected argument ${a}`);
@@ -80,11 +87,26 @@ async function witFolder(wit) {
   return tmp;
 }
 
+/** The worlds a plugin can be built for, by the export that makes the difference. */
+const PLUGIN_WORLD = "tenant-plugin";
+const SUBSCRIBER_WORLD = "tenant-subscriber";
+
+/**
+ * The world for a bundle with `exports` (esbuild's metafile): `tenant-subscriber` when it
+ * exports `subscriber` (the WIT export of a plugin with `[[subscriptions]]`), else
+ * `tenant-plugin`. `forced` (`--world`) wins.
+ */
+function chooseWorld(exports, forced) {
+  if (forced) return forced;
+  return exports.includes("subscriber") ? SUBSCRIBER_WORLD : PLUGIN_WORLD;
+}
+
 async function component(opts) {
   if (!opts.entry || !opts.out) usage("give the entry module and -o <out.wasm>");
   const bundle = opts.bundle ?? opts.out.replace(/\.wasm$/, "") + ".bundle.js";
   await mkdir(dirname(bundle), { recursive: true });
-  await build({
+  const bundled = await build({
+    metafile: true,
     entryPoints: [opts.entry],
     bundle: true,
     format: "esm",
@@ -96,15 +118,19 @@ async function component(opts) {
     banner: { js: BANNER },
     logLevel: "warning",
   });
+  const output = Object.entries(bundled.metafile.outputs).find(([, o]) => o.entryPoint);
+  const worldName = chooseWorld(output ? output[1].exports : [], opts.world);
   const { component } = await componentize({
     sourcePath: bundle,
     witPath: await witFolder(opts.wit),
-    worldName: "tenant-plugin",
+    worldName,
     disableFeatures: ["http", "fetch-event"],
   });
   await mkdir(dirname(opts.out), { recursive: true });
   await writeFile(opts.out, component);
-  console.log(`polymongo-js-build: ${opts.out} (${(component.length / 1048576).toFixed(1)} MiB)`);
+  console.log(
+    `polymongo-js-build: ${opts.out} (world ${worldName}, ${(component.length / 1048576).toFixed(1)} MiB)`,
+  );
 }
 
 async function types(opts) {
@@ -117,7 +143,7 @@ async function types(opts) {
   _setPreopens({ "/": "/" });
   const { generateGuestTypes } = await import(pathToFileURL(transpile).href);
   const files = await generateGuestTypes(await witFolder(opts.wit), {
-    worldName: "tenant-plugin",
+    worldName: opts.world ?? PLUGIN_WORLD,
     guest: true,
     outDir: opts.types.endsWith("/") ? opts.types : opts.types + "/",
   });

@@ -12,13 +12,16 @@ Run it with the Python environment that has the pinned toolchain
   ``bson`` falls back to its pure-Python implementation).
 - componentize-py builds the world ``tenant-plugin`` of the WIT next to this SDK (``--wit`` to
   use another folder): ``polymongo:plugin@0.2.0`` (``wit/v0.2``, change streams) with 0.1.0
-  as its dependency. It imports the app at build time and snapshots the interpreter, so
+  as its dependency. When the app module also defines ``Subscriber`` (a plugin with
+  ``[[subscriptions]]``, ``polymongo_guest.subscriber.Consumer``), the world is
+  ``tenant-subscriber`` (``--world`` forces one). It imports the app at build time and snapshots the interpreter, so
   module-level code runs once, at build time: keep per-request work in handlers.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import os
 import shutil
@@ -62,6 +65,34 @@ def wit_folder(wit: Path, staging: Path) -> Path:
     return staging
 
 
+PLUGIN_WORLD = "tenant-plugin"
+SUBSCRIBER_WORLD = "tenant-subscriber"
+
+
+def defines_subscriber(app_dir: Path, module: str) -> bool:
+    """Whether the app module (``APP_DIR/MODULE.py`` or ``APP_DIR/MODULE/__init__.py``) defines
+    ``Subscriber`` at its top level (a class, an assignment or an import), read without
+    importing it: the export of the world ``tenant-subscriber``."""
+    path = app_dir / f"{module}.py"
+    if not path.is_file():
+        path = app_dir / module / "__init__.py"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError):
+        return False  # componentize-py reports it
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Subscriber":
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "Subscriber" for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((a.asname or a.name) == "Subscriber" for a in node.names):
+                return True
+    return False
+
+
 def componentize_py() -> str:
     """The componentize-py of this environment."""
     local = Path(sys.executable).parent / "componentize-py"
@@ -78,16 +109,22 @@ def main() -> None:
     parser.add_argument("-o", "--out", required=True, help="the component to write (.wasm)")
     parser.add_argument("--module", default="app", help="the app module (default: app)")
     parser.add_argument("--wit", default=str(HERE.parent.parent / "wit"), help="WIT folder")
+    parser.add_argument("--world", help="the world (default: tenant-subscriber when the app "
+                        "defines Subscriber, else tenant-plugin)")
     args = parser.parse_args()
+
+    app_dir = Path(args.app_dir).resolve()
+    world = args.world or (
+        SUBSCRIBER_WORLD if defines_subscriber(app_dir, args.module) else PLUGIN_WORLD)
 
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     site = stage_bson(out.parent / f".{out.stem}.site")
     wit = wit_folder(Path(args.wit), out.parent / f".{out.stem}.wit")
     command = [
-        componentize_py(), "-d", str(wit), "-w", "tenant-plugin",
+        componentize_py(), "-d", str(wit), "-w", world,
         "componentize", args.module, "-o", str(out),
-        "-p", str(Path(args.app_dir).resolve()),
+        "-p", str(app_dir),
         "-p", str(HERE / "src"),
         "-p", str(site),
     ]
@@ -96,7 +133,7 @@ def main() -> None:
     if result.returncode != 0:
         sys.exit(f"polymongo-py-build: componentize-py failed ({result.returncode})")
     size = out.stat().st_size / 1048576
-    print(f"polymongo-py-build: {out} ({size:.1f} MiB)")
+    print(f"polymongo-py-build: {out} (world {world}, {size:.1f} MiB)")
 
 
 if __name__ == "__main__":

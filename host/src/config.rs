@@ -31,6 +31,12 @@
 //! memory_mb = 64
 //! deadline_ms = 5000
 //!
+//! [consumers]                # background consumers of plugins' [[subscriptions]]
+//! enabled = true             # false: this host runs none (one host per metadata database)
+//! max_batch = 100            # events per delivery
+//! backoff_min_ms = 500       # first wait after a failed delivery, doubling up to
+//! backoff_max_ms = 60000     # this
+//!
 //! [logs]                     # plugin log rate limits, per plugin and tenant
 //! plugin_lines_per_sec = 100
 //! plugin_bytes_per_sec = 65536
@@ -58,6 +64,7 @@ use serde::{Deserialize, Serialize};
 pub use http::HttpSection;
 pub use layers::{env_name, load, KEYS};
 
+use crate::consumers::ConsumersConfig;
 use crate::gateway::GatewayConfig;
 use crate::pool::{Config as PoolConfig, RouteRule, SecretUri, MASK};
 use crate::runtime::{LimitOverrides, Limits, LogLimits, RuntimeConfig};
@@ -140,7 +147,10 @@ pub struct ServeConfig {
     /// HTTP connection limits and timeouts.
     #[serde(default)]
     pub http: HttpSection,
-    /// Default plugin limits.
+    /// Background consumers of plugins' subscriptions.
+    #[serde(default)]
+    pub consumers: ConsumersSection,
+    /// Default plugin limits (and `max_subscriptions_per_tenant`, a host-only limit).
     #[serde(default)]
     pub limits: LimitOverrides,
     /// Routing rules, first match wins.
@@ -215,6 +225,21 @@ pub struct LogsSection {
     /// (plugin, tenant) pairs tracked at once (default 4096); beyond, a plugin's further
     /// tenants share one budget.
     pub max_tracked: Option<usize>,
+}
+
+/// The `[consumers]` section: background consumers of plugins' `[[subscriptions]]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumersSection {
+    /// Run the consumers on this host (default true; false on all hosts but one when several
+    /// share a metadata database).
+    pub enabled: Option<bool>,
+    /// Most events per delivery (default 100, at most 10000).
+    pub max_batch: Option<u32>,
+    /// First wait after a failed delivery or a broken stream, ms (default 500).
+    pub backoff_min_ms: Option<u64>,
+    /// Longest wait between tries, ms (default 60000; at least `backoff_min_ms`).
+    pub backoff_max_ms: Option<u64>,
 }
 
 /// One `[[routes]]` entry.
@@ -377,6 +402,30 @@ impl ServeConfig {
                 .unwrap_or(RuntimeConfig::default().scorer_replay_events),
             log_limits: self.log_limits(),
             ..RuntimeConfig::default()
+        }
+    }
+
+    /// Whether this host runs the background consumers (`consumers.enabled`, default true).
+    pub fn consumers_enabled(&self) -> bool {
+        self.consumers.enabled.unwrap_or(true)
+    }
+
+    /// The background consumers' configuration.
+    pub fn consumers_config(&self) -> ConsumersConfig {
+        let d = ConsumersConfig::default();
+        let c = &self.consumers;
+        ConsumersConfig {
+            max_batch: c.max_batch.unwrap_or(d.max_batch),
+            backoff_min: c
+                .backoff_min_ms
+                .map_or(d.backoff_min, Duration::from_millis),
+            backoff_max: c
+                .backoff_max_ms
+                .map_or(d.backoff_max, Duration::from_millis),
+            max_per_tenant: self
+                .limits
+                .max_subscriptions_per_tenant
+                .unwrap_or(d.max_per_tenant),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`logging`]: the host's log output (non-blocking, escaped).
 
 pub mod config;
+pub mod consumers;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;

@@ -62,7 +62,7 @@ pub use events::{CloseReason, PoolEvent, PoolEventKind};
 pub use feed::{ChangeFeed, ChangeFeedMode};
 pub use handle::{KeepAlive, Lease};
 pub use index::EvictionIndex;
-pub use manager::{Builder, PolyMongo};
+pub use manager::{Builder, ConsumerKey, PolyMongo, SUBSCRIPTIONS_COLLECTION};
 pub use metadata::DATABASES_COLLECTION;
 pub use namespace::{TenantNamespace, DEFAULT_TENANT_DB_PREFIX};
 pub use oplog::{OplogFeed, OPLOG_TOKEN_FIELD, POLL_INTERVAL as OPLOG_POLL_INTERVAL};

@@ -71,6 +71,18 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// A collection of the metadata database (on the store's own client).
+    pub fn collection(&self, name: &str) -> Collection<Document> {
+        self.client
+            .database(&self.databases.namespace().db)
+            .collection(name)
+    }
+
+    /// Maps a driver error (secrets redacted).
+    pub fn map_error(&self, e: mongodb::error::Error) -> Error {
+        self.map(e)
+    }
+
     /// Closes the store's client.
     pub async fn shutdown(&self) {
         self.client.clone().shutdown().immediate(true).await;

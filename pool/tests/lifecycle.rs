@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
 use polymongo_pool::{
-    CloseReason, Error, ManualClock, PolyMongo, PoolEventKind, DATABASES_COLLECTION,
+    CloseReason, ConsumerKey, Error, ManualClock, PolyMongo, PoolEventKind, DATABASES_COLLECTION,
+    SUBSCRIPTIONS_COLLECTION,
 };
 use polymongo_tests::{skip_loudly, test_uri, unique_db, using_ferretdb, FerretDb};
 
@@ -120,6 +121,47 @@ async fn priorities_persist_and_survive_a_new_manager() {
     assert_eq!(again.priority(&name), 3, "survives a restart");
     touch(&again, &name).await;
     assert_eq!(again.stats()[0].priority, 3);
+    again.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_resume_tokens_persist_per_consumer_and_survive_a_new_manager() {
+    let meta = unique_db("meta-tokens");
+    let pm = builder().metadata_db(&meta).build().await.unwrap();
+    let key = ConsumerKey::new("orders", "new-orders", "acme");
+    let other = ConsumerKey::new("orders", "new-orders", "globex");
+    assert_eq!(pm.load_resume_token(&key).await.unwrap(), None, "none yet");
+    pm.save_resume_token(&key, &doc! { "_data": "01" })
+        .await
+        .unwrap();
+    pm.save_resume_token(&key, &doc! { "_data": "02" })
+        .await
+        .unwrap();
+    pm.save_resume_token(&other, &doc! { "_data": "g1" })
+        .await
+        .unwrap();
+    assert_eq!(
+        pm.load_resume_token(&key).await.unwrap(),
+        Some(doc! { "_data": "02" }),
+        "the latest token, per consumer"
+    );
+    pm.destroy().await.unwrap();
+    assert!(pm.load_resume_token(&key).await.is_err(), "destroyed");
+
+    let again = builder().metadata_db(&meta).build().await.unwrap();
+    assert_eq!(
+        again.load_resume_token(&other).await.unwrap(),
+        Some(doc! { "_data": "g1" }),
+        "survives a restart"
+    );
+    let client = mongodb::Client::with_uri_str(test_uri()).await.unwrap();
+    let stored = client
+        .database(&meta)
+        .collection::<Document>(SUBSCRIPTIONS_COLLECTION)
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "one document per consumer");
     again.destroy().await.unwrap();
 }
 

@@ -61,6 +61,7 @@ pub const FIXTURES: &[&str] = &[
     "log-flood",
     "scorer-counter",
     "streamer",
+    "subscriber",
     "transactor",
 ];
 
@@ -124,6 +125,11 @@ pub const JS_GUESTS: &[(&str, &str, Dest)] = &[
         "plugins/fixtures/transactor-js/index.js",
         Dest::Fixture,
     ),
+    (
+        "subscriber-js",
+        "plugins/fixtures/subscriber-js/index.js",
+        Dest::Fixture,
+    ),
 ];
 
 /// The Python guests: (name, folder with `app.py` relative to the root, destination).
@@ -134,6 +140,11 @@ pub const PY_GUESTS: &[(&str, &str, Dest)] = &[
     (
         "transactor-py",
         "plugins/fixtures/transactor-py",
+        Dest::Fixture,
+    ),
+    (
+        "subscriber-py",
+        "plugins/fixtures/subscriber-py",
         Dest::Fixture,
     ),
 ];

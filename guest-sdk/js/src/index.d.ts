@@ -270,3 +270,23 @@ export class Router {
 
 /** The component's `handler` export: `export const handler = exportPlugin((req) => ...)`. */
 export function exportPlugin(handle: (req: Request) => Response): { handle(req: unknown): unknown };
+
+/** One batch of change events delivered to a subscriber. */
+export interface Delivery {
+  /** The tenant the events are for; `tenant()` is its database. */
+  tenant: string;
+  /** The subscription's name (from the manifest's `[[subscriptions]]`). */
+  subscription: string;
+  /** The change events, in order (`_id` is each event's resume token). */
+  events: Document[];
+}
+
+/**
+ * The component's `subscriber` export (world `tenant-subscriber`):
+ * `export const subscriber = exportSubscriber((delivery) => { ... })`. Returning acknowledges
+ * the batch; throwing, or returning an `Error`, makes the host deliver it again after a
+ * back-off.
+ */
+export function exportSubscriber(
+  deliver: (delivery: Delivery) => void | Error,
+): { deliver(tenant: string, subscription: string, events: Uint8Array[]): void };

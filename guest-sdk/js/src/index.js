@@ -17,6 +17,7 @@
 // `ChangeStream` (change streams, polymongo:plugin@0.2.0: a component built with this SDK needs
 // a host that offers 0.2.0), `Db.withTransaction` / `Db.startTransaction` (transactions, 0.2.0,
 // in ./transaction.js),
+// `exportSubscriber` (the `subscriber` export of a plugin with `[[subscriptions]]`, 0.2.0),
 // `Request` / `Response` helpers, a small `Router` (`/users/:id`), one exception class per WIT
 // error case (each with the HTTP status the Rust SDK uses), `log`, and the BSON types
 // (`ObjectId`, `Int32`, ...) re-exported from `bson`.
@@ -816,20 +817,25 @@ export class Router {
 
 // ---- export ----------------------------------------------------------------------------------
 
+let seeded = false;
+
+/** Every instance starts from the same snapshot: give this one its own ObjectId counter start
+ *  (the 5 random bytes are drawn lazily, per instance, anyway). */
+function seedOnce() {
+  if (!seeded) {
+    BSON.ObjectId.resetState?.();
+    seeded = true;
+  }
+}
+
 /**
  * The component's `handler` export for `handle(req) -> Response`:
  * `export const handler = exportPlugin((req) => router.handle(req));`
  */
 export function exportPlugin(handle) {
-  let seeded = false;
   return {
     handle(raw) {
-      if (!seeded) {
-        // Every instance starts from the same snapshot: give this one its own ObjectId
-        // counter start (the 5 random bytes are drawn lazily, per instance, anyway).
-        BSON.ObjectId.resetState?.();
-        seeded = true;
-      }
+      seedOnce();
       let resp;
       try {
         resp = handle(new Request(raw));
@@ -837,6 +843,50 @@ export function exportPlugin(handle) {
         resp = errorResponse(e);
       }
       return { status: resp.status, headers: resp.headers, body: resp.body };
+    },
+  };
+}
+
+/** The message of what a subscriber threw or returned as its error. */
+function errorMessage(e) {
+  if (e instanceof Error) return e.message || e.name || "error";
+  if (e !== null && typeof e === "object" && typeof e.message === "string") return e.message;
+  return String(e);
+}
+
+/**
+ * The component's `subscriber` export (world `tenant-subscriber`, for a plugin whose manifest
+ * declares `[[subscriptions]]`): the host calls `deliver(delivery)` with one batch of change
+ * events, `delivery = { tenant, subscription, events }` (`events`: documents, in order; `_id`
+ * is each event's resume token). `tenant()` is the tenant's database, as in a request.
+ *
+ *   export const subscriber = exportSubscriber(({ subscription, events }) => { ... });
+ *
+ * Returning (anything but an `Error`) acknowledges the batch. Throwing, or returning an
+ * `Error`, makes the host back off and deliver the same events again (the error's message is
+ * shown in `/admin/consumers`). `deliver` is synchronous, like a handler: a returned Promise is
+ * an error. Delivery is at least once: make `deliver` idempotent (e.g. upsert by `event._id`).
+ * The build (`polymongo-js-build`) picks the world `tenant-subscriber` when the entry module
+ * exports `subscriber`.
+ */
+export function exportSubscriber(deliver) {
+  if (typeof deliver !== "function") throw new TypeError("exportSubscriber takes a function");
+  return {
+    deliver(tenantName, subscription, rawEvents) {
+      seedOnce();
+      let failure;
+      try {
+        const events = rawEvents.map((bytes) => decode(bytes));
+        const result = deliver({ tenant: tenantName, subscription, events });
+        if (result instanceof Error) failure = errorMessage(result);
+        else if (result !== null && typeof result === "object" && typeof result.then === "function") {
+          failure = "deliver returned a Promise: it must be synchronous (do the work before returning)";
+        }
+      } catch (e) {
+        failure = errorMessage(e);
+      }
+      // componentize-js lowers what an export throws to the `err` case of its result.
+      if (failure !== undefined) throw failure;
     },
   };
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use polymongo::config::{self, ServeConfig};
+use polymongo::consumers::Consumers;
 use polymongo::gateway::{self, AppState};
 use polymongo::plugins::{ComponentKind, PluginRegistry, WatchConfig};
 use polymongo::pool::PolyMongo;
@@ -125,6 +126,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let consumers = config
+        .consumers_enabled()
+        .then(|| Consumers::start(registry.clone(), config.consumers_config()));
     let failed = registry
         .list()
         .iter()
@@ -188,6 +192,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(consumers) = &consumers {
+        println!("shutting down: stopping background consumers");
+        consumers.shutdown().await;
+    }
     println!("shutting down: closing database pools");
     manager.destroy().await?;
     Ok(())

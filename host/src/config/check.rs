@@ -75,6 +75,17 @@ impl ServeConfig {
         self.limits
             .check()
             .map_err(|e| ConfigError::Invalid(format!("limits: {e}")))?;
+        let consumers = self.consumers_config();
+        if !(1..=10_000).contains(&consumers.max_batch) {
+            return Err(ConfigError::Invalid(
+                "consumers.max_batch must be between 1 and 10000".into(),
+            ));
+        }
+        if consumers.backoff_min.is_zero() || consumers.backoff_max < consumers.backoff_min {
+            return Err(ConfigError::Invalid(
+                "consumers.backoff_min_ms must be greater than zero and consumers.backoff_max_ms at least as large".into(),
+            ));
+        }
         self.json_logs()?;
         Ok(())
     }

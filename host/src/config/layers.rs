@@ -67,6 +67,11 @@ pub const KEYS: &[&str] = &[
     "limits.max_document_depth",
     "limits.max_query_depth",
     "limits.max_concurrent_per_tenant",
+    "limits.max_subscriptions_per_tenant",
+    "consumers.enabled",
+    "consumers.max_batch",
+    "consumers.backoff_min_ms",
+    "consumers.backoff_max_ms",
     "routes",
 ];
 

@@ -72,6 +72,11 @@ fn every_key_has_an_environment_variable_that_parses() {
         ("limits.max_document_depth", "6"),
         ("limits.max_query_depth", "7"),
         ("limits.max_concurrent_per_tenant", "2"),
+        ("limits.max_subscriptions_per_tenant", "3"),
+        ("consumers.enabled", "false"),
+        ("consumers.max_batch", "50"),
+        ("consumers.backoff_min_ms", "100"),
+        ("consumers.backoff_max_ms", "2000"),
         (
             "routes",
             r#"[{ pattern = "eu-*", uri = "mongodb://eu/", change_feed = "oplog" }]"#,
@@ -100,6 +105,16 @@ fn every_key_has_an_environment_variable_that_parses() {
     assert_eq!(c.limits.host_memory_mb, Some(5));
     assert_eq!(c.limits.max_query_depth, Some(7));
     assert_eq!(c.limits.max_concurrent_per_tenant, Some(2));
+    assert!(!c.consumers_enabled());
+    assert_eq!(
+        c.consumers_config(),
+        crate::consumers::ConsumersConfig {
+            max_batch: 50,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            max_per_tenant: 3,
+        }
+    );
     let pool = c.pool_config().unwrap();
     assert_eq!(pool.tenant_db_prefix, "tenant-");
     assert_eq!(pool.open_rate.per_client_per_sec, 2.5);
@@ -320,4 +335,24 @@ fn tempdir() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn consumers_default_and_bad_values_are_refused() {
+    let base = env(&[("POLYMONGO_MONGO_URI", "mongodb://h/")]);
+    let c = load(None, base.clone(), &[]).unwrap();
+    assert!(c.consumers_enabled());
+    assert_eq!(
+        c.consumers_config(),
+        crate::consumers::ConsumersConfig::default()
+    );
+    for bad in [
+        "consumers.max_batch=0",
+        "consumers.backoff_min_ms=0",
+        "consumers.backoff_max_ms=10",
+    ] {
+        let c = load(None, base.clone(), &[bad.to_string()]).unwrap();
+        let err = c.check().expect_err(bad).to_string();
+        assert!(err.contains("consumers."), "{bad}: {err}");
+    }
 }

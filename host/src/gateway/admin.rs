@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/pools/{db}/open", post(open))
         .route("/pools/{db}/close", post(close))
         .route("/plugins", get(plugins))
+        .route("/consumers", get(consumers))
         .route_layer(middleware::from_fn_with_state(state, require_token))
         // The dashboard's static files hold no data, so they are served without the token
         // (a browser cannot attach one to a page load); every request the page makes for
@@ -58,6 +59,13 @@ pub(super) fn unauthorized(message: &str) -> Response {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Background consumers of plugins' subscriptions: each one's state, counts and last error,
+/// and the delivery totals.
+async fn consumers(State(state): State<AppState>) -> Response {
+    let board = state.registry.consumer_board();
+    Json(json!({ "consumers": board.list(), "deliveries": board.deliveries() })).into_response()
 }
 
 async fn stats(State(state): State<AppState>) -> Response {

@@ -29,6 +29,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::consumers::ConsumerBoard;
 use crate::plugins::{ComponentKind, PluginRegistry, PluginStatus};
 use crate::pool::{PolyMongo, PoolEventKind};
 use crate::runtime::InvokeTimings;
@@ -276,6 +277,42 @@ fn sample<M: EncodeMetric>(
     metric.encode(family.encode_family(&labels)?)
 }
 
+/// The background consumers' metrics (read from their board at scrape time).
+fn encode_consumers(enc: &mut DescriptorEncoder, board: &ConsumerBoard) -> fmt::Result {
+    let totals = board.deliveries();
+    {
+        let mut family = enc.encode_descriptor(
+            "polymongo_consumer_deliveries",
+            "Deliveries of change events to plugins' subscriber export by outcome (ok: acknowledged and the resume token stored after it; failed: delivered again after a back-off)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [("ok", totals.ok), ("failed", totals.failed)] {
+            sample(&mut family, &[("outcome", outcome)], ConstCounter::new(n))?;
+        }
+    }
+    counter(
+        enc,
+        "polymongo_consumer_events_delivered",
+        "Change events in acknowledged deliveries to plugins' subscriber export",
+        totals.events,
+    )?;
+    let mut family = enc.encode_descriptor(
+        "polymongo_consumers",
+        "Background consumers (plugin, subscription, tenant) by state",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (state, n) in board.states() {
+        sample(
+            &mut family,
+            &[("state", state.as_str())],
+            ConstGauge::new(n as i64),
+        )?;
+    }
+    Ok(())
+}
+
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let s = self.manager.summary();
@@ -430,6 +467,8 @@ impl Collector for StateCollector {
                 sample(&mut family, &[("outcome", outcome)], ConstCounter::new(n))?;
             }
         }
+
+        encode_consumers(&mut enc, self.plugins.consumer_board())?;
 
         let list = self.plugins.list();
         // Every possible series, so that alerts see zeros rather than absent series. A file

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::scan::{self, Changed, Stamp};
+use crate::consumers::ConsumerBoard;
 use crate::pool::{builtin_policy, EvictionPolicy, SeedPolicy};
 use crate::runtime::{
     valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
@@ -107,6 +108,10 @@ pub struct PluginRegistry {
     loaded: AtomicU64,
     failed: AtomicU64,
     unloaded: AtomicU64,
+    /// Bumped whenever a version is published or a component unloaded.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The background consumers of the plugins' subscriptions (see `crate::consumers`).
+    consumers: Arc<ConsumerBoard>,
 }
 
 impl PluginRegistry {
@@ -124,6 +129,8 @@ impl PluginRegistry {
             loaded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             unloaded: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
+            consumers: Arc::default(),
         }
     }
 
@@ -150,6 +157,21 @@ impl PluginRegistry {
     /// The runtime plugins run in.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Every serving tenant plugin.
+    pub fn tenant_plugins(&self) -> Vec<Arc<Plugin>> {
+        self.plugins.load().values().cloned().collect()
+    }
+
+    /// Notified whenever a version is published or a component unloaded.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// What the background consumers of the plugins' subscriptions are doing.
+    pub fn consumer_board(&self) -> &Arc<ConsumerBoard> {
+        &self.consumers
     }
 
     /// The serving version of tenant plugin `name`.
@@ -325,6 +347,7 @@ impl PluginRegistry {
                 }
             }
         }
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Stops serving `name` (requests in flight finish on the version they hold).
@@ -340,6 +363,7 @@ impl PluginRegistry {
         if removed {
             self.unloaded.fetch_add(1, Ordering::Relaxed);
             tracing::info!(plugin = name, "component unloaded (file deleted)");
+            self.changes.send_modify(|n| *n += 1);
         }
         removed
     }

@@ -37,6 +37,24 @@ pub mod tenant {
     });
 }
 
+/// World `tenant-subscriber@0.2.0`: `tenant-plugin@0.2.0` plus the `subscriber` export. Only
+/// its export is used (a component of this world also fits `tenant-plugin`, whose bindings
+/// link the imports); the imported interfaces are those of [`tenant`].
+pub mod subscriber {
+    wasmtime::component::bindgen!({
+        path: ["../wit", "../wit/v0.2"],
+        world: "polymongo:plugin/tenant-subscriber@0.2.0",
+        exports: { default: async },
+        with: {
+            "polymongo:plugin/types@0.1.0": super::tenant::polymongo::plugin0_1_0::types,
+            "polymongo:plugin/database@0.1.0": super::tenant::polymongo::plugin0_1_0::database,
+            "polymongo:plugin/log@0.1.0": super::tenant::polymongo::plugin0_1_0::log,
+            "polymongo:plugin/streams@0.2.0": super::tenant::polymongo::plugin0_2_0::streams,
+            "polymongo:plugin/transactions@0.2.0": super::tenant::polymongo::plugin0_2_0::transactions,
+        },
+    });
+}
+
 /// World `scorer`: a synchronous `scoring` export, called under the connection manager's
 /// lock once per eviction decision.
 pub mod scorer {
@@ -46,6 +64,7 @@ pub mod scorer {
     });
 }
 
+pub use subscriber::TenantSubscriberPre;
 pub use tenant::polymongo::plugin0_1_0::{database, log, types};
 pub use tenant::polymongo::plugin0_2_0::{streams, transactions};
 pub use tenant::{TenantPlugin, TenantPluginPre};

@@ -173,7 +173,11 @@ impl Runtime {
     /// A fresh store for one instance of a plugin with `scope`: WASI without filesystem or
     /// network, output captured, memory limiter, and the epoch callback that stops guest
     /// code at `deadline`.
-    fn new_store(&self, scope: &Arc<PluginScope>, deadline: Instant) -> Store<RequestState> {
+    pub(super) fn new_store(
+        &self,
+        scope: &Arc<PluginScope>,
+        deadline: Instant,
+    ) -> Store<RequestState> {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
         let wasi = WasiCtxBuilder::new()
@@ -267,4 +271,4 @@ struct UsedStore {
 }
 
 /// Time host work of a request (instantiation, database calls) may run past its deadline.
-const HOST_GRACE: Duration = Duration::from_millis(250);
+pub(super) const HOST_GRACE: Duration = Duration::from_millis(250);

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use wasmtime::component::Component;
 
-use super::bindings::TenantPluginPre;
+use super::bindings::{TenantPluginPre, TenantSubscriberPre};
 use super::content_hash::{ContentHash, Probe};
 use super::engine::Runtime;
 use super::error::LoadError;
@@ -17,6 +17,7 @@ use super::fairness::TenantShares;
 use super::manifest::{Limits, Manifest};
 use super::scorer::ScorerComponent;
 use super::state::{PluginScope, RequestState};
+use super::subscription::ResolvedSubscription;
 use super::warm::ReadySlot;
 
 /// One compiled version of a tenant plugin, ready to instantiate.
@@ -31,6 +32,10 @@ pub struct Plugin {
     /// Per-tenant shares of `permits` (`max_concurrent_per_tenant`).
     pub(super) tenant_shares: Arc<TenantShares>,
     pub(super) ready: Arc<ReadySlot>,
+    /// The `subscriber` export, when the manifest declares subscriptions.
+    pub(super) subscriber: Option<TenantSubscriberPre<RequestState>>,
+    /// The manifest's subscriptions, tenants resolved.
+    pub(super) subscriptions: Arc<[ResolvedSubscription]>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -81,6 +86,11 @@ impl Plugin {
     /// Instances database `tenant_db` runs now (its share is [`Limits::tenant_share`]).
     pub fn tenant_in_flight(&self, tenant_db: &str) -> u32 {
         self.tenant_shares.running(tenant_db)
+    }
+
+    /// The subscriptions its manifest declares (consumed by the host in the background).
+    pub fn subscriptions(&self) -> &[ResolvedSubscription] {
+        &self.subscriptions
     }
 
     /// Whether an instance made ahead of the next request is ready.
@@ -280,6 +290,7 @@ impl Runtime {
             .and_then(|pre| TenantPluginPre::new(pre).map_err(|e| format!("{e:#}")));
         let tenant_error = match as_tenant {
             Ok(pre) => {
+                let (subscriber, subscriptions) = self.subscriber_of(name, &pre, &manifest)?;
                 return Ok(Loaded::Tenant(Plugin {
                     name: Arc::from(name),
                     version: hash.to_hex(),
@@ -295,7 +306,9 @@ impl Runtime {
                     permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
                     tenant_shares: Arc::default(),
                     ready: Arc::default(),
-                }))
+                    subscriber,
+                    subscriptions,
+                }));
             }
             Err(e) => e,
         };
@@ -305,6 +318,45 @@ impl Runtime {
                 "neither a tenant plugin ({tenant_error}) nor a scorer ({scorer_error})"
             ))),
         }
+    }
+
+    /// The `subscriber` export and the resolved subscriptions of a tenant plugin whose
+    /// manifest declares `[[subscriptions]]` (none otherwise); an error if it declares some but
+    /// does not export `subscriber`, or names a tenant or pipeline the host refuses.
+    #[allow(clippy::type_complexity)]
+    fn subscriber_of(
+        &self,
+        name: &str,
+        pre: &TenantPluginPre<RequestState>,
+        manifest: &Manifest,
+    ) -> Result<
+        (
+            Option<TenantSubscriberPre<RequestState>>,
+            Arc<[ResolvedSubscription]>,
+        ),
+        LoadError,
+    > {
+        if manifest.subscriptions.is_empty() {
+            return Ok((None, Arc::from([])));
+        }
+        let subscriptions = manifest
+            .subscriptions
+            .iter()
+            .map(|spec| {
+                Ok(ResolvedSubscription {
+                    tenants: spec.resolve(&self.inner.manager)?,
+                    spec: spec.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(LoadError::Manifest)?;
+        let subscriber = TenantSubscriberPre::new(pre.instance_pre().clone()).map_err(|e| {
+            LoadError::WrongWorld(format!(
+                "plugin {name} declares [[subscriptions]] in its manifest but does not export \
+                 polymongo:plugin/subscriber@0.2.0 (world tenant-subscriber): {e:#}"
+            ))
+        })?;
+        Ok((Some(subscriber), Arc::from(subscriptions)))
     }
 
     /// Compiles a component, or takes the one compiled earlier from the same bytes, and

@@ -19,6 +19,9 @@
 //!
 //! `allow_server_side_js = true` (top level, default false) lets the plugin send `$where`,
 //! `$function`, `$accumulator` and JavaScript code values to the database server.
+//!
+//! `[[subscriptions]]` entries declare background consumers of change streams (see
+//! `subscription`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use serde::Deserialize;
 
 use super::bson_scan::MAX_DEPTH_CEILING;
 use super::error::LoadError;
+use super::subscription::{self, Subscription};
 
 /// A plugin's manifest; every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -42,6 +46,9 @@ pub struct Manifest {
     /// `$accumulator`, code values) to the database; denied unless set.
     #[serde(default)]
     pub allow_server_side_js: bool,
+    /// Change-stream subscriptions the host consumes in the background (`[[subscriptions]]`).
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
 }
 
 /// Limits a manifest may set.
@@ -74,6 +81,9 @@ pub struct LimitOverrides {
     pub max_query_depth: Option<u32>,
     /// Instances one tenant may run at once (default: a quarter of `max_concurrent`).
     pub max_concurrent_per_tenant: Option<u32>,
+    /// Subscriptions (background consumers) one tenant may have running, over all plugins
+    /// (default 4). A host setting (`[limits]` of the configuration): a manifest may not set it.
+    pub max_subscriptions_per_tenant: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -232,6 +242,14 @@ impl Manifest {
             crate::pool::name::validate_syntax(db).map_err(|e| e.to_string())?;
         }
         manifest.limits.check()?;
+        if manifest.limits.max_subscriptions_per_tenant.is_some() {
+            return Err(
+                "limits.max_subscriptions_per_tenant is a host setting (it caps a tenant's \
+                 subscriptions over all plugins); set it in the host configuration"
+                    .into(),
+            );
+        }
+        subscription::check_all(&manifest.subscriptions)?;
         Ok(manifest)
     }
 }

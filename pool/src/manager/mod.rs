@@ -10,11 +10,13 @@
 //! - [`slots`]: the bookkeeping under the lock (slots, usage, the eviction index, the victim);
 //! - [`opening`]: single-flight opens (one task connects, every waiter gets a lease);
 //! - [`lifecycle`]: acquiring a lease, evicting, closing, the idle sweeper;
+//! - [`resume_tokens`]: background consumers' resume tokens in the metadata database;
 //! - this file: the shared core and the public API of [`PolyMongo`].
 
 mod builder;
 mod lifecycle;
 mod opening;
+mod resume_tokens;
 mod slots;
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -46,6 +48,7 @@ use crate::stats::{ConnectionStats, ManagerStats};
 use slots::OpenPool;
 
 pub use builder::Builder;
+pub use resume_tokens::{ConsumerKey, SUBSCRIPTIONS_COLLECTION};
 use slots::{Counters, Slot, State};
 
 /// The multi-database connection manager. Cheap to clone: clones share one manager.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
+use polymongo::consumers::{Consumers, ConsumersConfig};
 use polymongo::gateway::{self, AppState, GatewayConfig};
 use polymongo::plugins::{FolderWatcher, PluginRegistry, WatchConfig};
 use polymongo::pool::{Builder, PolyMongo};
@@ -39,6 +40,11 @@ pub struct Options {
     pub manager: Box<dyn FnOnce(Builder) -> Builder + Send>,
     /// The database server (default: the harness's, `test_uri()`).
     pub uri: Option<String>,
+    /// The metadata database (default: a fresh one); a restarted host passes its
+    /// predecessor's.
+    pub metadata_db: Option<String>,
+    /// Run the background consumers of the plugins' subscriptions, with this configuration.
+    pub consumers: Option<ConsumersConfig>,
 }
 
 impl Default for Options {
@@ -52,6 +58,8 @@ impl Default for Options {
             recent_components: RuntimeConfig::default().recent_components,
             manager: Box::new(|b| b),
             uri: None,
+            metadata_db: None,
+            consumers: None,
         }
     }
 }
@@ -62,6 +70,8 @@ pub struct Host {
     pub registry: Arc<PluginRegistry>,
     pub app: Router,
     pub watcher: Option<FolderWatcher>,
+    /// The background consumers, when [`Options::consumers`] asked for them.
+    pub consumers: Option<Consumers>,
     dir: tempfile::TempDir,
 }
 
@@ -96,7 +106,11 @@ impl Host {
             Some(mode) => builder.client_sharing(mode.parse().expect("client sharing mode")),
             None => builder,
         };
-        let builder = builder.metadata_db(unique_db("meta")).no_idle_timeout();
+        let metadata_db = options
+            .metadata_db
+            .clone()
+            .unwrap_or_else(|| unique_db("meta"));
+        let builder = builder.metadata_db(metadata_db).no_idle_timeout();
         let manager = (options.manager)(builder).build().await.unwrap();
         let runtime = Runtime::new(
             manager.clone(),
@@ -116,6 +130,9 @@ impl Host {
         let watcher = options
             .watch
             .then(|| registry.watch(WatchConfig::default()).unwrap());
+        let consumers = options
+            .consumers
+            .map(|config| Consumers::start(registry.clone(), config));
         let state = AppState {
             manager: manager.clone(),
             registry: registry.clone(),
@@ -129,6 +146,7 @@ impl Host {
             registry,
             app: gateway::router(state),
             watcher,
+            consumers,
             dir,
         }
     }

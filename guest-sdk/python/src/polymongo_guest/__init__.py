@@ -23,6 +23,8 @@ find_one_and_update, create_index), :class:`Cursor`, transactions
 (:meth:`Db.with_transaction`, :meth:`Db.start_transaction`, in :mod:`polymongo_guest.transaction`), :class:`Request` / :class:`Response`,
 a small :class:`Router` (``/users/:id``), one exception class per WIT error case (each with the
 HTTP status the Rust SDK uses), :mod:`log <polymongo_guest.log>`, and ``bson`` (pymongo's).
+The ``subscriber`` export of a plugin with ``[[subscriptions]]`` is in
+:mod:`polymongo_guest.subscriber` (``class Subscriber(Consumer)``).
 """
 
 from __future__ import annotations
