@@ -94,20 +94,21 @@ pub mod raw {
     });
 }
 
+mod codec;
 mod db;
 mod error;
 mod http;
 pub mod log;
+mod options;
 mod router;
 mod stream;
 mod transaction;
 
 pub use bson;
-pub use db::{
-    Collection, Cursor, Db, Find, FindOneAndUpdate, IndexOptions, UpdateResult, DEFAULT_BATCH,
-};
+pub use db::{Collection, Cursor, Db, Find, DEFAULT_BATCH};
 pub use error::{Error, Result};
 pub use http::{Request, Response};
+pub use options::{FindOneAndUpdate, IndexOptions, UpdateResult};
 pub use router::{Params, Router};
 pub use serde_json;
 pub use stream::{ChangeStream, WatchOptions, DEFAULT_WAIT_MS};

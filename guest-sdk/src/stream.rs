@@ -5,7 +5,7 @@ use std::fmt;
 
 use bson::Document;
 
-use crate::db::{decode_doc, encode_doc};
+use crate::codec::{decode_doc, encode_doc};
 use crate::raw::polymongo::plugin0_1_0::database as wit_db;
 use crate::raw::polymongo::plugin0_2_0::streams as wit;
 use crate::Result;

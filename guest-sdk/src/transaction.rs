@@ -10,7 +10,8 @@ use bson::{Bson, Document};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::db::{decode, decode_doc, decode_id, encode, encode_doc, opt_doc, update_result};
+use crate::codec::{decode, decode_doc, decode_id, encode, encode_doc, opt_doc};
+use crate::db::update_result;
 use crate::raw::polymongo::plugin0_1_0::database as wit_db;
 use crate::raw::polymongo::plugin0_2_0::transactions as wit;
 use crate::{Db, Error, Response, UpdateResult};
