@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Mutations of issue 13 verification batch b (docs/security/VERIFIED.md): run from the
-# repository root on commit 2d8a93d; undo with `git checkout -- host pool`.
+# repository root on commit 2d8a93d or later; undo with `git checkout -- host pool`.
 def sub(p, old, new):
     s=open(p).read()
     assert old in s, (p, old[:60])
