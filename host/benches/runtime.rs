@@ -8,7 +8,8 @@
 //!   polymongo's `Runtime::invoke` (store, WASI context, limiter, deadline callback,
 //!   concurrency permits, tenant binding) versus a bare wasmtime instantiate + call; and the
 //!   same with the twelve headers of a typical browser request (each string of the request
-//!   record is copied into the guest through a call of its `realloc`).
+//!   record is copied into the guest through a call of its `realloc`). `ping_polymongo_resolving`
+//!   also resolves the tenant's database per request, as the gateway does before `invoke`.
 //! - `find_one/*`: a plugin request doing a find-one by `_id` (typed, as the SDK recommends;
 //!   and untyped, `Document` to relaxed extended JSON) versus the same find-one through the
 //!   driver directly, both against FerretDB.
@@ -47,6 +48,8 @@ struct Fixture {
     tenant: String,
     /// The tenant's database, resolved once as the gateway does.
     tenant_db: pool::Db,
+    /// The connection manager, to resolve the tenant per request (`ping_polymongo_resolving`).
+    manager: pool::PolyMongo,
     /// `id=<hex>` of the stored item.
     query: String,
     /// `id=<hex>` of an item that does not exist.
@@ -176,6 +179,7 @@ fn runtime_benches(c: &mut Criterion) {
             bare,
             tenant: tenant.clone(),
             tenant_db: manager.tenant_db(&tenant).expect("tenant db"),
+            manager: manager.clone(),
             query: format!("id={}", id.to_hex()),
             missing: format!("id={}", ObjectId::new().to_hex()),
             id,
@@ -220,6 +224,23 @@ fn runtime_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     group.bench_function("ping_polymongo", |b| {
         b.iter_custom(|iters| timed(&rt, iters, &fx, |fx| invoke(fx, "/ping", |_| "")))
+    });
+    // The gateway resolves the tenant (check, fold, prefix) per request before `invoke`;
+    // before 2026-12-06 `invoke` did it. This row includes it, for comparisons with builds
+    // of that time.
+    group.bench_function("ping_polymongo_resolving", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, &fx, |fx| async move {
+                let db = fx.manager.tenant_db(&fx.tenant).expect("tenant");
+                let req = request(&fx.tenant, "/ping", "");
+                black_box(
+                    fx.runtime
+                        .invoke(&fx.plugin, db, req)
+                        .await
+                        .expect("invoke"),
+                );
+            })
+        })
     });
     group.bench_function("ping_bare_wasmtime", |b| {
         b.iter_custom(|iters| {
