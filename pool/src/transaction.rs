@@ -17,7 +17,7 @@ use bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::options::{
     AggregateOptions, CountOptions, FindOneOptions, FindOptions, TransactionOptions,
 };
-use mongodb::ClientSession;
+use mongodb::{ClientSession, SessionCursor};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -170,17 +170,7 @@ impl Transaction {
             .session(&mut self.session)
             .await
             .map_err(map)?;
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        while let Some(doc) = cursor.next(&mut self.session).await {
-            let doc = doc.map_err(map)?;
-            total = total.saturating_add(doc.as_bytes().len());
-            if total > max_bytes {
-                return Ok(None);
-            }
-            out.push(doc);
-        }
-        Ok(Some(out))
+        drain(&mut cursor, &mut self.session, max_bytes, &redactor).await
     }
 
     /// The first document matching `filter`.
@@ -309,17 +299,7 @@ impl Transaction {
             .session(&mut self.session)
             .await
             .map_err(map)?;
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        while let Some(doc) = cursor.next(&mut self.session).await {
-            let doc = doc.map_err(map)?;
-            total = total.saturating_add(doc.as_bytes().len());
-            if total > max_bytes {
-                return Ok(None);
-            }
-            out.push(doc);
-        }
-        Ok(Some(out))
+        drain(&mut cursor, &mut self.session, max_bytes, &redactor).await
     }
 
     /// Commits the transaction. After an error labelled
@@ -340,4 +320,24 @@ impl Transaction {
     pub async fn abort_quietly(mut self, within: Duration) {
         let _ = tokio::time::timeout(within, self.session.abort_transaction()).await;
     }
+}
+
+/// Every document of `cursor`, or `None` once together they exceed `max_bytes`.
+async fn drain(
+    cursor: &mut SessionCursor<RawDocumentBuf>,
+    session: &mut ClientSession,
+    max_bytes: usize,
+    redactor: &Redactor,
+) -> TransactionResult<Option<Vec<RawDocumentBuf>>> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    while let Some(doc) = cursor.next(session).await {
+        let doc = doc.map_err(|e| TransactionError::from_driver(e, redactor))?;
+        total = total.saturating_add(doc.as_bytes().len());
+        if total > max_bytes {
+            return Ok(None);
+        }
+        out.push(doc);
+    }
+    Ok(Some(out))
 }
