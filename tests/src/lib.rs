@@ -66,14 +66,7 @@ pub struct FerretDb {
 impl FerretDb {
     /// Starts FerretDB on a free port with a fresh temporary data directory (removed on drop).
     pub fn start_temp() -> io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("polymongo-ferretdb-")
-            .tempdir()?
-            .keep();
-        let mut db = Self::new(dir, free_port()?);
-        db.owns_dir = true;
-        db.spawn()?;
-        Ok(db)
+        Self::start_temp_with(&[])
     }
 
     /// Like [`start_temp`](Self::start_temp), with further command-line flags, e.g.
