@@ -59,6 +59,10 @@ struct Fixture {
     managed: pool::Collection<RawDocumentBuf>,
     /// The items collection through the driver alone.
     items: mongodb::Collection<Document>,
+    /// `maxTimeMS` the driver's find-one sends, as the host sends the plugin's remaining
+    /// deadline on every database call: set by `POLYMONGO_BENCH_DRIVER_MAX_TIME=1`, so that
+    /// both sides ask the server for the same work (see docs/BENCHMARKS.md).
+    driver_max_time: Option<Duration>,
     /// A runtime that makes no instances ahead, and the plugin loaded in it.
     cold_runtime: Runtime,
     cold_plugin: Plugin,
@@ -148,6 +152,7 @@ fn runtime_benches(c: &mut Criterion) {
         let manager = setup::manager(&uri).await;
         let runtime = Runtime::new(manager.clone(), RuntimeConfig::default()).expect("runtime");
         let plugin = load(&runtime, &wasm);
+        let plugin_deadline = plugin.limits().deadline;
         let cold_runtime = Runtime::new(
             manager.clone(),
             RuntimeConfig {
@@ -185,6 +190,8 @@ fn runtime_benches(c: &mut Criterion) {
             id,
             managed,
             items,
+            driver_max_time: std::env::var_os("POLYMONGO_BENCH_DRIVER_MAX_TIME")
+                .map(|_| plugin_deadline),
             cold_runtime,
             cold_plugin,
         };
@@ -236,6 +243,21 @@ fn runtime_benches(c: &mut Criterion) {
                 black_box(
                     fx.runtime
                         .invoke(&fx.plugin, db, req)
+                        .await
+                        .expect("invoke"),
+                );
+            })
+        })
+    });
+    // Like for like with `ping_bare_wasmtime`: every request instantiates (no instances made
+    // ahead, whose timing against a back-to-back loop makes `ping_polymongo` noisy).
+    group.bench_function("ping_polymongo_instantiating", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, &fx, |fx| async move {
+                let req = request(&fx.tenant, "/ping", "");
+                black_box(
+                    fx.cold_runtime
+                        .invoke(&fx.cold_plugin, fx.tenant_db.clone(), req)
                         .await
                         .expect("invoke"),
                 );
@@ -404,7 +426,11 @@ impl Contender {
                 black_box(response.expect("invoke"));
             }
             Contender::Driver => {
-                let found = fx.items.find_one(doc! { "_id": fx.id }).await;
+                let find = fx.items.find_one(doc! { "_id": fx.id });
+                let found = match fx.driver_max_time {
+                    Some(limit) => find.max_time(limit).await,
+                    None => find.await,
+                };
                 black_box(found.expect("find_one"));
             }
         }
