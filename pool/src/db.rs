@@ -43,6 +43,12 @@ impl Db {
         &self.name
     }
 
+    /// The database name as a shared string: a reference count, not a copy (for maps keyed
+    /// by database on a hot path).
+    pub fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     /// A typed collection in this database.
     pub fn collection<T>(&self, name: &str) -> Collection<T> {
         Collection {

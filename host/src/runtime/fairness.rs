@@ -5,26 +5,33 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Tenant names come from HTTP clients: a seeded hash (foldhash, as hashbrown's default), fast
+/// on short keys, so that no client can choose names that collide.
+type Map = HashMap<Arc<str>, u32, foldhash::fast::RandomState>;
+
 /// The instances each tenant runs now, for one plugin version.
 #[derive(Debug, Default)]
 pub(crate) struct TenantShares {
-    running: Mutex<HashMap<Arc<str>, u32>>,
+    running: Mutex<Map>,
 }
 
 impl TenantShares {
     /// Takes one of `tenant`'s `share` slots, or `None` when the tenant already runs `share`
-    /// instances. The slot is given back when the returned guard drops.
-    pub fn try_acquire(self: &Arc<Self>, tenant: &str, share: u32) -> Option<TenantSlot> {
-        let mut running = self.lock();
-        let count = running.get(tenant).copied().unwrap_or(0);
-        if count >= share {
+    /// instances. The slot is given back when the returned guard drops. `tenant` is the
+    /// tenant's database name, shared (no copy per request).
+    pub fn try_acquire(self: &Arc<Self>, tenant: Arc<str>, share: u32) -> Option<TenantSlot> {
+        if share == 0 {
             return None;
         }
-        let key: Arc<str> = Arc::from(tenant);
-        running.insert(key.clone(), count + 1);
+        let mut running = self.lock();
+        let count = running.entry(tenant.clone()).or_insert(0);
+        if *count >= share {
+            return None;
+        }
+        *count += 1;
         Some(TenantSlot {
             shares: self.clone(),
-            tenant: key,
+            tenant,
         })
     }
 
@@ -33,7 +40,7 @@ impl TenantShares {
         self.lock().get(tenant).copied().unwrap_or(0)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
         self.running
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -67,20 +74,20 @@ mod tests {
     #[test]
     fn a_tenant_gets_at_most_its_share_and_others_are_unaffected() {
         let shares = Arc::new(TenantShares::default());
-        let a1 = shares.try_acquire("a", 2).unwrap();
-        let _a2 = shares.try_acquire("a", 2).unwrap();
-        assert!(shares.try_acquire("a", 2).is_none());
-        let _b = shares.try_acquire("b", 2).unwrap();
+        let a1 = shares.try_acquire("a".into(), 2).unwrap();
+        let _a2 = shares.try_acquire("a".into(), 2).unwrap();
+        assert!(shares.try_acquire("a".into(), 2).is_none());
+        let _b = shares.try_acquire("b".into(), 2).unwrap();
         drop(a1);
         assert_eq!(shares.running("a"), 1);
-        let _a3 = shares.try_acquire("a", 2).unwrap();
+        let _a3 = shares.try_acquire("a".into(), 2).unwrap();
         assert_eq!(shares.running("a"), 2);
     }
 
     #[test]
     fn idle_tenants_leave_no_entry() {
         let shares = Arc::new(TenantShares::default());
-        drop(shares.try_acquire("gone", 1).unwrap());
+        drop(shares.try_acquire("gone".into(), 1).unwrap());
         assert!(shares.lock().is_empty());
     }
 }

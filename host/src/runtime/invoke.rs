@@ -68,7 +68,7 @@ impl Runtime {
         let share = limits.tenant_share();
         let _tenant_slot = plugin
             .tenant_shares
-            .try_acquire(tenant.name(), share)
+            .try_acquire(tenant.shared_name(), share)
             .ok_or(InvokeError::TenantBusy(share))?;
         let _plugin_permit = plugin
             .permits

@@ -160,11 +160,10 @@ impl RequestState {
     /// the same rate limit as the `log` import; then reports the drops of this instance's
     /// bucket (a summary line, at most one a second).
     pub fn flush_output(&mut self) {
-        for (stream, pipe) in [
-            ("stdout", self.stdout.clone()),
-            ("stderr", self.stderr.clone()),
+        for (stream, bytes) in [
+            ("stdout", self.stdout.contents()),
+            ("stderr", self.stderr.contents()),
         ] {
-            let bytes = pipe.contents();
             if bytes.is_empty() {
                 continue;
             }

@@ -55,10 +55,10 @@ impl OpenTransactions {
     /// Aborts every transaction still open, in the background: called when the request ends,
     /// however it ended (returned, trapped, timed out).
     pub(crate) fn abort_all(&mut self) {
-        let open: Vec<pool::Transaction> = self.open.drain().map(|(_, t)| t).collect();
-        if open.is_empty() {
+        if self.open.is_empty() {
             return;
         }
+        let open: Vec<pool::Transaction> = self.open.drain().map(|(_, t)| t).collect();
         tokio::spawn(async move {
             for txn in open {
                 txn.abort_quietly(ABORT_AT_END_WITHIN).await;
