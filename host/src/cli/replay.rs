@@ -265,6 +265,7 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let lazy = rest.next();
         let learnt = rest.next();
         let prior = rest.next();
+        let vote = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
         if let Some(z) = z {
@@ -291,6 +292,9 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         }
         if let Some(prior) = prior {
             leader.cost_prior = prior.parse().context("cost prior")?;
+        }
+        if let Some(vote) = vote {
+            leader.vote = vote.parse().context("vote scale")?;
         }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))

@@ -26,6 +26,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::experts::Expert;
 use super::leader::LeaderRule;
 use super::sketch::java_hash;
+use super::vote::least_minded;
 use super::wtinylfu::WTinyLfu;
 
 /// FxHash-like hasher for small integer and short string keys (the default SipHash is
@@ -451,7 +452,7 @@ impl Follower {
         let unchanged = self.started
             && offered.len() as u64 == self.maximum
             && self.pools.len().saturating_sub(offered.len()) == self.unoffered;
-        if unchanged && self.rule.lazy {
+        if unchanged && self.rule.lazy && self.rule.vote <= 0.0 {
             self.choose_leader();
             if let Some(i) = self.leader_victim_in(offered) {
                 return Some(i);
@@ -509,8 +510,13 @@ impl Follower {
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        if !(unchanged && self.rule.lazy) {
+        if !(unchanged && self.rule.lazy && self.rule.vote <= 0.0) {
             self.choose_leader();
+        }
+        if self.rule.vote > 0.0 {
+            let ratios: Vec<f64> = self.hit_ratios().iter().map(|&(_, r)| r).collect();
+            let scale = self.rule.vote;
+            return least_minded(&mut self.experts, &ratios, scale, &keys, &self.last_use);
         }
 
         if self.rule.lazy {

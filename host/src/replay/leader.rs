@@ -40,6 +40,10 @@ pub struct LeaderRule {
     /// Prior of the learnt cost, in misses per missing pool, worth `maximum` pools of
     /// evidence (0: no prior, the first switch is free).
     pub cost_prior: f64,
+    /// When above 0, each eviction is decided by a weighted vote of the experts instead of
+    /// following the leader (`vote.rs`); this is the scale of the hit-ratio differences in
+    /// the weights.
+    pub vote: f64,
 }
 
 impl Default for LeaderRule {
@@ -54,6 +58,7 @@ impl Default for LeaderRule {
             lazy: true,
             learnt_cost: 1.0,
             cost_prior: 0.0,
+            vote: 0.0,
         }
     }
 }

@@ -30,6 +30,7 @@ mod sketch;
 mod suite;
 mod trace;
 mod visits;
+mod vote;
 mod wasm;
 mod wtinylfu;
 

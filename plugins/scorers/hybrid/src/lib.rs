@@ -33,6 +33,9 @@ pub mod lirs;
 #[path = "../../../../host/src/replay/leader.rs"]
 pub mod leader;
 
+#[path = "../../../../host/src/replay/vote.rs"]
+pub mod vote;
+
 #[path = "../../../../host/src/replay/follow.rs"]
 pub mod follow;
 
