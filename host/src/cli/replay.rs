@@ -266,6 +266,7 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let learnt = rest.next();
         let prior = rest.next();
         let vote = rest.next();
+        let blend = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
         if let Some(z) = z {
@@ -295,6 +296,9 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         }
         if let Some(vote) = vote {
             leader.vote = vote.parse().context("vote scale")?;
+        }
+        if let Some(blend) = blend {
+            leader.blend = blend.parse().context("blend scale")?;
         }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))

@@ -125,6 +125,37 @@ impl Lru {
     }
 }
 
+impl Lru {
+    /// Number of cached keys.
+    pub fn len(&self) -> u64 {
+        self.lists.len(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `n` of the most recently used keys, newest first.
+    pub fn newest(&self, n: usize, out: &mut Vec<u32>) {
+        let mut at = self.lists.tails[0];
+        let start = out.len();
+        while at != NIL && out.len() < start + n {
+            out.push(at);
+            at = self.lists.links[at as usize].0;
+        }
+    }
+
+    /// Up to `n` of the least recently used keys, oldest first.
+    pub fn oldest(&self, n: usize, out: &mut Vec<u32>) {
+        let mut at = self.lists.heads[0];
+        while at != NIL && out.len() < n {
+            out.push(at);
+            at = self.lists.links[at as usize].1;
+        }
+    }
+}
+
 impl Expert for Lru {
     fn name(&self) -> &'static str {
         "lru"

@@ -26,7 +26,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::experts::Expert;
 use super::leader::LeaderRule;
 use super::sketch::java_hash;
-use super::vote::least_minded;
+use super::vote::{least_minded, Blend};
 use super::wtinylfu::WTinyLfu;
 
 /// FxHash-like hasher for small integer and short string keys (the default SipHash is
@@ -106,6 +106,8 @@ pub struct Follower {
     unoffered: usize,
     clock: u64,
     experts: Vec<Box<dyn Expert + Send>>,
+    /// The weighted vote as a virtual cache (index `experts.len()`), when on.
+    blend: Option<Blend>,
     hits: Vec<f64>,
     /// Decayed sums of `hit_i − hit_j` and of its square, for every pair (row-major).
     lead: Vec<f64>,
@@ -135,7 +137,8 @@ pub struct Follower {
 impl Follower {
     /// A follower of `experts` (the first leads until another does better).
     pub fn new(experts: Vec<Box<dyn Expert + Send>>, rule: LeaderRule) -> Self {
-        let n = experts.len();
+        let blend = (rule.blend > 0.0).then(|| Blend::new(rule.blend));
+        let n = experts.len() + usize::from(blend.is_some());
         Self {
             names: FastMap::default(),
             hashes: Vec::new(),
@@ -151,6 +154,7 @@ impl Follower {
             unoffered: usize::MAX,
             clock: 0,
             experts,
+            blend,
             hits: vec![0.0; n],
             lead: vec![0.0; n * n],
             lead_squares: vec![0.0; n * n],
@@ -172,17 +176,49 @@ impl Follower {
 
     /// The expert followed now.
     pub fn leader(&self) -> &str {
+        if self.leader == self.experts.len() && self.blend.is_some() {
+            return "blend";
+        }
         self.experts.get(self.leader).map_or("none", |e| e.name())
+    }
+
+    /// Whether expert `e` (the blend when `e` is past the experts) holds `key`.
+    fn holds(&self, e: usize, key: u32) -> bool {
+        match self.experts.get(e) {
+            Some(expert) => expert.contains(key),
+            None => self.blend.as_ref().is_some_and(|b| b.contains(key)),
+        }
+    }
+
+    /// The next victim of expert `e` (the blend when `e` is past the experts).
+    fn victim_of(&mut self, e: usize) -> Option<u32> {
+        if e < self.experts.len() {
+            return self.experts[e].next_victim();
+        }
+        let ratios = self.expert_ratios();
+        let blend = self.blend.as_mut()?;
+        blend.next_victim(&mut self.experts, &ratios)
+    }
+
+    /// Decayed virtual hit ratio of each expert, without the blend.
+    fn expert_ratios(&self) -> Vec<f64> {
+        let n = self.experts.len();
+        self.hits[..n]
+            .iter()
+            .map(|h| if self.weight > 0.0 { h / self.weight } else { 0.0 })
+            .collect()
     }
 
     /// Decayed virtual hit ratio of each expert.
     pub fn hit_ratios(&self) -> Vec<(&'static str, f64)> {
         self.experts
             .iter()
+            .map(|e| e.name())
+            .chain(self.blend.iter().map(|_| "blend"))
             .zip(&self.hits)
-            .map(|(e, h)| {
+            .map(|(name, h)| {
                 (
-                    e.name(),
+                    name,
                     if self.weight > 0.0 {
                         h / self.weight
                     } else {
@@ -261,6 +297,15 @@ impl Follower {
             *hits = *hits * self.decay + if hit { 1.0 } else { 0.0 };
             *outcome = hit;
         }
+        if self.blend.is_some() {
+            let ratios = self.expert_ratios();
+            let n = self.experts.len();
+            if let Some(blend) = self.blend.as_mut() {
+                let hit = blend.request(key, &mut self.experts, &ratios);
+                self.hits[n] = self.hits[n] * self.decay + if hit { 1.0 } else { 0.0 };
+                self.outcomes[n] = hit;
+            }
+        }
         if self.rule.cusum_cost > 0.0 {
             let leader = f64::from(u8::from(self.outcomes[self.leader]));
             for (excess, &hit) in self.excess.iter_mut().zip(&self.outcomes) {
@@ -286,6 +331,9 @@ impl Follower {
         for expert in &mut self.experts {
             expert.resize(maximum);
         }
+        if let Some(blend) = self.blend.as_mut() {
+            blend.resize(maximum);
+        }
         let half_life = (self.rule.half_life_per_slot * maximum as f64).max(1.0);
         self.decay = 0.5f64.powf(1.0 / half_life);
     }
@@ -302,17 +350,15 @@ impl Follower {
             .iter()
             .map(|&(_, r)| (-(best - r) / self.rule.support_scale).exp())
             .collect();
-        let leader = &self.experts[self.leader];
         let mut chosen: Option<(f64, u64, usize)> = None;
         for (i, &k) in keys.iter().enumerate() {
-            if leader.contains(k) {
+            if self.holds(self.leader, k) {
                 continue;
             }
-            let support: f64 = self
-                .experts
+            let support: f64 = weights
                 .iter()
-                .zip(&weights)
-                .filter(|(e, _)| e.contains(k))
+                .enumerate()
+                .filter(|&(e, _)| self.holds(e, k))
                 .map(|(_, w)| w)
                 .sum();
             let last_use = self.last_use[k as usize];
@@ -339,7 +385,7 @@ impl Follower {
     /// CUSUM rule (see [`LeaderRule::cusum_cost`]).
     fn choose_leader_by_excess(&mut self) {
         let mut best: Option<usize> = None;
-        for c in 0..self.experts.len() {
+        for c in 0..self.hits.len() {
             if c == self.leader || self.excess[c] <= self.rule.cusum_cost * self.missing[c] as f64 {
                 continue;
             }
@@ -360,10 +406,9 @@ impl Follower {
 
     /// How many of the real evictable pools expert `expert` does not hold (a pass over them).
     fn not_held_by(&self, expert: usize) -> usize {
-        let expert = &self.experts[expert];
         self.pools
             .values()
-            .filter(|&&k| !self.pinned[k as usize] && !expert.contains(k))
+            .filter(|&&k| !self.pinned[k as usize] && !self.holds(expert, k))
             .count()
     }
 
@@ -491,6 +536,9 @@ impl Follower {
             for expert in &mut self.experts {
                 expert.remove(key);
             }
+            if let Some(blend) = self.blend.as_mut() {
+                blend.remove(key);
+            }
         }
         let maximum = offered.len() as u64;
         if !self.started {
@@ -520,22 +568,21 @@ impl Follower {
         }
 
         if self.rule.lazy {
-            if let Some(victim) = self.experts[self.leader].next_victim() {
+            if let Some(victim) = self.victim_of(self.leader) {
                 if let Some(i) = keys.iter().position(|&k| k == victim) {
                     return Some(i);
                 }
             }
         }
-        let leader = &self.experts[self.leader];
-        let stray = if self.rule.support_scale > 0.0 && self.experts.len() > 2 {
+        let stray = if self.rule.support_scale > 0.0 && self.hits.len() > 2 {
             self.least_supported_stray(&keys)
         } else {
-            self.oldest(&keys, |k| !leader.contains(k))
+            self.oldest(&keys, |k| !self.holds(self.leader, k))
         };
         if let Some(i) = stray {
             return Some(i);
         }
-        if let Some(victim) = self.experts[self.leader].next_victim() {
+        if let Some(victim) = self.victim_of(self.leader) {
             if let Some(i) = keys.iter().position(|&k| k == victim) {
                 return Some(i);
             }
@@ -545,7 +592,7 @@ impl Follower {
 
     /// The index in `offered` of the leader's next victim, when it is open.
     fn leader_victim_in(&mut self, offered: &[u64]) -> Option<usize> {
-        let victim = self.experts[self.leader].next_victim()?;
+        let victim = self.victim_of(self.leader)?;
         let pool = self.pool_of.get(victim as usize).copied().flatten()?;
         offered.iter().position(|&p| p == pool)
     }

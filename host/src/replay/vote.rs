@@ -13,7 +13,7 @@
 //!
 //! No dependency beyond std, so that a scorer component can include this file.
 
-use super::experts::Expert;
+use super::experts::{Expert, Lru};
 
 /// The index in `keys` (the real evictable pools) of the pool the weighted experts mind
 /// least. `ratios`: each expert's decayed hit ratio; `last_use`: each key's last request.
@@ -44,4 +44,124 @@ pub fn least_minded(
         }
     }
     chosen.map(|(_, _, i)| i)
+}
+
+/// Weights of the experts from their decayed hit ratios (see the module documentation).
+pub fn weights(ratios: &[f64], scale: f64) -> Vec<f64> {
+    let best = ratios.iter().copied().fold(0.0, f64::max);
+    ratios
+        .iter()
+        .map(|&r| (-(best - r) / scale).exp())
+        .collect()
+}
+
+/// How much the weighted experts mind losing `key`: each expert holding it, unless it is
+/// that expert's own next victim, adds its weight.
+fn minded(
+    experts: &[Box<dyn Expert + Send>],
+    weights: &[f64],
+    victims: &[Option<u32>],
+    key: u32,
+) -> f64 {
+    experts
+        .iter()
+        .zip(weights)
+        .zip(victims)
+        .filter(|((e, _), &v)| v != Some(key) && e.contains(key))
+        .map(|((_, &w), _)| w)
+        .sum()
+}
+
+/// The weighted vote as a virtual cache of its own (an expert the follower can follow when
+/// the blend does better than any single expert): on a miss, among the experts' own next
+/// victims it holds and its `SAMPLE` least recently used keys, the key the experts mind least
+/// goes (ties to the least recently used).
+#[derive(Debug, Clone)]
+pub struct Blend {
+    lru: Lru,
+    maximum: u64,
+    scale: f64,
+    candidates: Vec<u32>,
+}
+
+/// How many of its least recently used keys the blend considers besides the nominees.
+const SAMPLE: usize = 8;
+/// ... and of its most recently used keys (a key every expert dropped at once, a scan).
+const NEWEST: usize = 4;
+
+impl Blend {
+    /// An empty blend; `scale` as in [`weights`].
+    pub fn new(scale: f64) -> Self {
+        Self {
+            lru: Lru::new(),
+            maximum: 0,
+            scale,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// Whether `key` is cached.
+    pub fn contains(&self, key: u32) -> bool {
+        self.lru.contains(key)
+    }
+
+    /// A request for `key`, after the experts have seen it; returns whether it was a hit.
+    pub fn request(
+        &mut self,
+        key: u32,
+        experts: &mut [Box<dyn Expert + Send>],
+        ratios: &[f64],
+    ) -> bool {
+        if self.lru.contains(key) {
+            self.lru.request(key, 0);
+            return true;
+        }
+        if self.lru.len() >= self.maximum {
+            if let Some(victim) = self.next_victim(experts, ratios) {
+                self.lru.remove(victim);
+            }
+        }
+        self.lru.request(key, 0);
+        false
+    }
+
+    /// The key the next miss would evict.
+    pub fn next_victim(
+        &mut self,
+        experts: &mut [Box<dyn Expert + Send>],
+        ratios: &[f64],
+    ) -> Option<u32> {
+        let weights = weights(ratios, self.scale);
+        let victims: Vec<Option<u32>> = experts.iter_mut().map(|e| e.next_victim()).collect();
+        self.candidates.clear();
+        self.lru.oldest(SAMPLE, &mut self.candidates);
+        let mut chosen: Option<(f64, usize, u32)> = None;
+        let nominees: Vec<u32> = victims
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&v| self.lru.contains(v))
+            .collect();
+        self.candidates.extend(nominees);
+        self.lru.newest(NEWEST, &mut self.candidates);
+        // Rank: the oldest keys by age, then the nominees, then the newest keys.
+        for (rank, &k) in self.candidates.iter().enumerate() {
+            let cost = minded(experts, &weights, &victims, k);
+            if chosen.is_none_or(|(c, r, _)| (cost, rank) < (c, r)) {
+                chosen = Some((cost, rank, k));
+            }
+        }
+        chosen.map(|(_, _, k)| k)
+    }
+
+    /// Drops `key`.
+    pub fn remove(&mut self, key: u32) {
+        self.lru.remove(key);
+    }
+
+    /// Sets the maximum size (the follower resizes the experts first).
+    pub fn resize(&mut self, maximum: u64) {
+        self.maximum = maximum;
+        self.lru.resize(maximum);
+    }
 }
