@@ -295,7 +295,12 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
             leader.cost_prior = prior.parse().context("cost prior")?;
         }
         if let Some(vote) = vote {
-            leader.vote = vote.parse().context("vote scale")?;
+            let (within, scale) = match vote.strip_prefix("leader") {
+                Some(scale) => (true, scale),
+                None => (false, vote),
+            };
+            leader.vote_within = within;
+            leader.vote = scale.parse().context("vote scale")?;
         }
         if let Some(blend) = blend {
             leader.blend = blend.parse().context("blend scale")?;

@@ -563,8 +563,14 @@ impl Follower {
         }
         if self.rule.vote > 0.0 {
             let ratios: Vec<f64> = self.hit_ratios().iter().map(|&(_, r)| r).collect();
-            let scale = self.rule.vote;
-            return least_minded(&mut self.experts, &ratios, scale, &keys, &self.last_use);
+            let n = self.experts.len();
+            let (scale, within) = if self.rule.vote_within {
+                (self.rule.vote, Some(self.leader).filter(|&l| l < n))
+            } else {
+                (self.rule.vote, None)
+            };
+            let ratios = &ratios[..n];
+            return least_minded(&mut self.experts, ratios, scale, &keys, &self.last_use, within);
         }
 
         if self.rule.lazy {

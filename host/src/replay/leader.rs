@@ -44,6 +44,9 @@ pub struct LeaderRule {
     /// following the leader (`vote.rs`); this is the scale of the hit-ratio differences in
     /// the weights.
     pub vote: f64,
+    /// The vote only chooses among the leader's own next victim and the real pools the leader
+    /// does not hold (so the real pools still converge to the leader's cache).
+    pub vote_within: bool,
     /// When above 0, the weighted vote is also simulated as a virtual cache of its own (an
     /// expert the follower can follow; `vote.rs`, `Blend`), with this scale.
     pub blend: f64,
@@ -62,6 +65,7 @@ impl Default for LeaderRule {
             learnt_cost: 1.0,
             cost_prior: 0.0,
             vote: 0.0,
+            vote_within: false,
             blend: 0.0,
         }
     }

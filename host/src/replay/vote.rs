@@ -17,27 +17,27 @@ use super::experts::{Expert, Lru};
 
 /// The index in `keys` (the real evictable pools) of the pool the weighted experts mind
 /// least. `ratios`: each expert's decayed hit ratio; `last_use`: each key's last request.
+///
+/// `within`: when set, only the pools that expert does not hold or would evict next are
+/// candidates (the vote then only chooses among the moves that follow that expert).
 pub fn least_minded(
     experts: &mut [Box<dyn Expert + Send>],
     ratios: &[f64],
     scale: f64,
     keys: &[u32],
     last_use: &[u64],
+    within: Option<usize>,
 ) -> Option<usize> {
-    let best = ratios.iter().copied().fold(0.0, f64::max);
-    let weights: Vec<f64> = ratios
-        .iter()
-        .map(|&r| (-(best - r) / scale).exp())
-        .collect();
+    let weights = weights(ratios, scale);
     let victims: Vec<Option<u32>> = experts.iter_mut().map(|e| e.next_victim()).collect();
     let mut chosen: Option<(f64, u64, usize)> = None;
     for (i, &k) in keys.iter().enumerate() {
-        let mut cost = 0.0;
-        for ((expert, &w), &victim) in experts.iter().zip(&weights).zip(&victims) {
-            if victim != Some(k) && expert.contains(k) {
-                cost += w;
+        if let Some(l) = within {
+            if victims[l] != Some(k) && experts[l].contains(k) {
+                continue;
             }
         }
+        let cost = minded(experts, &weights, &victims, k);
         let used = last_use[k as usize];
         if chosen.is_none_or(|(c, u, _)| (cost, used) < (c, u)) {
             chosen = Some((cost, used, i));
@@ -85,9 +85,9 @@ pub struct Blend {
 }
 
 /// How many of its least recently used keys the blend considers besides the nominees.
-const SAMPLE: usize = 8;
+const SAMPLE: usize = 64;
 /// ... and of its most recently used keys (a key every expert dropped at once, a scan).
-const NEWEST: usize = 4;
+const NEWEST: usize = 16;
 
 impl Blend {
     /// An empty blend; `scale` as in [`weights`].
