@@ -19,6 +19,7 @@
 mod experts;
 mod file;
 mod follow;
+mod hyper;
 mod leader;
 mod lirs;
 mod min;
@@ -38,6 +39,7 @@ pub use experts::{Arc as ArcPolicy, Expert, Lru};
 pub use file::{read_trace, read_trace_from, write_trace};
 pub use follow::{FastHasher, FastMap, Follower};
 pub use leader::LeaderRule;
+pub use hyper::Hyperbolic;
 pub use lirs::Lirs;
 pub use min::belady;
 pub use reference::{WTinyLfuPolicy, HYBRID_EXPERTS, WTINYLFU};
