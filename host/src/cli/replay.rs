@@ -295,6 +295,11 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
             leader.cost_prior = prior.parse().context("cost prior")?;
         }
         if let Some(vote) = vote {
+            let (fallback, vote) = match vote.strip_prefix("until") {
+                Some(scale) => (true, scale),
+                None => (false, vote),
+            };
+            leader.vote_fallback = fallback;
             let (within, scale) = match vote.strip_prefix("leader") {
                 Some(scale) => (true, scale),
                 None => (false, vote),

@@ -121,6 +121,10 @@ pub struct Follower {
     counted_at: Vec<u64>,
     weight: f64,
     decay: f64,
+    /// Decayed real hits (the vote's fallback test), and whether the vote fell back to
+    /// following the leader.
+    real_hits: f64,
+    vote_off: bool,
     leader: usize,
     /// Since the last switch: the leader's virtual hits minus the real hits.
     regret: f64,
@@ -164,6 +168,8 @@ impl Follower {
             counted_at: vec![0; n],
             weight: 0.0,
             decay: 1.0,
+            real_hits: 0.0,
+            vote_off: false,
             leader: 0,
             regret: 0.0,
             past_regret: 0.0,
@@ -278,6 +284,7 @@ impl Follower {
             return;
         }
         self.feed(key);
+        self.real_hits = self.real_hits * self.decay + f64::from(u8::from(real_hit));
         if self.switched {
             let leader_hit = f64::from(u8::from(self.outcomes[self.leader]));
             self.regret += leader_hit - f64::from(u8::from(real_hit));
@@ -555,13 +562,23 @@ impl Follower {
             self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
             self.excess.iter_mut().for_each(|h| *h = 0.0);
             self.weight = 0.0;
+            self.real_hits = 0.0;
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
         if !(unchanged && self.rule.lazy && self.rule.vote <= 0.0) {
             self.choose_leader();
         }
-        if self.rule.vote > 0.0 {
+        if self.rule.vote > 0.0 && !self.vote_off && self.rule.vote_fallback {
+            // The vote holds while the real pools do as well as the best expert's virtual
+            // cache (within the leader margin); once they do worse, follow the leader.
+            let n = self.experts.len();
+            let best = self.hits[..n].iter().copied().fold(0.0, f64::max);
+            if self.real_hits < best - self.rule.margin * self.weight {
+                self.vote_off = true;
+            }
+        }
+        if self.rule.vote > 0.0 && !self.vote_off {
             let ratios: Vec<f64> = self.hit_ratios().iter().map(|&(_, r)| r).collect();
             let n = self.experts.len();
             let (scale, within) = if self.rule.vote_within {

@@ -124,7 +124,7 @@ impl Expert for Hyperbolic {
         }
         let n = self.keys.len();
         let mut best: Option<(f64, u64, u32)> = None;
-        let mut consider = |this: &Self, key: u32, best: &mut Option<(f64, u64, u32)>| {
+        let consider = |this: &Self, key: u32, best: &mut Option<(f64, u64, u32)>| {
             let p = this.priority(key);
             let since = this.since[key as usize];
             if best.is_none_or(|(bp, bs, _)| (p, since) < (bp, bs)) {

@@ -47,6 +47,9 @@ pub struct LeaderRule {
     /// The vote only chooses among the leader's own next victim and the real pools the leader
     /// does not hold (so the real pools still converge to the leader's cache).
     pub vote_within: bool,
+    /// The vote falls back to following the leader for good once the real pools' decayed
+    /// hit ratio is more than `margin` below the best expert's.
+    pub vote_fallback: bool,
     /// When above 0, the weighted vote is also simulated as a virtual cache of its own (an
     /// expert the follower can follow; `vote.rs`, `Blend`), with this scale.
     pub blend: f64,
@@ -66,6 +69,7 @@ impl Default for LeaderRule {
             cost_prior: 0.0,
             vote: 0.0,
             vote_within: false,
+            vote_fallback: false,
             blend: 0.0,
         }
     }
