@@ -295,6 +295,11 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
             leader.cost_prior = prior.parse().context("cost prior")?;
         }
         if let Some(vote) = vote {
+            let (tight, vote) = match vote.strip_prefix("tight") {
+                Some(scale) => (true, scale),
+                None => (false, vote),
+            };
+            leader.vote_fallback_margin = tight.then_some(0.0);
             let (fallback, vote) = match vote.strip_prefix("until") {
                 Some(scale) => (true, scale),
                 None => (false, vote),

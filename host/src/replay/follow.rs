@@ -574,7 +574,8 @@ impl Follower {
             // cache (within the leader margin); once they do worse, follow the leader.
             let n = self.experts.len();
             let best = self.hits[..n].iter().copied().fold(0.0, f64::max);
-            if self.real_hits < best - self.rule.margin * self.weight {
+            let margin = self.rule.vote_fallback_margin.unwrap_or(self.rule.margin);
+            if self.real_hits < best - margin * self.weight {
                 self.vote_off = true;
             }
         }

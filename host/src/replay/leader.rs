@@ -50,6 +50,8 @@ pub struct LeaderRule {
     /// The vote falls back to following the leader for good once the real pools' decayed
     /// hit ratio is more than `margin` below the best expert's.
     pub vote_fallback: bool,
+    /// ... by this much instead of `margin` (when set).
+    pub vote_fallback_margin: Option<f64>,
     /// When above 0, the weighted vote is also simulated as a virtual cache of its own (an
     /// expert the follower can follow; `vote.rs`, `Blend`), with this scale.
     pub blend: f64,
@@ -70,6 +72,7 @@ impl Default for LeaderRule {
             vote: 0.0,
             vote_within: false,
             vote_fallback: false,
+            vote_fallback_margin: None,
             blend: 0.0,
         }
     }
