@@ -27,7 +27,6 @@ use super::experts::Expert;
 use super::leader::LeaderRule;
 use super::sketch::java_hash;
 use super::vote::{least_minded, Blend};
-use super::wtinylfu::WTinyLfu;
 
 /// FxHash-like hasher for small integer and short string keys (the default SipHash is
 /// several times slower, and decisions look up every offered pool).
@@ -52,42 +51,6 @@ impl Hasher for FastHasher {
 
 /// A hash map with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
-impl Expert for WTinyLfu {
-    fn name(&self) -> &'static str {
-        "w-tinylfu"
-    }
-
-    fn request(&mut self, key: u32, hash: i32) -> bool {
-        if self.contains(key) {
-            self.access(key);
-            return true;
-        }
-        if self.len() >= self.maximum() {
-            if let Some(victim) = self.choose_victim() {
-                WTinyLfu::remove(self, victim);
-            }
-        }
-        self.insert(key, hash);
-        false
-    }
-
-    fn contains(&self, key: u32) -> bool {
-        WTinyLfu::contains(self, key)
-    }
-
-    fn next_victim(&mut self) -> Option<u32> {
-        self.choose_victim()
-    }
-
-    fn remove(&mut self, key: u32) {
-        WTinyLfu::remove(self, key);
-    }
-
-    fn resize(&mut self, maximum: u64) {
-        WTinyLfu::resize(self, maximum);
-    }
-}
 
 /// Follows the best of several virtual caches (see the module documentation).
 pub struct Follower {
@@ -211,7 +174,13 @@ impl Follower {
         let n = self.experts.len();
         self.hits[..n]
             .iter()
-            .map(|h| if self.weight > 0.0 { h / self.weight } else { 0.0 })
+            .map(|h| {
+                if self.weight > 0.0 {
+                    h / self.weight
+                } else {
+                    0.0
+                }
+            })
             .collect()
     }
 
@@ -588,7 +557,14 @@ impl Follower {
                 (self.rule.vote, None)
             };
             let ratios = &ratios[..n];
-            return least_minded(&mut self.experts, ratios, scale, &keys, &self.last_use, within);
+            return least_minded(
+                &mut self.experts,
+                ratios,
+                scale,
+                &keys,
+                &self.last_use,
+                within,
+            );
         }
 
         if self.rule.lazy {
@@ -632,51 +608,5 @@ impl Follower {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::experts::Lru;
-    use super::*;
-
-    #[test]
-    fn lru_follower_evicts_least_recently_used() {
-        let mut f = Follower::new(vec![Box::new(Lru::new())], LeaderRule::default());
-        f.opened(1, "a");
-        f.opened(2, "b");
-        f.accessed(1);
-        // Full at 2: b is the LRU.
-        assert_eq!(f.decide(&[1, 2]), Some(1));
-        f.closed(2);
-        f.opened(3, "c");
-        // a (used at 3) is older than c (used at 4).
-        assert_eq!(f.decide(&[1, 3]), Some(0));
-        // A pool never heard of goes first.
-        assert_eq!(f.decide(&[1, 3, 9]), Some(2));
-    }
-
-    #[test]
-    fn switch_cost_is_the_leaders_hits_the_real_pools_missed() {
-        let experts: Vec<Box<dyn Expert + Send>> = vec![Box::new(Lru::new()), Box::new(Lru::new())];
-        let mut f = Follower::new(experts, LeaderRule::default());
-        f.opened(1, "a");
-        f.opened(2, "b");
-        assert_eq!(f.decide(&[1, 2]), Some(0));
-        assert_eq!(
-            f.cost_per_missing_pool(),
-            0.0,
-            "nothing is assumed before a switch"
-        );
-        // A switch to an expert missing one real pool.
-        f.switch_to(1, Some(1.0));
-        // The real pool of a closes while the leader still holds a: reopening it is a real
-        // miss the leader hits (one miss of the switch); b is a hit for both (no cost).
-        f.closed(1);
-        f.opened(3, "a");
-        f.accessed(2);
-        assert_eq!(f.cost_per_missing_pool(), 1.0);
-        // A miss for both costs nothing either; a later switch missing three pools that
-        // costs nothing halves the estimate: (1 + 0) / (1 + 3) per pool.
-        f.opened(4, "c");
-        assert_eq!(f.cost_per_missing_pool(), 1.0);
-        f.switch_to(0, Some(3.0));
-        assert_eq!(f.cost_per_missing_pool(), 0.25);
-    }
-}
+#[path = "follow_tests.rs"]
+mod tests;
