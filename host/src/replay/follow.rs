@@ -538,28 +538,21 @@ impl Follower {
         if !(unchanged && self.rule.lazy && self.rule.vote <= 0.0) {
             self.choose_leader();
         }
-        if self.rule.vote > 0.0 && !self.vote_off && self.rule.vote_fallback {
-            // The vote holds while the real pools do as well as the best expert's virtual
-            // cache (within the leader margin); once they do worse, follow the leader.
-            let n = self.experts.len();
-            let best = self.hits[..n].iter().copied().fold(0.0, f64::max);
+        if self.rule.vote > 0.0 && !self.vote_off {
+            // Until the real pools do worse than the best expert (`vote_fallback`).
+            let best = self.hits[..self.experts.len()]
+                .iter()
+                .fold(0.0, |b, &h| h.max(b));
             let margin = self.rule.vote_fallback_margin.unwrap_or(self.rule.margin);
-            if self.real_hits < best - margin * self.weight {
-                self.vote_off = true;
-            }
+            self.vote_off = self.rule.vote_fallback && self.real_hits < best - margin * self.weight;
         }
         if self.rule.vote > 0.0 && !self.vote_off {
-            let ratios: Vec<f64> = self.hit_ratios().iter().map(|&(_, r)| r).collect();
-            let n = self.experts.len();
-            let (scale, within) = if self.rule.vote_within {
-                (self.rule.vote, Some(self.leader).filter(|&l| l < n))
-            } else {
-                (self.rule.vote, None)
-            };
-            let ratios = &ratios[..n];
+            let ratios = self.expert_ratios();
+            let within = Some(self.leader).filter(|&l| self.rule.vote_within && l < ratios.len());
+            let scale = self.rule.vote;
             return least_minded(
                 &mut self.experts,
-                ratios,
+                &ratios,
                 scale,
                 &keys,
                 &self.last_use,
