@@ -161,3 +161,22 @@ impl Expert for Hyperbolic {
         self.pending = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_the_lowest_hits_per_time_in_cache() {
+        let mut h = Hyperbolic::new();
+        h.resize(2);
+        assert!(!h.request(1, 0));
+        assert!(!h.request(2, 0));
+        assert!(h.request(1, 0));
+        assert!(h.request(1, 0));
+        // Key 1: 3 hits in 4 ticks; key 2: 1 hit in 3 ticks.
+        assert_eq!(h.next_victim(), Some(2));
+        assert!(!h.request(3, 0));
+        assert!(h.contains(1) && h.contains(3) && !h.contains(2));
+    }
+}

@@ -165,3 +165,43 @@ impl Blend {
         self.lru.resize(maximum);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lru(keys: &[u32], maximum: u64) -> Box<dyn Expert + Send> {
+        let mut e = Lru::new();
+        e.resize(maximum);
+        for &k in keys {
+            e.request(k, 0);
+        }
+        Box::new(e)
+    }
+
+    #[test]
+    fn a_clearly_best_expert_decides_alone_and_agreement_goes_first() {
+        // Expert 0 holds 1, 2 (victim 1); expert 1 holds 2, 3 (victim 2).
+        let mut experts = vec![lru(&[1, 2], 2), lru(&[2, 3], 2)];
+        let keys = [1, 2, 3];
+        let last_use = [0, 1, 2, 3];
+        // Expert 0 far ahead: its own victim (key 1), though expert 1 would keep 2 and 3.
+        let pick = least_minded(&mut experts, &[0.5, 0.1], 0.01, &keys, &last_use, None);
+        assert_eq!(pick, Some(0));
+        // Equal: key 1 costs expert 0 nothing (its victim) and expert 1 nothing (not held);
+        // key 2 is expert 1's victim but expert 0 keeps it; key 3 only expert 1 keeps.
+        let pick = least_minded(&mut experts, &[0.3, 0.3], 0.01, &keys, &last_use, None);
+        assert_eq!(pick, Some(0));
+        // Only among expert 1's moves (its victim 2, or 1 which it does not hold).
+        let pick = least_minded(&mut experts, &[0.3, 0.3], 0.01, &keys, &last_use, Some(1));
+        assert_eq!(pick, Some(0));
+        let mut blend = Blend::new(0.01);
+        blend.resize(2);
+        assert!(!blend.request(2, &mut experts, &[0.3, 0.3]));
+        assert!(!blend.request(3, &mut experts, &[0.3, 0.3]));
+        assert!(blend.request(2, &mut experts, &[0.3, 0.3]));
+        // Full with 2 and 3: each costs 1 (2 is kept by expert 0 and is expert 1's victim, 3
+        // is kept by expert 1 only): the tie goes to the least recently used, 3.
+        assert_eq!(blend.next_victim(&mut experts, &[0.3, 0.3]), Some(3));
+    }
+}
