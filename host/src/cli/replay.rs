@@ -265,6 +265,8 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let lazy = rest.next();
         let learnt = rest.next();
         let prior = rest.next();
+        let vote = rest.next();
+        let blend = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
         leader.margin = m.parse().context("margin")?;
         if let Some(z) = z {
@@ -291,6 +293,27 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         }
         if let Some(prior) = prior {
             leader.cost_prior = prior.parse().context("cost prior")?;
+        }
+        if let Some(vote) = vote {
+            let (tight, vote) = match vote.strip_prefix("tight") {
+                Some(scale) => (true, scale),
+                None => (false, vote),
+            };
+            leader.vote_fallback_margin = tight.then_some(0.0);
+            let (fallback, vote) = match vote.strip_prefix("until") {
+                Some(scale) => (true, scale),
+                None => (false, vote),
+            };
+            leader.vote_fallback = fallback;
+            let (within, scale) = match vote.strip_prefix("leader") {
+                Some(scale) => (true, scale),
+                None => (false, vote),
+            };
+            leader.vote_within = within;
+            leader.vote = scale.parse().context("vote scale")?;
+        }
+        if let Some(blend) = blend {
+            leader.blend = blend.parse().context("blend scale")?;
         }
     }
     Ok(WTinyLfuPolicy::following(experts, leader))

@@ -1,8 +1,10 @@
 //! Cache policies simulated on the request stream ("experts" of a
 //! [`Follower`](super::follow::Follower)): the [`Expert`] trait, LRU ([`Lru`]) and ARC
-//! ([`Arc`]). W-TinyLFU implements it in `follow.rs`.
+//! ([`Arc`]). W-TinyLFU ([`WTinyLfu`]) implements it here too.
 //!
 //! No dependency beyond std, so that a scorer component can include this file.
+
+use super::wtinylfu::WTinyLfu;
 
 /// A cache policy simulated on the request stream.
 pub trait Expert {
@@ -19,6 +21,42 @@ pub trait Expert {
     fn remove(&mut self, key: u32);
     /// Sets the maximum size, evicting down to it.
     fn resize(&mut self, maximum: u64);
+}
+
+impl Expert for WTinyLfu {
+    fn name(&self) -> &'static str {
+        "w-tinylfu"
+    }
+
+    fn request(&mut self, key: u32, hash: i32) -> bool {
+        if self.contains(key) {
+            self.access(key);
+            return true;
+        }
+        if self.len() >= self.maximum() {
+            if let Some(victim) = self.choose_victim() {
+                WTinyLfu::remove(self, victim);
+            }
+        }
+        self.insert(key, hash);
+        false
+    }
+
+    fn contains(&self, key: u32) -> bool {
+        WTinyLfu::contains(self, key)
+    }
+
+    fn next_victim(&mut self) -> Option<u32> {
+        self.choose_victim()
+    }
+
+    fn remove(&mut self, key: u32) {
+        WTinyLfu::remove(self, key);
+    }
+
+    fn resize(&mut self, maximum: u64) {
+        WTinyLfu::resize(self, maximum);
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -121,6 +159,37 @@ impl Lru {
         Self {
             lists: Lists::new(1),
             maximum: 0,
+        }
+    }
+}
+
+impl Lru {
+    /// Number of cached keys.
+    pub fn len(&self) -> u64 {
+        self.lists.len(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `n` of the most recently used keys, newest first.
+    pub fn newest(&self, n: usize, out: &mut Vec<u32>) {
+        let mut at = self.lists.tails[0];
+        let start = out.len();
+        while at != NIL && out.len() < start + n {
+            out.push(at);
+            at = self.lists.links[at as usize].0;
+        }
+    }
+
+    /// Up to `n` of the least recently used keys, oldest first.
+    pub fn oldest(&self, n: usize, out: &mut Vec<u32>) {
+        let mut at = self.lists.heads[0];
+        while at != NIL && out.len() < n {
+            out.push(at);
+            at = self.lists.links[at as usize].1;
         }
     }
 }

@@ -26,7 +26,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::experts::Expert;
 use super::leader::LeaderRule;
 use super::sketch::java_hash;
-use super::wtinylfu::WTinyLfu;
+use super::vote::{least_minded, Blend};
 
 /// FxHash-like hasher for small integer and short string keys (the default SipHash is
 /// several times slower, and decisions look up every offered pool).
@@ -52,42 +52,6 @@ impl Hasher for FastHasher {
 /// A hash map with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
-impl Expert for WTinyLfu {
-    fn name(&self) -> &'static str {
-        "w-tinylfu"
-    }
-
-    fn request(&mut self, key: u32, hash: i32) -> bool {
-        if self.contains(key) {
-            self.access(key);
-            return true;
-        }
-        if self.len() >= self.maximum() {
-            if let Some(victim) = self.choose_victim() {
-                WTinyLfu::remove(self, victim);
-            }
-        }
-        self.insert(key, hash);
-        false
-    }
-
-    fn contains(&self, key: u32) -> bool {
-        WTinyLfu::contains(self, key)
-    }
-
-    fn next_victim(&mut self) -> Option<u32> {
-        self.choose_victim()
-    }
-
-    fn remove(&mut self, key: u32) {
-        WTinyLfu::remove(self, key);
-    }
-
-    fn resize(&mut self, maximum: u64) {
-        WTinyLfu::resize(self, maximum);
-    }
-}
-
 /// Follows the best of several virtual caches (see the module documentation).
 pub struct Follower {
     names: FastMap<String, u32>,
@@ -105,6 +69,8 @@ pub struct Follower {
     unoffered: usize,
     clock: u64,
     experts: Vec<Box<dyn Expert + Send>>,
+    /// The weighted vote as a virtual cache (index `experts.len()`), when on.
+    blend: Option<Blend>,
     hits: Vec<f64>,
     /// Decayed sums of `hit_i − hit_j` and of its square, for every pair (row-major).
     lead: Vec<f64>,
@@ -118,6 +84,10 @@ pub struct Follower {
     counted_at: Vec<u64>,
     weight: f64,
     decay: f64,
+    /// Decayed real hits (the vote's fallback test), and whether the vote fell back to
+    /// following the leader.
+    real_hits: f64,
+    vote_off: bool,
     leader: usize,
     /// Since the last switch: the leader's virtual hits minus the real hits.
     regret: f64,
@@ -134,7 +104,8 @@ pub struct Follower {
 impl Follower {
     /// A follower of `experts` (the first leads until another does better).
     pub fn new(experts: Vec<Box<dyn Expert + Send>>, rule: LeaderRule) -> Self {
-        let n = experts.len();
+        let blend = (rule.blend > 0.0).then(|| Blend::new(rule.blend));
+        let n = experts.len() + usize::from(blend.is_some());
         Self {
             names: FastMap::default(),
             hashes: Vec::new(),
@@ -150,6 +121,7 @@ impl Follower {
             unoffered: usize::MAX,
             clock: 0,
             experts,
+            blend,
             hits: vec![0.0; n],
             lead: vec![0.0; n * n],
             lead_squares: vec![0.0; n * n],
@@ -159,6 +131,8 @@ impl Follower {
             counted_at: vec![0; n],
             weight: 0.0,
             decay: 1.0,
+            real_hits: 0.0,
+            vote_off: false,
             leader: 0,
             regret: 0.0,
             past_regret: 0.0,
@@ -171,17 +145,55 @@ impl Follower {
 
     /// The expert followed now.
     pub fn leader(&self) -> &str {
+        if self.leader == self.experts.len() && self.blend.is_some() {
+            return "blend";
+        }
         self.experts.get(self.leader).map_or("none", |e| e.name())
+    }
+
+    /// Whether expert `e` (the blend when `e` is past the experts) holds `key`.
+    fn holds(&self, e: usize, key: u32) -> bool {
+        match self.experts.get(e) {
+            Some(expert) => expert.contains(key),
+            None => self.blend.as_ref().is_some_and(|b| b.contains(key)),
+        }
+    }
+
+    /// The next victim of expert `e` (the blend when `e` is past the experts).
+    fn victim_of(&mut self, e: usize) -> Option<u32> {
+        if e < self.experts.len() {
+            return self.experts[e].next_victim();
+        }
+        let ratios = self.expert_ratios();
+        let blend = self.blend.as_mut()?;
+        blend.next_victim(&mut self.experts, &ratios)
+    }
+
+    /// Decayed virtual hit ratio of each expert, without the blend.
+    fn expert_ratios(&self) -> Vec<f64> {
+        let n = self.experts.len();
+        self.hits[..n]
+            .iter()
+            .map(|h| {
+                if self.weight > 0.0 {
+                    h / self.weight
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 
     /// Decayed virtual hit ratio of each expert.
     pub fn hit_ratios(&self) -> Vec<(&'static str, f64)> {
         self.experts
             .iter()
+            .map(|e| e.name())
+            .chain(self.blend.iter().map(|_| "blend"))
             .zip(&self.hits)
-            .map(|(e, h)| {
+            .map(|(name, h)| {
                 (
-                    e.name(),
+                    name,
                     if self.weight > 0.0 {
                         h / self.weight
                     } else {
@@ -241,6 +253,7 @@ impl Follower {
             return;
         }
         self.feed(key);
+        self.real_hits = self.real_hits * self.decay + f64::from(u8::from(real_hit));
         if self.switched {
             let leader_hit = f64::from(u8::from(self.outcomes[self.leader]));
             self.regret += leader_hit - f64::from(u8::from(real_hit));
@@ -259,6 +272,15 @@ impl Follower {
             let hit = expert.request(key, hash);
             *hits = *hits * self.decay + if hit { 1.0 } else { 0.0 };
             *outcome = hit;
+        }
+        if self.blend.is_some() {
+            let ratios = self.expert_ratios();
+            let n = self.experts.len();
+            if let Some(blend) = self.blend.as_mut() {
+                let hit = blend.request(key, &mut self.experts, &ratios);
+                self.hits[n] = self.hits[n] * self.decay + if hit { 1.0 } else { 0.0 };
+                self.outcomes[n] = hit;
+            }
         }
         if self.rule.cusum_cost > 0.0 {
             let leader = f64::from(u8::from(self.outcomes[self.leader]));
@@ -285,6 +307,9 @@ impl Follower {
         for expert in &mut self.experts {
             expert.resize(maximum);
         }
+        if let Some(blend) = self.blend.as_mut() {
+            blend.resize(maximum);
+        }
         let half_life = (self.rule.half_life_per_slot * maximum as f64).max(1.0);
         self.decay = 0.5f64.powf(1.0 / half_life);
     }
@@ -301,17 +326,15 @@ impl Follower {
             .iter()
             .map(|&(_, r)| (-(best - r) / self.rule.support_scale).exp())
             .collect();
-        let leader = &self.experts[self.leader];
         let mut chosen: Option<(f64, u64, usize)> = None;
         for (i, &k) in keys.iter().enumerate() {
-            if leader.contains(k) {
+            if self.holds(self.leader, k) {
                 continue;
             }
-            let support: f64 = self
-                .experts
+            let support: f64 = weights
                 .iter()
-                .zip(&weights)
-                .filter(|(e, _)| e.contains(k))
+                .enumerate()
+                .filter(|&(e, _)| self.holds(e, k))
                 .map(|(_, w)| w)
                 .sum();
             let last_use = self.last_use[k as usize];
@@ -338,7 +361,7 @@ impl Follower {
     /// CUSUM rule (see [`LeaderRule::cusum_cost`]).
     fn choose_leader_by_excess(&mut self) {
         let mut best: Option<usize> = None;
-        for c in 0..self.experts.len() {
+        for c in 0..self.hits.len() {
             if c == self.leader || self.excess[c] <= self.rule.cusum_cost * self.missing[c] as f64 {
                 continue;
             }
@@ -359,10 +382,9 @@ impl Follower {
 
     /// How many of the real evictable pools expert `expert` does not hold (a pass over them).
     fn not_held_by(&self, expert: usize) -> usize {
-        let expert = &self.experts[expert];
         self.pools
             .values()
-            .filter(|&&k| !self.pinned[k as usize] && !expert.contains(k))
+            .filter(|&&k| !self.pinned[k as usize] && !self.holds(expert, k))
             .count()
     }
 
@@ -451,7 +473,7 @@ impl Follower {
         let unchanged = self.started
             && offered.len() as u64 == self.maximum
             && self.pools.len().saturating_sub(offered.len()) == self.unoffered;
-        if unchanged && self.rule.lazy {
+        if unchanged && self.rule.lazy && self.rule.vote <= 0.0 {
             self.choose_leader();
             if let Some(i) = self.leader_victim_in(offered) {
                 return Some(i);
@@ -490,6 +512,9 @@ impl Follower {
             for expert in &mut self.experts {
                 expert.remove(key);
             }
+            if let Some(blend) = self.blend.as_mut() {
+                blend.remove(key);
+            }
         }
         let maximum = offered.len() as u64;
         if !self.started {
@@ -506,30 +531,51 @@ impl Follower {
             self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
             self.excess.iter_mut().for_each(|h| *h = 0.0);
             self.weight = 0.0;
+            self.real_hits = 0.0;
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        if !(unchanged && self.rule.lazy) {
+        if !(unchanged && self.rule.lazy && self.rule.vote <= 0.0) {
             self.choose_leader();
+        }
+        if self.rule.vote > 0.0 && !self.vote_off {
+            // Until the real pools do worse than the best expert (`vote_fallback`).
+            let best = self.hits[..self.experts.len()]
+                .iter()
+                .fold(0.0, |b, &h| h.max(b));
+            let margin = self.rule.vote_fallback_margin.unwrap_or(self.rule.margin);
+            self.vote_off = self.rule.vote_fallback && self.real_hits < best - margin * self.weight;
+        }
+        if self.rule.vote > 0.0 && !self.vote_off {
+            let ratios = self.expert_ratios();
+            let within = Some(self.leader).filter(|&l| self.rule.vote_within && l < ratios.len());
+            let scale = self.rule.vote;
+            return least_minded(
+                &mut self.experts,
+                &ratios,
+                scale,
+                &keys,
+                &self.last_use,
+                within,
+            );
         }
 
         if self.rule.lazy {
-            if let Some(victim) = self.experts[self.leader].next_victim() {
+            if let Some(victim) = self.victim_of(self.leader) {
                 if let Some(i) = keys.iter().position(|&k| k == victim) {
                     return Some(i);
                 }
             }
         }
-        let leader = &self.experts[self.leader];
-        let stray = if self.rule.support_scale > 0.0 && self.experts.len() > 2 {
+        let stray = if self.rule.support_scale > 0.0 && self.hits.len() > 2 {
             self.least_supported_stray(&keys)
         } else {
-            self.oldest(&keys, |k| !leader.contains(k))
+            self.oldest(&keys, |k| !self.holds(self.leader, k))
         };
         if let Some(i) = stray {
             return Some(i);
         }
-        if let Some(victim) = self.experts[self.leader].next_victim() {
+        if let Some(victim) = self.victim_of(self.leader) {
             if let Some(i) = keys.iter().position(|&k| k == victim) {
                 return Some(i);
             }
@@ -539,7 +585,7 @@ impl Follower {
 
     /// The index in `offered` of the leader's next victim, when it is open.
     fn leader_victim_in(&mut self, offered: &[u64]) -> Option<usize> {
-        let victim = self.experts[self.leader].next_victim()?;
+        let victim = self.victim_of(self.leader)?;
         let pool = self.pool_of.get(victim as usize).copied().flatten()?;
         offered.iter().position(|&p| p == pool)
     }
@@ -555,51 +601,5 @@ impl Follower {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::experts::Lru;
-    use super::*;
-
-    #[test]
-    fn lru_follower_evicts_least_recently_used() {
-        let mut f = Follower::new(vec![Box::new(Lru::new())], LeaderRule::default());
-        f.opened(1, "a");
-        f.opened(2, "b");
-        f.accessed(1);
-        // Full at 2: b is the LRU.
-        assert_eq!(f.decide(&[1, 2]), Some(1));
-        f.closed(2);
-        f.opened(3, "c");
-        // a (used at 3) is older than c (used at 4).
-        assert_eq!(f.decide(&[1, 3]), Some(0));
-        // A pool never heard of goes first.
-        assert_eq!(f.decide(&[1, 3, 9]), Some(2));
-    }
-
-    #[test]
-    fn switch_cost_is_the_leaders_hits_the_real_pools_missed() {
-        let experts: Vec<Box<dyn Expert + Send>> = vec![Box::new(Lru::new()), Box::new(Lru::new())];
-        let mut f = Follower::new(experts, LeaderRule::default());
-        f.opened(1, "a");
-        f.opened(2, "b");
-        assert_eq!(f.decide(&[1, 2]), Some(0));
-        assert_eq!(
-            f.cost_per_missing_pool(),
-            0.0,
-            "nothing is assumed before a switch"
-        );
-        // A switch to an expert missing one real pool.
-        f.switch_to(1, Some(1.0));
-        // The real pool of a closes while the leader still holds a: reopening it is a real
-        // miss the leader hits (one miss of the switch); b is a hit for both (no cost).
-        f.closed(1);
-        f.opened(3, "a");
-        f.accessed(2);
-        assert_eq!(f.cost_per_missing_pool(), 1.0);
-        // A miss for both costs nothing either; a later switch missing three pools that
-        // costs nothing halves the estimate: (1 + 0) / (1 + 3) per pool.
-        f.opened(4, "c");
-        assert_eq!(f.cost_per_missing_pool(), 1.0);
-        f.switch_to(0, Some(3.0));
-        assert_eq!(f.cost_per_missing_pool(), 0.25);
-    }
-}
+#[path = "follow_tests.rs"]
+mod tests;

@@ -40,6 +40,21 @@ pub struct LeaderRule {
     /// Prior of the learnt cost, in misses per missing pool, worth `maximum` pools of
     /// evidence (0: no prior, the first switch is free).
     pub cost_prior: f64,
+    /// When above 0, each eviction is decided by a weighted vote of the experts instead of
+    /// following the leader (`vote.rs`); this is the scale of the hit-ratio differences in
+    /// the weights.
+    pub vote: f64,
+    /// The vote only chooses among the leader's own next victim and the real pools the leader
+    /// does not hold (so the real pools still converge to the leader's cache).
+    pub vote_within: bool,
+    /// The vote falls back to following the leader for good once the real pools' decayed
+    /// hit ratio is more than `margin` below the best expert's.
+    pub vote_fallback: bool,
+    /// ... by this much instead of `margin` (when set).
+    pub vote_fallback_margin: Option<f64>,
+    /// When above 0, the weighted vote is also simulated as a virtual cache of its own (an
+    /// expert the follower can follow; `vote.rs`, `Blend`), with this scale.
+    pub blend: f64,
 }
 
 impl Default for LeaderRule {
@@ -54,6 +69,11 @@ impl Default for LeaderRule {
             lazy: true,
             learnt_cost: 1.0,
             cost_prior: 0.0,
+            vote: 0.0,
+            vote_within: false,
+            vote_fallback: false,
+            vote_fallback_margin: None,
+            blend: 0.0,
         }
     }
 }

@@ -19,6 +19,7 @@
 mod experts;
 mod file;
 mod follow;
+mod hyper;
 mod leader;
 mod lirs;
 mod min;
@@ -30,12 +31,14 @@ mod sketch;
 mod suite;
 mod trace;
 mod visits;
+mod vote;
 mod wasm;
 mod wtinylfu;
 
 pub use experts::{Arc as ArcPolicy, Expert, Lru};
 pub use file::{read_trace, read_trace_from, write_trace};
 pub use follow::{FastHasher, FastMap, Follower};
+pub use hyper::Hyperbolic;
 pub use leader::LeaderRule;
 pub use lirs::Lirs;
 pub use min::belady;

@@ -61,6 +61,7 @@ impl WTinyLfuPolicy {
             "arc" => Some(Box::new(Arc::new())),
             "visits" => Some(Box::new(VisitsExpert::new())),
             "lirs" => Some(Box::new(Lirs::new())),
+            "hyperbolic" => Some(Box::new(super::hyper::Hyperbolic::new())),
             _ => None,
         }
     }

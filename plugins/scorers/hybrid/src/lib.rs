@@ -4,9 +4,10 @@
 //! lately, once their lead pays for what switching has cost so far ([`leader`]).
 //!
 //! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
-//! visits,lirs,leader,follow}.rs`, included here), so while this scorer follows W-TinyLFU it
-//! makes exactly the decisions of the replay tool's W-TinyLFU reference. See [`follow`] for
-//! how the real pools follow a virtual cache.
+//! visits,lirs,leader,vote,follow}.rs`, included here; `vote` holds experiment switches of
+//! the follower, off here), so while this scorer follows W-TinyLFU it makes exactly the
+//! decisions of the replay tool's W-TinyLFU reference. See [`follow`] for how the real pools
+//! follow a virtual cache.
 //!
 //! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy
 //! (the session-aware policy O(log K) per visit plus its victim search); per decision, when
@@ -32,6 +33,9 @@ pub mod lirs;
 
 #[path = "../../../../host/src/replay/leader.rs"]
 pub mod leader;
+
+#[path = "../../../../host/src/replay/vote.rs"]
+pub mod vote;
 
 #[path = "../../../../host/src/replay/follow.rs"]
 pub mod follow;
