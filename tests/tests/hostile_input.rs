@@ -189,6 +189,62 @@ async fn deeply_nested_documents_are_refused_before_they_are_stored() {
     bystander.check_unharmed(&host, &hostile).await;
 }
 
+/// The most frames `/full-stack` (with `op`, shallow at the bottom) can recurse before the
+/// guest's own stack is exhausted: one more traps, which the host answers with a 500.
+async fn frames_that_fill_the_guest_stack(host: &Host, tenant: &str, op: &str) -> u32 {
+    let status = |frames: u32| {
+        let path = format!("/hostile-input/full-stack?frames={frames}&op={op}&depth=1");
+        async move { host.call(tenant, "GET", &path, None).await }
+    };
+    let (mut fits, mut traps) = (0u32, 1u32 << 22);
+    assert_eq!(status(fits).await.0, StatusCode::OK);
+    let (code, body) = status(traps).await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    while traps - fits > 1 {
+        let mid = fits + (traps - fits) / 2;
+        let (code, body) = status(mid).await;
+        match code {
+            StatusCode::OK => fits = mid,
+            StatusCode::INTERNAL_SERVER_ERROR => traps = mid,
+            other => panic!("{mid} frames: {other} {body}"),
+        }
+    }
+    fits
+}
+
+/// Item 1's stack sizing on its own: a plugin's fiber holds the guest's frames (up to
+/// `max_wasm_stack`) and then the host's. A plugin that fills its own stack and then, from
+/// the deepest frame it can reach, sends the deepest documents the host accepts (filters at
+/// the 200-level ceiling, a 100-level insert) gets its answers: the host's frames still fit
+/// (an overflow of the fiber stack aborts the whole process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_fills_its_own_stack_leaves_the_host_room_for_the_deepest_documents() {
+    let host = host_with(&[("hostile-input", "[limits]\nmax_query_depth = 200\n")]).await;
+    let bystander = Bystander::arrive(&host).await;
+    let hostile = unique_db("full-stack");
+    for (op, depth, calls) in [("insert", 100, 3), ("filter", 200, 7)] {
+        let frames = frames_that_fill_the_guest_stack(&host, &hostile, op).await;
+        assert!(frames > 1_000, "{op}: only {frames} frames fit");
+        let (status, report) = host
+            .call(
+                &hostile,
+                "GET",
+                &format!("/hostile-input/full-stack?frames={frames}&op={op}&depth={depth}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{op} at {frames} frames: {report}");
+        assert_eq!(kinds(&report).len(), calls, "{report}");
+        for (call, kind) in kinds(&report) {
+            assert_ne!(kind, "invalid-argument", "{op} {call}: {report}");
+        }
+        if op == "insert" {
+            assert_eq!(report["insert_one"], "ok", "{report}");
+        }
+    }
+    bystander.check_unharmed(&host, &hostile).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_json_body_posted_to_a_javascript_plugin_does_not_crash_the_host() {
     let host = Host::start(
