@@ -319,7 +319,17 @@ impl Tenants {
         };
         for (tenant, name) in [(&tenants.a, "alice"), (&tenants.b, "bob")] {
             let body = json!({ "name": name, "email": format!("{name}@example.test") }).to_string();
-            let reply = call(addr, "POST", "/users/users", Some(tenant), Some(&body)).await;
+            // Admitted: with one connection per address, the slot of the previous call's
+            // connection may not be released yet (a 503 `too_many_connections`).
+            let reply = call_admitted(
+                "127.0.0.1",
+                addr,
+                "POST",
+                "/users/users",
+                Some(tenant),
+                Some(&body),
+            )
+            .await;
             assert_eq!(reply.status, 201, "{:?}", reply.json());
         }
         tenants
