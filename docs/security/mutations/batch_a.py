@@ -2,10 +2,7 @@
 # Mutations of issue 13 verification batch a (docs/security/VERIFIED.md): run from the
 # repository root on commit 2d8a93d or later; undo with `git checkout -- host pool`.
 import re,sys
-def sub(p, old, new):
-    s=open(p).read()
-    assert old in s, (p, old[:60])
-    open(p,'w').write(s.replace(old,new,1))
+from edit import sub
 # item 1: the depth ceiling is not enforced
 sub('host/src/runtime/input.rs','''    let shape = bson_scan::scan(bytes, rules.max_depth).map_err(|e| match e {''','''    let shape = match bson_scan::scan(bytes, rules.max_depth) {
         Err(ScanError::TooDeep(_)) => Ok(bson_scan::Shape::default()),

@@ -1,10 +1,7 @@
 #!/usr/bin/env python3
 # Mutations of issue 13 verification batch b (docs/security/VERIFIED.md): run from the
 # repository root on commit 2d8a93d or later; undo with `git checkout -- host pool`.
-def sub(p, old, new):
-    s=open(p).read()
-    assert old in s, (p, old[:60])
-    open(p,'w').write(s.replace(old,new,1))
+from edit import sub
 # item 6: the per-request host-memory budget never refuses
 sub('host/src/runtime/input.rs','''        let needed = bytes.saturating_mul(INPUT_COPIES);
 ''','''        let needed = bytes.saturating_mul(INPUT_COPIES);

@@ -1,10 +1,7 @@
 #!/usr/bin/env python3
 # Mutations of issue 13 verification batch c (docs/security/VERIFIED.md): run from the
 # repository root on commit 2d8a93d or later; undo with `git checkout -- host pool`.
-def sub(p, old, new):
-    s=open(p).read()
-    assert old in s, (p, old[:60])
-    open(p,'w').write(s.replace(old,new,1))
+from edit import sub
 # item 3: no tenant namespace: the tenant name is the database, unfolded, reserved names allowed
 sub('pool/src/namespace.rs','''        Ok(tenant.to_ascii_lowercase())''','''        Ok(tenant.to_string())''')
 sub('pool/src/namespace.rs','''        let db = format!("{}{}", self.prefix, self.canonical_tenant(tenant)?);''','''        let db = self.canonical_tenant(tenant)?;''')

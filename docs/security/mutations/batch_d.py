@@ -1,10 +1,7 @@
 #!/usr/bin/env python3
 # Mutations of issue 13 verification batch d (docs/security/VERIFIED.md): run from the
 # repository root on commit 2d8a93d or later; undo with `git checkout -- host pool`.
-def sub(p, old, new):
-    s=open(p).read()
-    assert old in s, (p, old[:60])
-    open(p,'w').write(s.replace(old,new,1))
+from edit import sub
 # item 10a: a second tenant header is ignored
 sub('host/src/gateway/intake.rs','''    if values.next().is_some() {''','''    if values.next().is_some() && header.is_empty() {''')
 # item 10b: the admin API is served beyond loopback without a token; an empty token is accepted
