@@ -16,6 +16,7 @@
 //! - [`Report`]: pool hit ratios, opens, closes and the share of the LRU→MIN gap each policy
 //!   closes, as a markdown table.
 
+mod density;
 mod experts;
 mod file;
 mod follow;
@@ -35,6 +36,7 @@ mod vote;
 mod wasm;
 mod wtinylfu;
 
+pub use density::HitDensity;
 pub use experts::{Arc as ArcPolicy, Expert, Lru};
 pub use file::{read_trace, read_trace_from, write_trace};
 pub use follow::{FastHasher, FastMap, Follower};

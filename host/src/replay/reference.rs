@@ -53,7 +53,8 @@ impl WTinyLfuPolicy {
         }
     }
 
-    /// Experts by name: `wtinylfu`, `lru`, `arc`, `visits`, `lirs`.
+    /// Experts by name: `wtinylfu`, `lru`, `arc`, `visits`, `lirs`; for experiments
+    /// `hyperbolic` and `density`.
     pub fn expert(name: &str) -> Option<Box<dyn Expert + Send>> {
         match name {
             WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
@@ -61,6 +62,7 @@ impl WTinyLfuPolicy {
             "arc" => Some(Box::new(Arc::new())),
             "visits" => Some(Box::new(VisitsExpert::new())),
             "lirs" => Some(Box::new(Lirs::new())),
+            "density" => Some(Box::new(super::density::HitDensity::new())),
             "hyperbolic" => Some(Box::new(super::hyper::Hyperbolic::new())),
             _ => None,
         }
