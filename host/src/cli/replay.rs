@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use polymongo::pool::{builtin_policy, EvictionPolicy};
 use polymongo::replay::{
-    belady, generate, read_trace, simulate, write_trace, LeaderRule, Report, Row, ScorerLoader,
-    SimConfig, Suite, SuiteRow, Trace, TraceSpec, WTinyLfuPolicy, WTINYLFU,
+    belady, generate, held_out_lfu, read_trace, simulate, write_trace, LeaderRule, Report, Row,
+    ScorerLoader, SimConfig, Suite, SuiteRow, Trace, TraceSpec, WTinyLfuPolicy, WTINYLFU,
 };
 use polymongo::runtime::ScorerComponent;
 
@@ -85,6 +85,8 @@ enum Policy {
     Reference,
     Follow(String),
     Min,
+    /// `heldout-lfu`: an analysis aid, the ceiling of online policies on IRM traces.
+    HeldOutLfu,
     Wasm(String, Arc<ScorerComponent>),
 }
 
@@ -124,13 +126,15 @@ fn parse_policies(names: &[String], loader: &ScorerLoader, suite: bool) -> Resul
             // Always replayed.
         } else if name == WTINYLFU {
             policies.push(Policy::Reference);
+        } else if name == "heldout-lfu" {
+            policies.push(Policy::HeldOutLfu);
         } else if name.starts_with("follow:") {
             follow_policy(name)?;
             policies.push(Policy::Follow(name.to_string()));
         } else if builtin_policy(name).is_some() {
             policies.push(Policy::Builtin(name.to_string()));
         } else {
-            bail!("unknown policy {name:?}: expected seed, lru, min, wtinylfu or wasm:PATH");
+            bail!("unknown policy {name:?}: expected seed, lru, min, wtinylfu, heldout-lfu, follow:SPEC or wasm:PATH");
         }
     }
     Ok(policies)
@@ -209,6 +213,11 @@ fn replay_one(
     config.step_ms = step_ms;
     let (label, result, scorer_failures) = match policy {
         Policy::Min => ("min".to_string(), belady(trace, capacity), None),
+        Policy::HeldOutLfu => (
+            "heldout-lfu".to_string(),
+            held_out_lfu(trace, capacity),
+            None,
+        ),
         Policy::Reference => {
             let p = WTinyLfuPolicy::new();
             (WTINYLFU.to_string(), simulate(trace, &p, &config), None)

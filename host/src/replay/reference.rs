@@ -54,7 +54,7 @@ impl WTinyLfuPolicy {
     }
 
     /// Experts by name: `wtinylfu`, `lru`, `arc`, `visits`, `lirs`; for experiments
-    /// `hyperbolic` and `density`.
+    /// `hyperbolic`, `density`, `s3fifo` and `lfu`.
     pub fn expert(name: &str) -> Option<Box<dyn Expert + Send>> {
         match name {
             WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
@@ -63,6 +63,8 @@ impl WTinyLfuPolicy {
             "visits" => Some(Box::new(VisitsExpert::new())),
             "lirs" => Some(Box::new(Lirs::new())),
             "density" => Some(Box::new(super::density::HitDensity::new())),
+            "s3fifo" => Some(Box::new(super::s3fifo::S3Fifo::new())),
+            "lfu" => Some(Box::new(super::lfu::PerfectLfu::new())),
             "hyperbolic" => Some(Box::new(super::hyper::Hyperbolic::new())),
             _ => None,
         }
