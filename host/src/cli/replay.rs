@@ -30,8 +30,10 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Policies, comma-separated: `seed`, `lru`, `min`, `wtinylfu` (W-TinyLFU with
-    /// Caffeine's adaptive window), or `wasm:PATH` (a scorer component). LRU and MIN are
-    /// always replayed as bounds; with `--suite`, W-TinyLFU too.
+    /// Caffeine's adaptive window), `follow:SPEC` (the scorer-hybrid follower natively, an
+    /// experiment), `heldout-lfu` (an analysis aid: A0 with probabilities from the other
+    /// half of the trace), or `wasm:PATH` (a scorer component). LRU and MIN are always
+    /// replayed as bounds; with `--suite`, W-TinyLFU too.
     #[arg(long, value_delimiter = ',', default_value = "seed,lru,min")]
     pub policies: Vec<String>,
     /// Replay this trace file (one key per line, LIRS format; `*` lines and blanks ignored;
@@ -245,7 +247,7 @@ fn replay_one(
 }
 
 /// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager[/LEARNT_COST[/COST_PRIOR]]]]]]]]`: the follower of `scorer-hybrid`,
-/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (an experiment; the scorer
+/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (and, for experiments, `hyperbolic`, `density`, `s3fifo`, `lfu`; the scorer
 /// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
     let body = spec.trim_start_matches("follow:");
