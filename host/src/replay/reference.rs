@@ -54,8 +54,14 @@ impl WTinyLfuPolicy {
     }
 
     /// Experts by name: `wtinylfu`, `lru`, `arc`, `visits`, `lirs`; for experiments
-    /// `hyperbolic`, `density`, `s3fifo` and `lfu`.
+    /// `hyperbolic`, `density`, `s3fifo`, `lfu` and `visits2[:switch[=value]…]` (`visits2.rs`,
+    /// [`Config`]).
+    ///
+    /// [`Config`]: super::visits2::Config
     pub fn expert(name: &str) -> Option<Box<dyn Expert + Send>> {
+        if let Some(expert) = super::visits2::expert_variant(name) {
+            return Some(expert);
+        }
         match name {
             WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
             "lru" => Some(Box::new(Lru::new())),

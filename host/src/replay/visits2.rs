@@ -1,0 +1,654 @@
+//! A variant of the session-aware expert ([`super::visits::VisitsExpert`]): the chance that
+//! a visit goes on is learnt *by its position* (after its 1st, 2nd, 3rd or later operation,
+//! with fast-decaying counts) instead of as one slow average, and a new visit counts in the
+//! popularity memory with weight `min(1, q(1)/q(2))` — the chance that it is a real session
+//! rather than a single operation — topped up to 1 when its second operation comes.
+//!
+//! In steady traffic the weight is about 1; while something touches many keys once each (a
+//! scan, a crawler) `q(1)` collapses and so do both the weight of those one-off visits and
+//! the protection of a key after its first operation, so they are evicted first and hardly
+//! disturb the popularity memory.
+//!
+//! Everything else is the model of `visits.rs`: the visit span (8 × the median reuse gap),
+//! the mean gap within a visit, the long popularity memory with a short one beside it and a
+//! CUSUM shift detector. [`Config`] holds the experiment switches (`visits2:…` names).
+//!
+//! No dependency beyond std, so that a scorer component can include this file.
+
+use std::collections::BTreeSet;
+
+use super::experts::Expert;
+use super::follow::FastMap;
+
+/// Reuses closer than this many times the median reuse gap continue a visit.
+const SPAN_FACTOR: f64 = 8.0;
+/// Visit span until enough reuse gaps were seen.
+const INITIAL_SPAN: u64 = 200;
+/// Idle time, in mean gaps within a visit, after which a visit is over for sure.
+const FORGOTTEN_VISIT_GAPS: f64 = 50.0;
+/// Weight of one observation in the running estimates of the visit model.
+const VISIT_MODEL_RATE: f64 = 1e-4;
+/// Half-life of the long memory of visit counts, in requests per unit of capacity.
+const LONG_HALF_LIFE_PER_SLOT: f64 = 1000.0;
+/// Half-life of the short memory of visit counts, in requests per unit of capacity.
+const SHORT_HALF_LIFE_PER_SLOT: f64 = 3.0;
+/// Evidence (nats) that the short memory predicts visits better, deemed a popularity shift.
+const SHIFT_EVIDENCE: f64 = 30.0;
+/// Keys with a visit history, per unit of capacity.
+const HISTORY_PER_SLOT: usize = 64;
+/// Operation positions with a continuation chance of their own (the last one stands for
+/// every later position).
+const POSITIONS: usize = 3;
+
+/// The experiment switches of the variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Learn the continuation chance by position (else one slow average, as `visits`).
+    pub by_position: bool,
+    /// Decay of the position counts per request (their memory is about `1 / rate`).
+    pub position_rate: f64,
+    /// Count a new visit with weight `min(1, q(1)/q(2))`, topped up at its second operation.
+    pub weigh_visits: bool,
+    /// The shift detector weighs each visit's evidence by its weight.
+    pub weighted_detector: bool,
+    /// A reopened key within the visit span of its last use continues its visit (else, as
+    /// in `visits`, every miss starts a visit).
+    pub reopen_continues: bool,
+    /// Visits per request in the popularity term from the weighted visit counts (else from
+    /// the unweighted share of requests that start a visit).
+    pub weighted_visit_rate: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            by_position: true,
+            position_rate: 1e-3,
+            weigh_visits: true,
+            weighted_detector: false,
+            reopen_continues: false,
+            weighted_visit_rate: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses `visits2[:switch[=value]…]` (an experiment name; `None` for other names).
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix("visits2")?;
+        let mut config = Self::default();
+        let rest = match rest.strip_prefix(':') {
+            Some(r) => r,
+            None if rest.is_empty() => return Some(config),
+            None => return None,
+        };
+        for item in rest.split(':').filter(|s| !s.is_empty()) {
+            let (k, v) = item.split_once('=').unwrap_or((item, "1"));
+            let on = v != "0";
+            match k {
+                "pos" => config.by_position = on,
+                "rate" => config.position_rate = v.parse().ok()?,
+                "weigh" => config.weigh_visits = on,
+                "wdet" => config.weighted_detector = on,
+                "reopen" => config.reopen_continues = on,
+                "wrate" => config.weighted_visit_rate = on,
+                _ => return None,
+            }
+        }
+        Some(config)
+    }
+}
+
+/// `value` decayed over `since` requests with half-life `half_life`.
+fn decay(value: f64, since: u64, half_life: f64) -> f64 {
+    value * (-(since as f64) / half_life).exp2()
+}
+
+/// A key's visit counts in both memories, as of request `at`.
+#[derive(Clone, Copy, Default, Debug)]
+struct Counts {
+    long: f64,
+    short: f64,
+    at: u64,
+}
+
+/// Per-key visit counts with a long and a short memory, and the shift detector.
+#[derive(Debug)]
+struct History {
+    map: FastMap<u32, Counts>,
+    total: Counts,
+    long_half_life: f64,
+    short_half_life: f64,
+    evidence: f64,
+    reset_at: u64,
+    limit: usize,
+}
+
+impl History {
+    fn new() -> Self {
+        let mut history = Self {
+            map: FastMap::default(),
+            total: Counts::default(),
+            long_half_life: 0.0,
+            short_half_life: 0.0,
+            evidence: 0.0,
+            reset_at: 0,
+            limit: 0,
+        };
+        history.set_capacity(16);
+        history
+    }
+
+    fn set_capacity(&mut self, capacity: usize) {
+        let slots = capacity.max(16);
+        self.long_half_life = LONG_HALF_LIFE_PER_SLOT * slots as f64;
+        self.short_half_life = SHORT_HALF_LIFE_PER_SLOT * slots as f64;
+        self.limit = HISTORY_PER_SLOT * slots;
+    }
+
+    fn short(&self, counts: Counts, now: u64) -> f64 {
+        decay(counts.short, now - counts.at, self.short_half_life)
+    }
+
+    /// The long-memory count (the short one at the last reset if the long one is stale).
+    fn long(&self, counts: Counts, now: u64) -> f64 {
+        if counts.at < self.reset_at {
+            let at_reset = self.short(counts, self.reset_at);
+            decay(at_reset, now - self.reset_at, self.long_half_life)
+        } else {
+            decay(counts.long, now - counts.at, self.long_half_life)
+        }
+    }
+
+    /// A number that orders keys as their long-memory counts do at any one time, and does
+    /// not change as time passes: `log2` of the count, plus the time in half-lives.
+    fn rank(&self, counts: Counts) -> f64 {
+        if counts.at < self.reset_at {
+            self.short(counts, self.reset_at).log2() + self.reset_at as f64 / self.long_half_life
+        } else {
+            counts.long.log2() + counts.at as f64 / self.long_half_life
+        }
+    }
+
+    fn at(&self, counts: Counts, now: u64) -> Counts {
+        Counts {
+            long: self.long(counts, now),
+            short: self.short(counts, now),
+            at: now,
+        }
+    }
+
+    fn counts(&self, key: u32, now: u64) -> Counts {
+        self.map.get(&key).map_or(
+            Counts {
+                at: now,
+                ..Counts::default()
+            },
+            |&c| self.at(c, now),
+        )
+    }
+
+    /// Counts a visit of `key` at request `now` with `weight`, scoring it as a prediction
+    /// with `evidence_weight`; returns the key's new counts.
+    fn visit(&mut self, key: u32, now: u64, weight: f64, evidence_weight: f64) -> Counts {
+        if evidence_weight > 0.0 {
+            self.detect(
+                self.counts(key, now),
+                self.at(self.total, now),
+                now,
+                evidence_weight,
+            );
+        }
+        self.add(key, now, weight)
+    }
+
+    /// Adds `weight` to the counts of `key` (no evidence); returns its new counts.
+    fn add(&mut self, key: u32, now: u64, weight: f64) -> Counts {
+        let plus = |c: Counts| Counts {
+            long: c.long + weight,
+            short: c.short + weight,
+            at: now,
+        };
+        let counts = plus(self.counts(key, now));
+        self.map.insert(key, counts);
+        self.total = plus(self.at(self.total, now));
+        if self.map.len() > self.limit {
+            self.forget(now);
+        }
+        counts
+    }
+
+    /// CUSUM of the log-likelihood ratio of the short memory's prediction of the visited key
+    /// to the long one's; past [`SHIFT_EVIDENCE`] the long memory is replaced (lazily).
+    fn detect(&mut self, counts: Counts, total: Counts, now: u64, weight: f64) {
+        if total.short <= 0.0 {
+            return;
+        }
+        let floor = 1.0 / self.limit as f64;
+        let long = (counts.long / total.long + floor).ln();
+        let short = (counts.short / total.short + floor).ln();
+        self.evidence = (self.evidence + weight * (short - long)).max(0.0);
+        if self.evidence > SHIFT_EVIDENCE {
+            self.evidence = 0.0;
+            self.reset_at = now;
+            self.total.long = total.short;
+            self.total.short = total.short;
+            self.total.at = now;
+        }
+    }
+
+    /// Forgets the half of the keys with the smallest long-memory counts.
+    fn forget(&mut self, now: u64) {
+        let mut entries: Vec<(u32, Counts)> = self
+            .map
+            .iter()
+            .map(|(&key, &counts)| (key, self.at(counts, now)))
+            .collect();
+        let keep = entries.len() / 2;
+        entries.select_nth_unstable_by(keep, |a, b| b.1.long.total_cmp(&a.1.long));
+        entries.truncate(keep);
+        self.map = entries.into_iter().collect();
+    }
+}
+
+/// The visit model: span, chance that a visit goes on (overall and by position), mean gap
+/// within a visit.
+#[derive(Debug)]
+struct Visits {
+    buckets: [f64; 64],
+    samples: u64,
+    span: u64,
+    continued: f64,
+    gap: f64,
+    /// Decayed counts of operations at position 1, 2, …, `POSITIONS` (the last: at that
+    /// position or later), and at a position past `POSITIONS`.
+    at_position: [f64; POSITIONS + 1],
+    /// Decayed weighted visits counted, and requests (for the weighted visit rate).
+    weighted: f64,
+    requests: f64,
+}
+
+impl Visits {
+    fn new() -> Self {
+        Self {
+            buckets: [0.0; 64],
+            samples: 0,
+            span: INITIAL_SPAN,
+            continued: 0.5,
+            gap: INITIAL_SPAN as f64 / SPAN_FACTOR,
+            // A weak prior of 1/2 at every position.
+            at_position: [1.0, 0.5, 0.5, 0.25],
+            weighted: 0.0,
+            requests: 0.0,
+        }
+    }
+
+    /// A request: ages the position counts.
+    fn tick(&mut self, rate: f64) {
+        let keep = 1.0 - rate;
+        self.at_position.iter_mut().for_each(|c| *c *= keep);
+        let keep = 1.0 - VISIT_MODEL_RATE;
+        self.weighted *= keep;
+        self.requests = self.requests * keep + 1.0;
+    }
+
+    /// An operation at `position` (1 for the first of a visit).
+    fn position(&mut self, position: u32) {
+        let p = position as usize;
+        self.at_position[p.min(POSITIONS) - 1] += 1.0;
+        if p > POSITIONS {
+            self.at_position[POSITIONS] += 1.0;
+        }
+    }
+
+    /// The chance that a visit with `ops` operations so far goes on.
+    fn going_on(&self, ops: u32) -> f64 {
+        let p = (ops.max(1) as usize).min(POSITIONS);
+        let c = &self.at_position;
+        let (next, this) = match p {
+            // Operations at exactly position p + 1 (the last count holds every later one).
+            _ if p + 1 < POSITIONS => (c[p], c[p - 1]),
+            _ if p + 1 == POSITIONS => (c[p] - c[p + 1], c[p - 1]),
+            _ => (c[POSITIONS], c[POSITIONS - 1]),
+        };
+        if this <= 0.0 {
+            return self.continued;
+        }
+        (next / this).clamp(1e-3, 0.999)
+    }
+
+    /// The chance that a new visit is a real session: `min(1, q(1)/q(2))`.
+    fn weight(&self) -> f64 {
+        (self.going_on(1) / self.going_on(2)).min(1.0)
+    }
+
+    fn same_visit(&mut self, gap: u64) {
+        self.gap += (gap as f64 - self.gap) * VISIT_MODEL_RATE;
+    }
+
+    fn operation(&mut self, continued: bool) {
+        let value = if continued { 1.0 } else { 0.0 };
+        self.continued += (value - self.continued) * VISIT_MODEL_RATE;
+    }
+
+    fn record_gap(&mut self, gap: u64) {
+        self.buckets[63 - gap.max(1).leading_zeros() as usize] += 1.0;
+        self.samples += 1;
+        if self.samples.is_multiple_of(1024) {
+            let total: f64 = self.buckets.iter().sum();
+            let mut seen = 0.0;
+            for (b, &count) in self.buckets.iter().enumerate() {
+                seen += count;
+                if seen * 2.0 >= total {
+                    let median = (b as f64 + 0.5).exp2();
+                    self.span = (median * SPAN_FACTOR).round().max(2.0) as u64;
+                    break;
+                }
+            }
+            if self.samples.is_multiple_of(16_384) {
+                self.buckets.iter_mut().for_each(|c| *c *= 0.5);
+            }
+        }
+    }
+
+    /// Expected uses per request of a key idle for `idle` requests, from its visit, which
+    /// goes on with chance `q` after its last operation.
+    fn rate(&self, idle: u64, q: f64) -> f64 {
+        let gap = self.gap.max(1.0);
+        if idle as f64 > FORGOTTEN_VISIT_GAPS * gap {
+            return 0.0;
+        }
+        let going_on = q * (-(idle as f64) / gap).exp();
+        going_on / (going_on + 1.0 - q) / gap
+    }
+}
+
+/// What the expert knows of a key.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    counts: Counts,
+    last_use: u64,
+    /// [`History::rank`] of `counts`, while cached.
+    rank: f64,
+    cached: bool,
+    /// Operations in the key's current visit.
+    ops: u32,
+    /// Weight of the current visit not counted yet (added at its second operation).
+    pending: f64,
+}
+
+/// An `f64` ordered by `total_cmp`, for the popularity index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rank(f64);
+
+impl Eq for Rank {}
+
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// The variant of the session-aware expert (see the module documentation); the victim
+/// search is the branch and bound of `visits.rs`.
+#[derive(Debug)]
+pub struct Visits2Expert {
+    config: Config,
+    visits: Visits,
+    history: History,
+    entries: Vec<Entry>,
+    cached: u64,
+    /// Cached keys by popularity rank.
+    by_rank: BTreeSet<(Rank, u32)>,
+    maximum: u64,
+    clock: u64,
+    /// The victim computed at `clock` (a decision and the miss after it share one search).
+    memo: Option<(u64, u32)>,
+}
+
+impl Default for Visits2Expert {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+}
+
+/// The expert named `name` when it is a `visits2[:…]` variant.
+pub fn expert_variant(name: &str) -> Option<Box<dyn Expert + Send>> {
+    Config::parse(name).map(|c| Box::new(Visits2Expert::new(c)) as Box<dyn Expert + Send>)
+}
+
+impl Visits2Expert {
+    /// An empty cache (maximum 0 until [`Expert::resize`]).
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            visits: Visits::new(),
+            history: History::new(),
+            entries: Vec::new(),
+            cached: 0,
+            by_rank: BTreeSet::new(),
+            maximum: 0,
+            clock: 0,
+            memo: None,
+        }
+    }
+
+    fn cached(&self) -> u64 {
+        self.cached
+    }
+
+    /// The chance that the visit of a key with `ops` operations so far goes on.
+    fn going_on(&self, ops: u32) -> f64 {
+        if self.config.by_position {
+            self.visits.going_on(ops)
+        } else {
+            self.visits.continued
+        }
+    }
+
+    /// New visits per request, as counted in the popularity memory.
+    fn visits_per_request(&self) -> f64 {
+        if self.config.weighted_visit_rate && self.visits.requests > 0.0 {
+            self.visits.weighted / self.visits.requests
+        } else {
+            1.0 - self.visits.continued
+        }
+    }
+
+    /// The lowest-valued cached key.
+    fn lowest(&mut self) -> Option<u32> {
+        if let Some((clock, key)) = self.memo {
+            if clock == self.clock && self.contains(key) {
+                return Some(key);
+            }
+        }
+        let now = self.clock;
+        let total_long = self.history.long(self.history.total, now);
+        let per_visit = if total_long > 0.0 {
+            self.visits_per_request() / total_long
+        } else {
+            0.0
+        };
+        let mut q = [0.0; POSITIONS + 1];
+        for (ops, q) in q.iter_mut().enumerate() {
+            *q = self.going_on(ops as u32);
+        }
+        // Every value is at least the key's popularity term, and the keys are visited by
+        // increasing popularity: once that term alone reaches the best value, no key left
+        // can beat it.
+        let mut best: Option<(f64, u32)> = None;
+        for &(_, key) in &self.by_rank {
+            let entry = &self.entries[key as usize];
+            let popularity = self.history.long(entry.counts, now) * per_visit;
+            if best.is_some_and(|(b, _)| popularity >= b) {
+                break;
+            }
+            let going_on = q[(entry.ops as usize).min(POSITIONS)];
+            let value = self.visits.rate(now - entry.last_use, going_on) + popularity;
+            if best.is_none_or(|(b, _)| value < b) {
+                best = Some((value, key));
+            }
+        }
+        let key = best.map(|(_, k)| k)?;
+        self.memo = Some((now, key));
+        Some(key)
+    }
+
+    fn evict(&mut self, key: u32) {
+        let Some(entry) = self.entries.get_mut(key as usize) else {
+            return;
+        };
+        if entry.cached {
+            entry.cached = false;
+            self.by_rank.remove(&(Rank(entry.rank), key));
+            self.cached -= 1;
+        }
+    }
+
+    /// Files `key` (cached from now on) with `counts` in the popularity index; after a
+    /// popularity shift every cached key is re-filed.
+    fn file(&mut self, key: u32, counts: Counts, reset_at: u64) {
+        let entry = &mut self.entries[key as usize];
+        if entry.cached {
+            self.by_rank.remove(&(Rank(entry.rank), key));
+        }
+        entry.counts = counts;
+        entry.cached = true;
+        entry.rank = self.history.rank(counts);
+        self.by_rank.insert((Rank(entry.rank), key));
+        if self.history.reset_at != reset_at {
+            self.rerank();
+        }
+    }
+
+    /// Recomputes every cached key's rank (after the half-life or the reset point changed).
+    fn rerank(&mut self) {
+        self.by_rank.clear();
+        for (key, entry) in self.entries.iter_mut().enumerate() {
+            if entry.cached {
+                entry.rank = self.history.rank(entry.counts);
+                self.by_rank.insert((Rank(entry.rank), key as u32));
+            }
+        }
+    }
+}
+
+impl Expert for Visits2Expert {
+    fn name(&self) -> &'static str {
+        "visits2"
+    }
+
+    fn request(&mut self, key: u32, _hash: i32) -> bool {
+        if self.entries.len() <= key as usize {
+            self.entries.resize(key as usize + 1, Entry::default());
+        }
+        let now = self.clock + 1;
+        let entry = self.entries[key as usize];
+        let hit = entry.cached;
+        let gap = now - entry.last_use;
+        if !hit && self.cached() >= self.maximum {
+            // The victim as of the previous request (what a decision saw).
+            if let Some(victim) = self.lowest() {
+                self.evict(victim);
+            }
+        }
+        self.clock = now;
+        if std::env::var_os("V2DEBUG").is_some() && now % 50_000 == 0 {
+            eprintln!(
+                "t={now} K={} q1={:.3} q2={:.3} q3={:.3} cont={:.3} w={:.3} span={} gap={:.1} reset={}",
+                self.maximum,
+                self.visits.going_on(1),
+                self.visits.going_on(2),
+                self.visits.going_on(3),
+                self.visits.continued,
+                self.visits.weight(),
+                self.visits.span,
+                self.visits.gap,
+                self.history.reset_at
+            );
+        }
+        self.visits.tick(self.config.position_rate);
+        if hit {
+            self.visits.record_gap(gap);
+        }
+        let seen = entry.last_use > 0;
+        let continued =
+            seen && gap <= self.visits.span && (hit || self.config.reopen_continues);
+        self.visits.operation(continued);
+        let reset_at = self.history.reset_at;
+        let ops = if continued { entry.ops + 1 } else { 1 };
+        self.visits.position(ops);
+        let counts = if continued {
+            self.visits.same_visit(gap);
+            let pending = entry.pending;
+            if ops == 2 && pending > 0.0 {
+                self.entries[key as usize].pending = 0.0;
+                self.visits.weighted += pending;
+                Some(self.history.add(key, now, pending))
+            } else {
+                None
+            }
+        } else {
+            let weight = if self.config.weigh_visits {
+                self.visits.weight()
+            } else {
+                1.0
+            };
+            let evidence = if self.config.weighted_detector {
+                weight
+            } else {
+                1.0
+            };
+            self.entries[key as usize].pending = 1.0 - weight;
+            self.visits.weighted += weight;
+            Some(self.history.visit(key, now, weight, evidence))
+        };
+        let entry = &mut self.entries[key as usize];
+        entry.last_use = now;
+        entry.ops = ops;
+        if !hit {
+            self.cached += 1;
+        }
+        match counts {
+            Some(counts) => self.file(key, counts, reset_at),
+            None if !hit => {
+                let counts = self.history.counts(key, now);
+                self.file(key, counts, reset_at);
+            }
+            None => {}
+        }
+        hit
+    }
+
+    fn contains(&self, key: u32) -> bool {
+        self.entries.get(key as usize).is_some_and(|e| e.cached)
+    }
+
+    fn next_victim(&mut self) -> Option<u32> {
+        self.lowest()
+    }
+
+    fn remove(&mut self, key: u32) {
+        self.evict(key);
+    }
+
+    fn resize(&mut self, maximum: u64) {
+        self.memo = None;
+        self.maximum = maximum;
+        self.history.set_capacity(maximum as usize);
+        self.rerank();
+        while self.cached() > maximum {
+            match self.lowest() {
+                Some(victim) => self.evict(victim),
+                None => break,
+            }
+            self.memo = None;
+        }
+    }
+}
