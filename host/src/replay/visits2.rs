@@ -57,6 +57,25 @@ pub struct Config {
     /// Visits per request in the popularity term from the weighted visit counts (else from
     /// the unweighted share of requests that start a visit).
     pub weighted_visit_rate: bool,
+    /// Evidence (nats) deemed a popularity shift.
+    pub shift_evidence: f64,
+    /// Half-life of the short memory, in requests per unit of capacity.
+    pub short_half_life: f64,
+    /// ... and at least this many requests.
+    pub min_short_half_life: f64,
+    /// No evidence is gathered for this many short half-lives after a reset.
+    pub hold: f64,
+    /// The short memory's prediction is mixed with the long one's, with this weight on the
+    /// long (0: the short memory alone).
+    pub mix: f64,
+    /// Analysis only: no detector; the long memory is replaced at this request (0: never).
+    pub oracle: u64,
+    /// A visit whose key was used within this many visit spans gives no evidence of a shift
+    /// (it may be the same session, split by a long gap; 0: every visit counts).
+    pub near: f64,
+    /// The short memory holds at least this many visits (its half-life in requests is at
+    /// least this over the share of requests that start a visit; 0: no floor).
+    pub min_short_visits: f64,
 }
 
 impl Default for Config {
@@ -68,6 +87,14 @@ impl Default for Config {
             weighted_detector: false,
             reopen_continues: false,
             weighted_visit_rate: false,
+            shift_evidence: SHIFT_EVIDENCE,
+            short_half_life: SHORT_HALF_LIFE_PER_SLOT,
+            min_short_half_life: 0.0,
+            hold: 0.0,
+            mix: 0.0,
+            oracle: u64::MAX,
+            near: 0.0,
+            min_short_visits: 0.0,
         }
     }
 }
@@ -92,6 +119,14 @@ impl Config {
                 "wdet" => config.weighted_detector = on,
                 "reopen" => config.reopen_continues = on,
                 "wrate" => config.weighted_visit_rate = on,
+                "shift" => config.shift_evidence = v.parse().ok()?,
+                "short" => config.short_half_life = v.parse().ok()?,
+                "minshort" => config.min_short_half_life = v.parse().ok()?,
+                "hold" => config.hold = v.parse().ok()?,
+                "mix" => config.mix = v.parse().ok()?,
+                "oracle" => config.oracle = v.parse().ok()?,
+                "near" => config.near = v.parse().ok()?,
+                "minvisits" => config.min_short_visits = v.parse().ok()?,
                 _ => return None,
             }
         }
@@ -122,11 +157,23 @@ struct History {
     evidence: f64,
     reset_at: u64,
     limit: usize,
+    short_per_slot: f64,
+    min_short: f64,
+    hold: f64,
+    mix: f64,
+    oracle: u64,
+    shift_evidence: f64,
 }
 
 impl History {
-    fn new() -> Self {
+    fn new(config: &Config) -> Self {
         let mut history = Self {
+            short_per_slot: config.short_half_life,
+            min_short: config.min_short_half_life,
+            hold: config.hold,
+            mix: config.mix,
+            oracle: config.oracle,
+            shift_evidence: config.shift_evidence,
             map: FastMap::default(),
             total: Counts::default(),
             long_half_life: 0.0,
@@ -139,10 +186,18 @@ impl History {
         history
     }
 
+    /// The short memory's half-life is at least `requests` (besides its floor in requests).
+    fn set_short_floor(&mut self, requests: f64, slots: usize) {
+        let half_life = (self.short_per_slot * slots.max(16) as f64)
+            .max(self.min_short)
+            .max(requests);
+        self.short_half_life = half_life;
+    }
+
     fn set_capacity(&mut self, capacity: usize) {
         let slots = capacity.max(16);
         self.long_half_life = LONG_HALF_LIFE_PER_SLOT * slots as f64;
-        self.short_half_life = SHORT_HALF_LIFE_PER_SLOT * slots as f64;
+        self.short_half_life = (self.short_per_slot * slots as f64).max(self.min_short);
         self.limit = HISTORY_PER_SLOT * slots;
     }
 
@@ -224,11 +279,26 @@ impl History {
         if total.short <= 0.0 {
             return;
         }
+        let oracle_fires = now >= self.oracle && self.reset_at < self.oracle;
+        if self.oracle != u64::MAX && !oracle_fires {
+            return;
+        }
+        if self.reset_at > 0 && ((now - self.reset_at) as f64) < self.hold * self.short_half_life {
+            return;
+        }
         let floor = 1.0 / self.limit as f64;
-        let long = (counts.long / total.long + floor).ln();
-        let short = (counts.short / total.short + floor).ln();
+        let long_share = counts.long / total.long;
+        let short_share = (counts.short / total.short + self.mix * long_share) / (1.0 + self.mix);
+        let long = (long_share + floor).ln();
+        let short = (short_share + floor).ln();
         self.evidence = (self.evidence + weight * (short - long)).max(0.0);
-        if self.evidence > SHIFT_EVIDENCE {
+        if oracle_fires {
+            self.evidence = f64::INFINITY;
+        }
+        if self.evidence > self.shift_evidence {
+            if std::env::var_os("V2DEBUG").is_some() {
+                eprintln!("reset at {now} (limit {})", self.limit);
+            }
             self.evidence = 0.0;
             self.reset_at = now;
             self.total.long = total.short;
@@ -429,7 +499,7 @@ impl Visits2Expert {
         Self {
             config,
             visits: Visits::new(),
-            history: History::new(),
+            history: History::new(&config),
             entries: Vec::new(),
             cached: 0,
             by_rank: BTreeSet::new(),
@@ -600,11 +670,18 @@ impl Expert for Visits2Expert {
             } else {
                 1.0
             };
-            let evidence = if self.config.weighted_detector {
+            let evidence = if seen && (gap as f64) <= self.config.near * self.visits.span as f64 {
+                0.0
+            } else if self.config.weighted_detector {
                 weight
             } else {
                 1.0
             };
+            if self.config.min_short_visits > 0.0 {
+                let rate = (1.0 - self.visits.continued).max(1e-3);
+                self.history
+                    .set_short_floor(self.config.min_short_visits / rate, self.maximum as usize);
+            }
             self.entries[key as usize].pending = 1.0 - weight;
             self.visits.weighted += weight;
             Some(self.history.visit(key, now, weight, evidence))
