@@ -247,7 +247,8 @@ fn replay_one(
 }
 
 /// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager[/LEARNT_COST[/COST_PRIOR]]]]]]]]`: the follower of `scorer-hybrid`,
-/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (and, for experiments, `hyperbolic`, `density`, `s3fifo`, `lfu`; the scorer
+/// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (and, for experiments,
+/// `hyperbolic`, `density`, `s3fifo`, `lfu`, `visits2[:switch[=value]…]`; the scorer
 /// is what ships).
 fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
     let body = spec.trim_start_matches("follow:");
