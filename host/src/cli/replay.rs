@@ -9,8 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use polymongo::pool::{builtin_policy, EvictionPolicy};
 use polymongo::replay::{
-    belady, generate, held_out_lfu, read_trace, simulate, write_trace, LeaderRule, Report, Row,
-    ScorerLoader, SimConfig, Suite, SuiteRow, Trace, TraceSpec, WTinyLfuPolicy, WTINYLFU,
+    belady_recording, generate, held_out_lfu, read_trace, simulate, write_trace, LeaderRule,
+    Report, Row, ScorerLoader, SimConfig, Suite, SuiteRow, Trace, TraceSpec, WTinyLfuPolicy,
+    WTINYLFU,
 };
 use polymongo::runtime::ScorerComponent;
 
@@ -80,6 +81,12 @@ pub struct ReplayArgs {
     /// Time one wasm scoring call may take before the decision falls back, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub budget_ms: u64,
+    /// With `--suite` (analysis): also print the share of the LRU→MIN gap each policy closes
+    /// in each phase of every trace, the phases cut at these fractions of the trace,
+    /// comma-separated (for the synthetic traces e.g. `0.15,0.25,0.28,0.5,0.65`: warm-up,
+    /// steady state, scan, steady state, after the shift, the rest).
+    #[arg(long, value_delimiter = ',')]
+    pub phases: Vec<f64>,
 }
 
 enum Policy {
@@ -189,7 +196,15 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let mut report = Report::default();
     for &capacity in &args.capacity {
         for policy in &policies {
-            let row = replay_one(&trace, capacity, policy, &loader, budget, args.step_ms);
+            let row = replay_one(
+                &trace,
+                capacity,
+                policy,
+                &loader,
+                budget,
+                args.step_ms,
+                false,
+            );
             eprintln!(
                 "K={capacity} {}: hit ratio {:.2}% in {:.1} s",
                 row.policy,
@@ -210,11 +225,17 @@ fn replay_one(
     loader: &ScorerLoader,
     budget: Duration,
     step_ms: u64,
+    record_hits: bool,
 ) -> Row {
     let mut config = SimConfig::new(capacity);
     config.step_ms = step_ms;
+    config.record_hits = record_hits;
     let (label, result, scorer_failures) = match policy {
-        Policy::Min => ("min".to_string(), belady(trace, capacity), None),
+        Policy::Min => (
+            "min".to_string(),
+            belady_recording(trace, capacity, record_hits),
+            None,
+        ),
         Policy::HeldOutLfu => (
             "heldout-lfu".to_string(),
             held_out_lfu(trace, capacity),
@@ -415,6 +436,7 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
     let total = entries.len() * args.capacity.len() * policies.len();
     let mut done = 0;
     let mut suite = Suite::default();
+    let mut phase_rows = Vec::new();
     for entry in &entries {
         for &capacity in &args.capacity {
             if capacity <= entry.trace.pinned() {
@@ -425,6 +447,7 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
                 capacity,
                 hits: Vec::new(),
             };
+            let mut flags = Vec::new();
             for policy in &policies {
                 let r = replay_one(
                     &entry.trace,
@@ -433,6 +456,7 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
                     &loader,
                     budget,
                     args.step_ms,
+                    !args.phases.is_empty(),
                 );
                 done += 1;
                 progress(
@@ -451,11 +475,71 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
                         entry.label, r.policy, r.result.policy_fallbacks
                     );
                 }
-                row.hits.push((r.policy, r.result.hit_ratio()));
+                let ratio = r.result.hit_ratio();
+                flags.push((r.policy.clone(), r.result.hit_flags));
+                row.hits.push((r.policy, ratio));
+            }
+            if !args.phases.is_empty() {
+                phase_rows.push(phase_row(&row, &flags, &args.phases));
             }
             suite.rows.push(row);
         }
     }
     print!("{}", suite.markdown());
+    if !args.phases.is_empty() {
+        println!();
+        println!(
+            "Gap closed by phase: the share of each phase's LRU→MIN gap a policy closes (in \
+             brackets, the phase's share of the row's gap)."
+        );
+        println!();
+        phase_rows.iter().for_each(|r| print!("{r}"));
+    }
     Ok(())
+}
+
+/// The gap closed by each policy of `row` in each phase (cut at `cuts`, fractions of the
+/// trace), as markdown lines: one per policy, LRU and MIN left out.
+fn phase_row(row: &SuiteRow, flags: &[(String, Vec<bool>)], cuts: &[f64]) -> String {
+    let find = |p: &str| flags.iter().find(|(q, _)| q == p).map(|(_, f)| f);
+    let (Some(lru), Some(min)) = (find("lru"), find("min")) else {
+        return String::new();
+    };
+    let n = lru.len();
+    let mut bounds = vec![0];
+    bounds.extend(
+        cuts.iter()
+            .map(|&c| ((c.clamp(0.0, 1.0) * n as f64) as usize).min(n)),
+    );
+    bounds.push(n);
+    let hits = |f: &[bool], a: usize, b: usize| f[a..b].iter().filter(|&&h| h).count() as f64;
+    let total = hits(min, 0, n) - hits(lru, 0, n);
+    let mut out = String::new();
+    for (policy, f) in flags {
+        if policy == "lru" || policy == "min" || f.len() != n {
+            continue;
+        }
+        out.push_str(&format!("| {} | {} | {policy} |", row.trace, row.capacity));
+        for w in bounds.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let (l, m) = (hits(lru, a, b), hits(min, a, b));
+            let closed = if m > l {
+                (hits(f, a, b) - l) / (m - l) * 100.0
+            } else {
+                0.0
+            };
+            let share = if total > 0.0 {
+                (m - l) / total * 100.0
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                " {:.0}–{:.0}%: {closed:.1}% [{share:.0}%] |",
+                a as f64 / n as f64 * 100.0,
+                b as f64 / n as f64 * 100.0
+            ));
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -12,6 +12,12 @@ use crate::pool::PINNED_PRIORITY;
 /// Replays `trace` with capacity `capacity` under MIN. Pinned keys are never evicted (they
 /// hold capacity as in the manager).
 pub fn belady(trace: &Trace, capacity: usize) -> SimResult {
+    belady_recording(trace, capacity, false)
+}
+
+/// [`belady`], keeping whether each request was a hit in [`SimResult::hit_flags`] when
+/// `record_hits`.
+pub fn belady_recording(trace: &Trace, capacity: usize, record_hits: bool) -> SimResult {
     let started = Instant::now();
     let n = trace.requests.len();
     const NEVER: usize = usize::MAX;
@@ -35,6 +41,9 @@ pub fn belady(trace: &Trace, capacity: usize) -> SimResult {
     };
     for (i, &key) in trace.requests.iter().enumerate() {
         let k = key as usize;
+        if record_hits {
+            result.hit_flags.push(open[k]);
+        }
         if open[k] {
             result.hits += 1;
         } else {

@@ -47,7 +47,7 @@ pub use hyper::Hyperbolic;
 pub use leader::LeaderRule;
 pub use lfu::PerfectLfu;
 pub use lirs::Lirs;
-pub use min::{belady, held_out_lfu};
+pub use min::{belady, belady_recording, held_out_lfu};
 pub use reference::{WTinyLfuPolicy, HYBRID_EXPERTS, WTINYLFU};
 pub use report::{gap_closed, Report, Row};
 pub use rng::Rng;

@@ -33,6 +33,9 @@ pub struct SimConfig {
     pub start_ms: u64,
     /// Keep the sequence of evicted keys in [`SimResult::victims`].
     pub record_victims: bool,
+    /// Keep whether each request was a hit in [`SimResult::hit_flags`] (analysis: the gap
+    /// closed by phase of a trace).
+    pub record_hits: bool,
 }
 
 impl SimConfig {
@@ -43,6 +46,7 @@ impl SimConfig {
             step_ms: 10,
             start_ms: 1_700_000_000_000,
             record_victims: false,
+            record_hits: false,
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct SimResult {
     pub over_capacity: u64,
     /// Evicted keys, in order (when asked for).
     pub victims: Vec<u32>,
+    /// Whether each request was a hit, in order (when asked for).
+    pub hit_flags: Vec<bool>,
     /// Wall-clock time of the replay.
     pub elapsed: Duration,
 }
@@ -185,6 +191,9 @@ pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) 
     };
     for (i, &k) in trace.requests.iter().enumerate() {
         let now = config.start_ms + i as u64 * config.step_ms;
+        if config.record_hits {
+            result.hit_flags.push(sim.open[k as usize].is_some());
+        }
         if let Some(entry) = sim.open[k as usize].as_mut() {
             result.hits += 1;
             entry.rank.usage.record(now);

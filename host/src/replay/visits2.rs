@@ -84,7 +84,7 @@ pub struct Config {
     /// on the long (0: the short memory alone).
     pub mix: f64,
     /// `oracle`: analysis only — no detector; the long memory is replaced once, at the
-    /// first visit from this request on (`u64::MAX`: the detector decides).
+    /// first visit from this request on (0: never; `u64::MAX`: the detector decides).
     pub oracle: u64,
     /// `hazard`: the chance that a visit is still going on after an idle time, and the rate
     /// of its next operation, from the learnt distribution of gaps within visits (else:
