@@ -99,6 +99,11 @@ pub struct Config {
     /// `young`: the popularity term is scaled by `n / (n + young)`, `n` the visits in the
     /// long memory (a young memory's shares are noisy; 0: no scaling).
     pub young: f64,
+    /// `bayes`: the chance that a key's new visit is a real session is `w·π / (w·π +
+    /// (1 − w)·u)`, with `w = min(1, q(1)/q(2))`, `π` the key's share of the long memory (at
+    /// least `u`) and `u` one over the keys seen (one-off visits taken as spread evenly): it
+    /// weighs the visit and, times `q(2)`, protects the key after its first operation.
+    pub bayes: bool,
 }
 
 impl Default for Config {
@@ -122,6 +127,7 @@ impl Default for Config {
             per_key: 0.0,
             gap_rate: VISIT_MODEL_RATE,
             young: 0.0,
+            bayes: false,
         }
     }
 }
@@ -184,6 +190,7 @@ impl Config {
                 "perkey" => config.per_key = v.parse().ok()?,
                 "gaprate" => config.gap_rate = v.parse().ok()?,
                 "young" => config.young = v.parse().ok()?,
+                "bayes" => config.bayes = on,
                 _ => return None,
             }
         }
@@ -655,6 +662,21 @@ impl Visits2Expert {
             .clamp(1e-3, 0.999)
     }
 
+    /// The chance that a new visit of a key with long-memory count `long` is a real session
+    /// (see [`Config::bayes`]), when the share of new visits that are is `w`.
+    fn real_chance(&self, long: f64, total_long: f64, w: f64) -> f64 {
+        let u = 1.0 / self.entries.len().max(1) as f64;
+        let share = if total_long > 0.0 {
+            (long / total_long).max(u)
+        } else {
+            u
+        };
+        if w >= 1.0 {
+            return 1.0;
+        }
+        w * share / (w * share + (1.0 - w) * u)
+    }
+
     /// New visits per request, as counted in the popularity memory.
     fn visits_per_request(&self) -> f64 {
         if self.config.weighted_visit_rate && self.visits.requests > 0.0 {
@@ -685,14 +707,18 @@ impl Visits2Expert {
         // Every value is at least the key's popularity term, and the keys are visited by
         // increasing popularity: once that term alone reaches the best value, no key left
         // can beat it.
+        let w = self.visits.weight();
         let mut best: Option<(f64, u32)> = None;
         for &(_, key) in &self.by_rank {
             let entry = &self.entries[key as usize];
-            let popularity = self.history.long(entry.counts, now) * per_visit;
+            let long = self.history.long(entry.counts, now);
+            let popularity = long * per_visit;
             if best.is_some_and(|(b, _)| popularity >= b) {
                 break;
             }
-            let going_on = if entry.ops <= 1 && self.config.per_key > 0.0 {
+            let going_on = if entry.ops <= 1 && self.config.bayes {
+                q[1].max(self.real_chance(long, total_long, w) * q[2])
+            } else if entry.ops <= 1 && self.config.per_key > 0.0 {
                 self.own_going_on(entry, q[1])
             } else {
                 q[(entry.ops as usize).min(POSITIONS)]
@@ -802,7 +828,11 @@ impl Expert for Visits2Expert {
                 None
             }
         } else {
-            let weight = if self.config.weigh_visits && self.config.per_key > 0.0 {
+            let weight = if self.config.weigh_visits && self.config.bayes {
+                let long = self.history.counts(key, now).long;
+                let total = self.history.long(self.history.total, now);
+                self.real_chance(long, total, self.visits.weight())
+            } else if self.config.weigh_visits && self.config.per_key > 0.0 {
                 let own = self.own_going_on(&self.entries[key as usize], self.visits.going_on(1));
                 (own / self.visits.going_on(2)).min(1.0)
             } else if self.config.weigh_visits {
