@@ -18,8 +18,8 @@ use crate::pool::{EvictionPolicy, PoolStats};
 pub const WTINYLFU: &str = "wtinylfu";
 
 /// The experts of the bundled `scorer-hybrid`, in its order (the first leads at the start):
-/// `follow:wtinylfu+lru+arc+visits+lirs` in the replay tool makes the same decisions.
-pub const HYBRID_EXPERTS: [&str; 5] = [WTINYLFU, "lru", "arc", "visits", "lirs"];
+/// `follow:wtinylfu+lru+arc+visits2+lirs` in the replay tool makes the same decisions.
+pub const HYBRID_EXPERTS: [&str; 5] = [WTINYLFU, "lru", "arc", "visits2", "lirs"];
 
 /// W-TinyLFU with Caffeine's adaptive window, as an eviction policy (for replays: its
 /// decisions go through `score_all`, 0 for the victim and 1 for every other pool).
@@ -46,7 +46,7 @@ impl WTinyLfuPolicy {
     }
 
     /// A policy following the best of `experts` (the scorer `scorer-hybrid` natively, for
-    /// experiments: `follow:wtinylfu+lru+arc+visits+lirs` in the replay tool).
+    /// experiments: `follow:wtinylfu+lru+arc+visits2+lirs` in the replay tool).
     pub fn following(experts: Vec<Box<dyn Expert + Send>>, rule: LeaderRule) -> Self {
         Self {
             follower: Mutex::new(Follower::new(experts, rule)),

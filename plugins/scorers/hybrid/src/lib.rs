@@ -1,10 +1,11 @@
 //! `scorer-hybrid`: five cache policies simulated side by side on the host's pool events —
-//! W-TinyLFU with Caffeine's adaptive window, LRU, ARC, LIRS and a session-aware policy (the
-//! visit model of `scorer-adaptive`) — and the real pools follow whichever had more hits
+//! W-TinyLFU with Caffeine's adaptive window, LRU, ARC, LIRS and a session-aware policy
+//! (`visits2`: the visit model of `scorer-adaptive` with continuation by position, one-off
+//! visits weighted down and a shift detector with fewer false alarms) — and the real pools follow whichever had more hits
 //! lately, once their lead pays for what switching has cost so far ([`leader`]).
 //!
 //! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
-//! visits,lirs,leader,vote,follow}.rs`, included here; `vote` holds experiment switches of
+//! visits2,lirs,leader,vote,follow}.rs`, included here; `vote` holds experiment switches of
 //! the follower, off here), so while this scorer follows W-TinyLFU it makes exactly the
 //! decisions of the replay tool's W-TinyLFU reference. See [`follow`] for how the real pools
 //! follow a virtual cache.
@@ -25,8 +26,8 @@ pub mod wtinylfu;
 #[path = "../../../../host/src/replay/experts.rs"]
 pub mod experts;
 
-#[path = "../../../../host/src/replay/visits.rs"]
-pub mod visits;
+#[path = "../../../../host/src/replay/visits2.rs"]
+pub mod visits2;
 
 #[path = "../../../../host/src/replay/lirs.rs"]
 pub mod lirs;
@@ -47,7 +48,7 @@ use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
 use follow::Follower;
 use leader::LeaderRule;
 use lirs::Lirs;
-use visits::VisitsExpert;
+use visits2::Visits2Expert;
 use wtinylfu::WTinyLfu;
 
 thread_local! {
@@ -56,7 +57,7 @@ thread_local! {
             Box::new(WTinyLfu::new(0)),
             Box::new(Lru::new()),
             Box::new(Arc::new()),
-            Box::new(VisitsExpert::new()),
+            Box::new(Visits2Expert::default()),
             Box::new(Lirs::new()),
         ],
         LeaderRule::default(),
