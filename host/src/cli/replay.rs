@@ -267,7 +267,7 @@ fn replay_one(
     }
 }
 
-/// `follow:E1+E2…[@HALF_LIFE/MARGIN[/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager[/LEARNT_COST[/COST_PRIOR]]]]]]]]`: the follower of `scorer-hybrid`,
+/// `follow:E1+E2…[@HALF_LIFE/MARGIN[~RELATIVE][/CONFIDENCE[/SWITCH_COST[/SUPPORT[/CUSUM_COST[/lazy|eager[/LEARNT_COST[/COST_PRIOR]]]]]]]]`: the follower of `scorer-hybrid`,
 /// natively, with experts among `wtinylfu`, `lru`, `arc`, `visits`, `lirs` (and, for experiments,
 /// `hyperbolic`, `density`, `s3fifo`, `lfu`, `visits2[:switch[=value]…]`; the scorer
 /// is what ships).
@@ -301,7 +301,13 @@ fn follow_policy(spec: &str) -> Result<WTinyLfuPolicy> {
         let vote = rest.next();
         let blend = rest.next();
         leader.half_life_per_slot = h.parse().context("half-life")?;
-        leader.margin = m.parse().context("margin")?;
+        match m.split_once('~') {
+            Some((absolute, relative)) => {
+                leader.margin = absolute.parse().context("margin")?;
+                leader.relative_margin = relative.parse().context("relative margin")?;
+            }
+            None => leader.margin = m.parse().context("margin")?,
+        }
         if let Some(z) = z {
             leader.confidence = z.parse().context("confidence")?;
         }

@@ -347,7 +347,9 @@ impl Follower {
 
     /// Whether expert `challenger` leads the current leader clearly enough to take over.
     fn clear_lead(&self, challenger: usize) -> bool {
-        let margin = self.rule.margin * self.weight;
+        let margin = self
+            .rule
+            .margin_in_hits(self.weight, self.hits[self.leader]);
         if self.hits[challenger] <= self.hits[self.leader] + margin {
             return false;
         }

@@ -12,6 +12,11 @@ pub struct LeaderRule {
     /// Another expert takes the lead when its decayed hit ratio exceeds the leader's by more
     /// than this (hysteresis: switching costs misses while the real pools converge).
     pub margin: f64,
+    /// When above 0, the margin is at most this share of the leader's decayed miss ratio
+    /// (`min(margin, relative_margin × (1 − leader's hit ratio))`): where nearly every
+    /// request hits, a 1-point margin is most of what any policy can gain, and a better
+    /// expert would never be followed.
+    pub relative_margin: f64,
     /// ... and when its lead over the leader, request by request, is this many standard
     /// errors above zero (a paired test on the decayed hit differences; 0 disables it).
     pub confidence: f64,
@@ -62,6 +67,7 @@ impl Default for LeaderRule {
         Self {
             half_life_per_slot: 10.0,
             margin: 0.01,
+            relative_margin: 0.1,
             confidence: 0.0,
             switch_cost: 0.0,
             support_scale: 0.01,
@@ -75,5 +81,39 @@ impl Default for LeaderRule {
             vote_fallback_margin: None,
             blend: 0.0,
         }
+    }
+}
+
+impl LeaderRule {
+    /// The lead in decayed hits a challenger needs over the leader before the other tests:
+    /// the margin, or less where the leader misses rarely (see [`Self::relative_margin`]).
+    /// `weight` is the decayed number of requests, `leader_hits` the leader's decayed hits.
+    pub fn margin_in_hits(&self, weight: f64, leader_hits: f64) -> f64 {
+        let absolute = self.margin * weight;
+        if self.relative_margin > 0.0 {
+            absolute.min(self.relative_margin * (weight - leader_hits).max(0.0))
+        } else {
+            absolute
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_shrinks_where_the_leader_rarely_misses() {
+        let rule = LeaderRule::default();
+        // 1,000 requests, the leader hits 500: 1 point (10 hits) is less than 10% of 500.
+        assert!((rule.margin_in_hits(1000.0, 500.0) - 10.0).abs() < 1e-9);
+        // The leader hits 950: 10% of its 50 misses (5 hits) is less than 1 point.
+        assert!((rule.margin_in_hits(1000.0, 950.0) - 5.0).abs() < 1e-9);
+        // Off: always the absolute margin.
+        let absolute = LeaderRule {
+            relative_margin: 0.0,
+            ..rule
+        };
+        assert!((absolute.margin_in_hits(1000.0, 950.0) - 10.0).abs() < 1e-9);
     }
 }

@@ -136,7 +136,7 @@ impl Suite {
             };
             let _ = write!(
                 out,
-                "- {p}: mean gap closed {:.1}% over {} rows; rows > 0.5 points below LRU: {}",
+                "- {p}: mean gap closed {:.2}% over {} rows; rows > 0.5 points below LRU: {}",
                 v.mean_gap * 100.0,
                 self.rows.len(),
                 list(&v.below_lru)
