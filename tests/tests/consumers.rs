@@ -197,6 +197,11 @@ async fn delivers_inserts(plugin: &str) {
         inserts, 5,
         "each event's operationType and subscription recorded"
     );
+    // The plugin's write is visible before the host counts the delivery that made it.
+    until("the last delivery counted", || async {
+        consumer_of(&host, plugin, "feed", &tenant).is_some_and(|i| i.delivered >= 5)
+    })
+    .await;
     let info = consumer_of(&host, plugin, "feed", &tenant).unwrap();
     assert_eq!(info.delivered, 5, "{info:?}");
     assert_eq!(info.collection, "events");
@@ -275,6 +280,11 @@ async fn restart_loses_no_event(plugin: &str) {
     })
     .await;
     assert_eq!(received_ns(&pm, &tenant).await, (0..=N).collect::<Vec<_>>());
+    // The plugin's write is visible before the host counts the delivery that made it.
+    until("the last delivery counted", || async {
+        consumer_of(&second, plugin, "feed", &tenant).is_some_and(|i| i.delivered >= N as u64)
+    })
+    .await;
     let info = consumer_of(&second, plugin, "feed", &tenant).unwrap();
     assert_eq!(
         info.delivered, N as u64,
