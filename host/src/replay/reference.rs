@@ -10,7 +10,7 @@ use super::experts::{Arc, Expert, Lru};
 use super::follow::Follower;
 use super::leader::LeaderRule;
 use super::lirs::Lirs;
-use super::visits::VisitsExpert;
+use super::visits2::{Config as Visits2Config, Visits2Expert};
 use super::wtinylfu::WTinyLfu;
 use crate::pool::{EvictionPolicy, PoolStats};
 
@@ -66,7 +66,7 @@ impl WTinyLfuPolicy {
             WTINYLFU => Some(Box::new(WTinyLfu::new(0))),
             "lru" => Some(Box::new(Lru::new())),
             "arc" => Some(Box::new(Arc::new())),
-            "visits" => Some(Box::new(VisitsExpert::new())),
+            "visits" => Some(Box::new(Visits2Expert::new(Visits2Config::as_visits()))),
             "lirs" => Some(Box::new(Lirs::new())),
             "density" => Some(Box::new(super::density::HitDensity::new())),
             "s3fifo" => Some(Box::new(super::s3fifo::S3Fifo::new())),

@@ -1,4 +1,5 @@
-//! A variant of the session-aware expert ([`super::visits::VisitsExpert`]), `visits2`:
+//! The session-aware expert `visits2`, and with [`Config::as_visits`] its predecessor
+//! `visits` (once a file of its own, `visits.rs`); `visits2` adds:
 //!
 //! - **continuation by position**: the chance that a visit goes on is learnt after its 1st,
 //!   2nd and 3rd-or-later operation, `q(1)`, `q(2)`, `q(3+)`, with fast-decaying counts
@@ -17,7 +18,7 @@
 //!   dozen, and chance repeats fired it), and, with these, the threshold is 12 nats instead
 //!   of 30, so real shifts are caught sooner.
 //!
-//! Everything else is the model of `visits.rs`: the visit span (8 × the median reuse gap),
+//! Everything else is the model of `visits` (and of `scorer-adaptive`): the visit span (8 × the median reuse gap),
 //! the mean gap within a visit, the long popularity memory replaced by the short one when
 //! the detector fires, the branch-and-bound victim search. [`Config`] holds the switches of
 //! the variant and of the experiments tried with it (names `visits2:switch[=value]:…`).
@@ -453,7 +454,11 @@ impl Visits2Expert {
 
 impl Expert for Visits2Expert {
     fn name(&self) -> &'static str {
-        "visits2"
+        if self.config == Config::as_visits() {
+            "visits"
+        } else {
+            "visits2"
+        }
     }
 
     fn request(&mut self, key: u32, _hash: i32) -> bool {

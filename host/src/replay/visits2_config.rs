@@ -91,8 +91,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The settings under which the variant makes the decisions of `visits`
-    /// (`visits2:pos=0:weigh=0:shift=30:minvisits=0:near=0`).
+    /// The settings of the expert `visits`, the model before `visits2`
+    /// (`visits2:pos=0:weigh=0:shift=30:minvisits=0:near=0`; until `visits.rs` was removed a
+    /// unit test checked, request by request, that they make exactly its decisions).
     pub fn as_visits() -> Self {
         Self {
             by_position: false,
