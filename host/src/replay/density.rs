@@ -31,10 +31,8 @@
 use std::collections::VecDeque;
 
 use super::experts::Expert;
+use super::sampled::SampledKeys;
 
-const NIL: u32 = u32::MAX;
-/// Keys sampled per eviction (as LHD's associativity and hyperbolic caching's sample).
-const SAMPLE: usize = 64;
 /// Linear buckets for ages below this, then four per power of two.
 const LINEAR: u64 = 8;
 /// Age buckets (ages up to 2^33).
@@ -90,10 +88,8 @@ fn class_of(distance: u64) -> usize {
 /// The least-hit-density expert.
 #[derive(Debug, Clone)]
 pub struct HitDensity {
-    /// Cached keys, densely (sampling draws indices).
-    keys: Vec<u32>,
-    /// Index in `keys` of each key, or `NIL`.
-    at: Vec<u32>,
+    /// Cached keys (64 sampled per eviction, as LHD's associativity).
+    cached: SampledKeys,
     /// Last use of each key (0: never).
     last: Vec<u64>,
     /// Class of each key, from its last reuse distance.
@@ -110,7 +106,6 @@ pub struct HitDensity {
     maximum: u64,
     horizon: u64,
     next_recompute: u64,
-    state: u64,
     pending: Option<u32>,
 }
 
@@ -124,8 +119,7 @@ impl HitDensity {
     /// An empty cache (maximum 0 until [`Expert::resize`]).
     pub fn new() -> Self {
         Self {
-            keys: Vec::new(),
-            at: Vec::new(),
+            cached: SampledKeys::new(),
             last: Vec::new(),
             class: Vec::new(),
             hits: vec![0.0; CLASSES * BUCKETS],
@@ -136,25 +130,8 @@ impl HitDensity {
             maximum: 0,
             horizon: 64,
             next_recompute: 0,
-            state: 0x9e37_79b9_7f4a_7c15,
             pending: None,
         }
-    }
-
-    fn random(&mut self) -> u64 {
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        x
-    }
-
-    /// The hit density of cached `key` now.
-    fn value(&self, key: u32) -> f64 {
-        let k = key as usize;
-        let age = self.clock - self.last[k];
-        self.density[usize::from(self.class[k]) * BUCKETS + bucket(age)]
     }
 
     /// Records a use of `key`: the end of its previous lifetime and its new class.
@@ -163,7 +140,6 @@ impl HitDensity {
         if self.last.len() <= k {
             self.last.resize(k + 1, 0);
             self.class.resize(k + 1, 0);
-            self.at.resize(k + 1, NIL);
         }
         // Lifetimes that reached the horizon without a reuse.
         while let Some(&(time, old)) = self.uses.front() {
@@ -235,25 +211,10 @@ impl HitDensity {
         self.pending = None;
     }
 
-    fn insert(&mut self, key: u32) {
-        self.at[key as usize] = self.keys.len() as u32;
-        self.keys.push(key);
-    }
-
     fn drop_key(&mut self, key: u32) {
-        let Some(&i) = self.at.get(key as usize) else {
-            return;
-        };
-        if i == NIL {
-            return;
+        if self.cached.remove(key) {
+            self.pending = None;
         }
-        let last = self.keys.pop().unwrap_or(key);
-        if last != key {
-            self.keys[i as usize] = last;
-            self.at[last as usize] = i;
-        }
-        self.at[key as usize] = NIL;
-        self.pending = None;
     }
 }
 
@@ -270,45 +231,33 @@ impl Expert for HitDensity {
             return true;
         }
         // Choose the victim before this use changes the statistics.
-        if self.keys.len() as u64 >= self.maximum {
+        if self.cached.len() as u64 >= self.maximum {
             if let Some(victim) = self.next_victim() {
                 self.drop_key(victim);
             }
         }
         self.observe(key);
-        self.insert(key);
+        self.cached.insert(key);
         self.pending = None;
         false
     }
 
     fn contains(&self, key: u32) -> bool {
-        self.at.get(key as usize).is_some_and(|&i| i != NIL)
+        self.cached.contains(key)
     }
 
     fn next_victim(&mut self) -> Option<u32> {
-        if self.pending.is_some() || self.keys.is_empty() {
+        if self.pending.is_some() || self.cached.len() == 0 {
             return self.pending;
         }
-        let n = self.keys.len();
-        let mut best: Option<(f64, u64, u32)> = None;
-        let consider = |this: &Self, key: u32, best: &mut Option<(f64, u64, u32)>| {
-            let value = this.value(key);
-            let last = this.last[key as usize];
-            if best.is_none_or(|(bv, bl, _)| (value, last) < (bv, bl)) {
-                *best = Some((value, last, key));
-            }
-        };
-        if n <= SAMPLE {
-            for i in 0..n {
-                consider(self, self.keys[i], &mut best);
-            }
-        } else {
-            for _ in 0..SAMPLE {
-                let i = (self.random() % n as u64) as usize;
-                consider(self, self.keys[i], &mut best);
-            }
-        }
-        self.pending = best.map(|(_, _, k)| k);
+        // The hit density at the key's age in its class, the least recently used first on a
+        // tie.
+        let (density, class, last, clock) = (&self.density, &self.class, &self.last, self.clock);
+        self.pending = self.cached.lowest(|key| {
+            let k = key as usize;
+            let at = usize::from(class[k]) * BUCKETS + bucket(clock - last[k]);
+            (density[at], last[k])
+        });
         self.pending
     }
 
@@ -319,7 +268,7 @@ impl Expert for HitDensity {
     fn resize(&mut self, maximum: u64) {
         self.maximum = maximum;
         self.horizon = (HORIZON_FACTOR * maximum).max(64);
-        while self.keys.len() as u64 > maximum {
+        while self.cached.len() as u64 > maximum {
             self.pending = None;
             match self.next_victim() {
                 Some(victim) => self.drop_key(victim),

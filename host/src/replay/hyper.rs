@@ -7,23 +7,17 @@
 //! No dependency beyond std, so that a scorer component can include this file.
 
 use super::experts::Expert;
-
-const NIL: u32 = u32::MAX;
-/// Keys sampled per eviction (the paper uses 64).
-const SAMPLE: usize = 64;
+use super::sampled::SampledKeys;
 
 /// Hyperbolic caching with sampled eviction (a seeded xorshift, so replays repeat).
 #[derive(Debug, Clone)]
 pub struct Hyperbolic {
-    /// Cached keys, densely (sampling draws indices).
-    keys: Vec<u32>,
-    /// Index in `keys` of each key, or `NIL`.
-    at: Vec<u32>,
+    /// Cached keys (64 sampled per eviction, as in the paper).
+    cached: SampledKeys,
     hits: Vec<u32>,
     since: Vec<u64>,
     clock: u64,
     maximum: u64,
-    state: u64,
     pending: Option<u32>,
 }
 
@@ -37,58 +31,30 @@ impl Hyperbolic {
     /// An empty cache (maximum 0 until [`Expert::resize`]).
     pub fn new() -> Self {
         Self {
-            keys: Vec::new(),
-            at: Vec::new(),
+            cached: SampledKeys::new(),
             hits: Vec::new(),
             since: Vec::new(),
             clock: 0,
             maximum: 0,
-            state: 0x9e37_79b9_7f4a_7c15,
             pending: None,
         }
     }
 
-    fn random(&mut self) -> u64 {
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        x
-    }
-
-    fn priority(&self, key: u32) -> f64 {
-        let k = key as usize;
-        f64::from(self.hits[k]) / (self.clock - self.since[k] + 1) as f64
-    }
-
     fn insert(&mut self, key: u32) {
         let k = key as usize;
-        if self.at.len() <= k {
-            self.at.resize(k + 1, NIL);
+        if self.hits.len() <= k {
             self.hits.resize(k + 1, 0);
             self.since.resize(k + 1, 0);
         }
-        self.at[k] = self.keys.len() as u32;
-        self.keys.push(key);
+        self.cached.insert(key);
         self.hits[k] = 1;
         self.since[k] = self.clock;
     }
 
     fn drop_key(&mut self, key: u32) {
-        let Some(&i) = self.at.get(key as usize) else {
-            return;
-        };
-        if i == NIL {
-            return;
+        if self.cached.remove(key) {
+            self.pending = None;
         }
-        let last = self.keys.pop().unwrap_or(key);
-        if last != key {
-            self.keys[i as usize] = last;
-            self.at[last as usize] = i;
-        }
-        self.at[key as usize] = NIL;
-        self.pending = None;
     }
 }
 
@@ -104,7 +70,7 @@ impl Expert for Hyperbolic {
             self.hits[key as usize] += 1;
             return true;
         }
-        if self.keys.len() as u64 >= self.maximum {
+        if self.cached.len() as u64 >= self.maximum {
             if let Some(victim) = self.next_victim() {
                 self.drop_key(victim);
             }
@@ -115,33 +81,19 @@ impl Expert for Hyperbolic {
     }
 
     fn contains(&self, key: u32) -> bool {
-        self.at.get(key as usize).is_some_and(|&i| i != NIL)
+        self.cached.contains(key)
     }
 
     fn next_victim(&mut self) -> Option<u32> {
-        if self.pending.is_some() || self.keys.is_empty() {
+        if self.pending.is_some() || self.cached.len() == 0 {
             return self.pending;
         }
-        let n = self.keys.len();
-        let mut best: Option<(f64, u64, u32)> = None;
-        let consider = |this: &Self, key: u32, best: &mut Option<(f64, u64, u32)>| {
-            let p = this.priority(key);
-            let since = this.since[key as usize];
-            if best.is_none_or(|(bp, bs, _)| (p, since) < (bp, bs)) {
-                *best = Some((p, since, key));
-            }
-        };
-        if n <= SAMPLE {
-            for i in 0..n {
-                consider(self, self.keys[i], &mut best);
-            }
-        } else {
-            for _ in 0..SAMPLE {
-                let i = (self.random() % n as u64) as usize;
-                consider(self, self.keys[i], &mut best);
-            }
-        }
-        self.pending = best.map(|(_, _, k)| k);
+        // Hits per unit of time in the cache, the longest cached first on a tie.
+        let (hits, since, clock) = (&self.hits, &self.since, self.clock);
+        self.pending = self.cached.lowest(|key| {
+            let k = key as usize;
+            (f64::from(hits[k]) / (clock - since[k] + 1) as f64, since[k])
+        });
         self.pending
     }
 
@@ -151,7 +103,7 @@ impl Expert for Hyperbolic {
 
     fn resize(&mut self, maximum: u64) {
         self.maximum = maximum;
-        while self.keys.len() as u64 > maximum {
+        while self.cached.len() as u64 > maximum {
             self.pending = None;
             match self.next_victim() {
                 Some(victim) => self.drop_key(victim),

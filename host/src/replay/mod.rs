@@ -29,6 +29,7 @@ mod reference;
 mod report;
 mod rng;
 mod s3fifo;
+mod sampled;
 mod sim;
 mod sketch;
 mod suite;
