@@ -12,7 +12,7 @@
 //! tenant_header = "x-tenant-id"
 //! admin_token = "change-me"
 //! admin_listen = "127.0.0.1:8081"   # optional: /admin, /admin/ui and /metrics only here
-//! scorer = "seed"            # or "lru", or a scorer component's name, e.g. "scorer-adaptive"
+//! scorer = "seed"            # or "lru", or a scorer component's name, e.g. "scorer-hybrid"
 //!
 //! [pool]
 //! max_connections = 64       # the default; sockets <= max_connections x (max_pool_size + 2)
@@ -118,7 +118,7 @@ pub struct ServeConfig {
     /// Largest request body, in KiB (default 8192).
     pub max_body_kb: Option<usize>,
     /// The eviction policy: `seed` (default) or `lru`, or the name of a scorer component in
-    /// the plugins folder (e.g. `scorer-adaptive`).
+    /// the plugins folder (e.g. `scorer-hybrid`).
     pub scorer: Option<String>,
     /// Folder for compiled components (default `.cache/polymongo`); must be writable only
     /// by the host.

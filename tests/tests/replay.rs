@@ -161,6 +161,15 @@ fn min_is_never_worse_than_lru_or_seed() {
                 hybrid_result.victims,
                 "seed {seed}, K={capacity}: scorer-hybrid and the native follower differ"
             );
+            // scorer-adaptive is the replay tool's visits2 policy alone.
+            let visits2 = vec![WTinyLfuPolicy::expert("visits2").expect("expert")];
+            let native = WTinyLfuPolicy::following(visits2, LeaderRule::default());
+            assert_eq!(adaptive_result.policy_fallbacks, 0);
+            assert_eq!(
+                replay(&trace, &native, capacity).victims,
+                adaptive_result.victims,
+                "seed {seed}, K={capacity}: scorer-adaptive and the native visits2 differ"
+            );
             assert_eq!(min.requests, lru.requests);
             assert_eq!(min.hits + min.opens, min.requests);
             for (name, other) in [

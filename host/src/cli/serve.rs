@@ -41,7 +41,7 @@ pub struct ServeArgs {
     /// Most database pools open at once. Env: POLYMONGO_POOL_MAX_CONNECTIONS.
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Eviction policy: `seed`, `lru`, or a scorer component's name (e.g. `scorer-adaptive`).
+    /// Eviction policy: `seed`, `lru`, or a scorer component's name (e.g. `scorer-hybrid`).
     /// Env: POLYMONGO_SCORER.
     #[arg(long)]
     pub scorer: Option<String>,

@@ -41,10 +41,13 @@ pub mod vote;
 #[path = "../../../../host/src/replay/follow.rs"]
 pub mod follow;
 
+#[path = "../../follower_glue.rs"]
+mod glue;
+
 use std::cell::RefCell;
 
 use experts::{Arc, Lru};
-use exports::polymongo::plugin::scoring::{Event, EventKind, Guest, PoolStats};
+use exports::polymongo::plugin::scoring::{Event, Guest, PoolStats};
 use follow::Follower;
 use leader::LeaderRule;
 use lirs::Lirs;
@@ -73,21 +76,7 @@ impl Guest for Hybrid {
         pools: Vec<PoolStats>,
         _now_ms: u64,
     ) -> Vec<f64> {
-        STATE.with(|state| {
-            let mut follower = state.borrow_mut();
-            for event in events {
-                match event.kind {
-                    EventKind::Opened(name) => follower.opened(event.pool_id, &name),
-                    EventKind::Accessed => follower.accessed(event.pool_id),
-                    EventKind::Closed => follower.closed(event.pool_id),
-                }
-            }
-            let ids: Vec<u64> = pools.iter().map(|p| p.pool_id).collect();
-            let victim = follower.decide(&ids);
-            (0..pools.len())
-                .map(|i| if Some(i) == victim { 0.0 } else { 1.0 })
-                .collect()
-        })
+        STATE.with(|state| glue::score_all(&mut state.borrow_mut(), events, &pools))
     }
 }
 
