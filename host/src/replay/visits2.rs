@@ -18,7 +18,8 @@
 //!   dozen, and chance repeats fired it), and, with these, the threshold is 12 nats instead
 //!   of 30, so real shifts are caught sooner.
 //!
-//! Everything else is the model of `visits` (and of `scorer-adaptive`): the visit span (8 × the median reuse gap),
+//! Everything else is the model of `visits` (and of `scorer-adaptive` until 2026-12-07;
+//! that scorer is now this policy alone): the visit span (8 × the median reuse gap),
 //! the mean gap within a visit, the long popularity memory replaced by the short one when
 //! the detector fires, the branch-and-bound victim search. [`Config`] holds the switches of
 //! the variant and of the experiments tried with it (names `visits2:switch[=value]:…`).

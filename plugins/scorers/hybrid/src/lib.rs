@@ -1,8 +1,9 @@
 //! `scorer-hybrid`: five cache policies simulated side by side on the host's pool events —
 //! W-TinyLFU with Caffeine's adaptive window, LRU, ARC, LIRS and a session-aware policy
-//! (`visits2`: the visit model of `scorer-adaptive` with continuation by position, one-off
-//! visits weighted down and a shift detector with fewer false alarms) — and the real pools follow whichever had more hits
-//! lately, once their lead pays for what switching has cost so far ([`leader`]).
+//! (`visits2`, which alone is `scorer-adaptive`: a visit model with continuation by
+//! position, one-off visits weighted down and a popularity-shift detector) — and the real
+//! pools follow whichever had more hits lately, once their lead pays for what switching has
+//! cost so far ([`leader`]).
 //!
 //! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
 //! visits2,lirs,leader,vote,follow}.rs`, included here; `vote` holds experiment switches of
