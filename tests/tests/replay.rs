@@ -131,6 +131,37 @@ fn hostile_scorers_fall_back_to_the_seed_formula_on_every_decision() {
 }
 
 #[test]
+fn a_scorer_that_exhausts_its_memory_is_replaced_and_only_its_trapping_calls_fall_back() {
+    let loader = loader();
+    let trace = small_trace(4, 120, 4_000);
+    let capacity = 20;
+    let component = loader
+        .load_file(&fixture_wasm("scorer-hog"))
+        .expect("scorer-hog loads");
+    // A generous budget: each call writes 32 MiB, which a busy machine may make slow, and an
+    // overrun would be a fallback of another kind.
+    let scorer = loader.policy(&component, Duration::from_secs(30));
+    let result = replay(&trace, &scorer, capacity);
+    assert!(result.closes > 100, "the trace must make many decisions");
+    assert_eq!(scorer.calls(), result.closes, "one call per decision");
+    assert_eq!(scorer.overruns(), 0);
+    // The instance's 256 MiB hold at most 8 chunks (the replay of the events into a fresh
+    // instance keeps one too): it ran out every 8 calls or sooner, and each time a fresh
+    // instance took over (given the events its predecessor had seen).
+    assert!(
+        scorer.restarts() >= result.closes / 10,
+        "the memory limit trapped the scorer {} times in {} calls",
+        scorer.restarts(),
+        result.closes
+    );
+    assert_eq!(scorer.replays(), scorer.restarts());
+    // Only the calls that trapped fell back; every other decision was the scorer's.
+    assert_eq!(scorer.failures(), scorer.restarts());
+    assert_eq!(result.policy_fallbacks, scorer.failures());
+    assert!(result.policy_fallbacks < result.closes / 4);
+}
+
+#[test]
 fn min_is_never_worse_than_lru_or_seed() {
     let loader = loader();
     let adaptive = loader

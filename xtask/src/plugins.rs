@@ -51,6 +51,7 @@ pub const FIXTURES: &[&str] = &[
     "exerciser",
     "bench",
     "scorer-trap",
+    "scorer-hog",
     "scorer-loop",
     "scorer-nan",
     "scorer-short",
