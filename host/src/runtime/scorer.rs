@@ -459,6 +459,7 @@ impl ScorerWorker {
         match result {
             Ok(scores) => Some(scores),
             Err(e) => {
+                let cause = failure_cause(store, &e);
                 // A trapped instance (or one stopped at the hard limit) is poisoned: the next
                 // decision starts from a fresh one, rebuilt from the history. This call's
                 // events are not replayed (they may be what made it trap): they count as
@@ -466,7 +467,7 @@ impl ScorerWorker {
                 state.instance = None;
                 state.lost = dropped + job.events.len() as u64;
                 self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(scorer = %self.label, error = %format!("{e:#}"),
+                tracing::warn!(scorer = %self.label, %cause,
                     "scorer failed; the built-in policy decides this eviction");
                 None
             }
@@ -504,11 +505,30 @@ impl ScorerWorker {
             }
             Err(e) => {
                 history.clear();
-                tracing::warn!(scorer = %self.label, error = %format!("{e:#}"),
+                tracing::warn!(scorer = %self.label, cause = %failure_cause(&store, &e),
                     "replaying its events into a fresh scorer failed; it starts empty");
                 instantiate()
             }
         }
+    }
+}
+
+/// Why a scorer call failed, in one line: its memory limit, the trap, or the error's first
+/// line (the wasm backtrace that follows it is of no use in a log).
+fn failure_cause(store: &Store<ScorerState>, error: &wasmtime::Error) -> String {
+    if store.data().limiter.exceeded {
+        return format!(
+            "exceeded its memory limit of {} MiB",
+            SCORER_MEMORY_BYTES >> 20
+        );
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
