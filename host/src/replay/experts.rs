@@ -21,6 +21,15 @@ pub trait Expert {
     fn remove(&mut self, key: u32);
     /// Sets the maximum size, evicting down to it.
     fn resize(&mut self, maximum: u64);
+    /// Whether the expert keeps anything about `key` (cached, a ghost, a history). When it
+    /// does not, the [`Follower`](super::follow::Follower) may give `key`'s number to another
+    /// database name; the default, `true`, never lets it.
+    fn knows(&self, _key: u32) -> bool {
+        true
+    }
+    /// `key`, which the expert does not know, will name another database from now on: clear
+    /// what is left of it (nothing, by default).
+    fn forget(&mut self, _key: u32) {}
 }
 
 impl Expert for WTinyLfu {
@@ -57,11 +66,16 @@ impl Expert for WTinyLfu {
     fn resize(&mut self, maximum: u64) {
         WTinyLfu::resize(self, maximum);
     }
+
+    fn knows(&self, key: u32) -> bool {
+        // The frequency sketch is keyed by the name's hash, not by the number.
+        WTinyLfu::contains(self, key)
+    }
 }
 
 const NIL: u32 = u32::MAX;
 /// List number of keys in no list.
-const NONE: u8 = u8::MAX;
+pub(super) const NONE: u8 = u8::MAX;
 
 /// Several LRU lists threaded through per-key links; each key is in at most one list.
 /// `head` is the least recently used end.
@@ -231,6 +245,10 @@ impl Expert for Lru {
             }
         }
     }
+
+    fn knows(&self, key: u32) -> bool {
+        self.lists.list(key) != NONE
+    }
 }
 
 const T1: u8 = 0;
@@ -384,6 +402,11 @@ impl Expert for Arc {
                 None => break,
             }
         }
+    }
+
+    fn knows(&self, key: u32) -> bool {
+        // Cached (T1, T2) or a ghost (B1, B2).
+        self.lists.list(key) != NONE
     }
 }
 

@@ -25,8 +25,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::experts::Expert;
 use super::leader::LeaderRule;
-use super::sketch::java_hash;
 use super::vote::{least_minded, Blend};
+
+#[path = "follow_keys.rs"]
+mod keys;
 
 /// FxHash-like hasher for small integer and short string keys (the default SipHash is
 /// several times slower, and decisions look up every offered pool).
@@ -63,6 +65,11 @@ pub struct Follower {
     pinned: Vec<bool>,
     offered_at: Vec<u64>,
     history: Vec<u32>,
+    /// Key numbers free for new names (`follow_keys.rs`), and the number of names at which
+    /// the next sweep for them runs.
+    free: Vec<u32>,
+    next_sweep: usize,
+    sweep_floor: usize,
     started: bool,
     maximum: u64,
     decisions: u64,
@@ -115,6 +122,9 @@ impl Follower {
             pinned: Vec::new(),
             offered_at: Vec::new(),
             history: Vec::new(),
+            free: Vec::new(),
+            next_sweep: keys::FIRST_SWEEP,
+            sweep_floor: keys::FIRST_SWEEP,
             started: false,
             maximum: 0,
             decisions: 0,
@@ -202,20 +212,6 @@ impl Follower {
                 )
             })
             .collect()
-    }
-
-    fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&key) = self.names.get(name) {
-            return key;
-        }
-        let key = self.hashes.len() as u32;
-        self.names.insert(name.to_string(), key);
-        self.hashes.push(java_hash(name));
-        self.last_use.push(0);
-        self.pinned.push(false);
-        self.offered_at.push(0);
-        self.pool_of.push(None);
-        key
     }
 
     /// Pool `pool` was opened for database `name` (a request).

@@ -11,7 +11,7 @@
 //!
 //! No dependency beyond std, so that a scorer component can include this file.
 
-use super::experts::{Expert, Lists};
+use super::experts::{Expert, Lists, NONE};
 
 /// Status of a key.
 const LIR: u8 = 0;
@@ -221,6 +221,13 @@ impl Expert for Lirs {
             self.evict();
         }
         self.demote_excess_lirs();
+    }
+
+    fn knows(&self, key: u32) -> bool {
+        self.status(key) != UNKNOWN
+            || self.stack.list(key) != NONE
+            || self.queue.list(key) != NONE
+            || self.ghosts.list(key) != NONE
     }
 }
 

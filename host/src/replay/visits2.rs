@@ -580,6 +580,28 @@ impl Expert for Visits2Expert {
             self.memo = None;
         }
     }
+
+    fn knows(&self, key: u32) -> bool {
+        let Some(entry) = self.entries.get(key as usize) else {
+            return false;
+        };
+        if entry.cached || self.history.map.contains_key(&key) {
+            return true;
+        }
+        if self.config.per_key > 0.0 && entry.firsts > 0.0 {
+            return true;
+        }
+        // A visit that may still go on, or a use recent enough that the next one would count
+        // differently (within `near` visit spans): kept, with a margin.
+        let recent = 2.0 * self.config.near.max(1.0) * self.visits.span as f64;
+        entry.last_use > 0 && (self.clock.saturating_sub(entry.last_use) as f64) <= recent
+    }
+
+    fn forget(&mut self, key: u32) {
+        if let Some(entry) = self.entries.get_mut(key as usize) {
+            *entry = Entry::default();
+        }
+    }
 }
 
 #[cfg(test)]
