@@ -1,10 +1,11 @@
 //! Database names to key numbers, and bounded memory: the [`Follower`] and its experts keep
 //! state per key number (dense vectors), so a host that sees millions of distinct databases
 //! over its life would grow them without end (a scorer component would hit its memory limit
-//! and be restarted, losing what it had learnt). When the number of names doubles (from
-//! [`FIRST_SWEEP`] on), a sweep finds the keys nothing holds — no open or pinned pool, no
-//! expert that [`knows`](super::super::experts::Expert::knows) them (cached, a ghost, a history) — forgets their
-//! names and gives their numbers to new ones. Experts that cannot tell (the default) keep
+//! and be restarted, losing what it had learnt). When the names reach [`FIRST_SWEEP`], or
+//! twice what the last sweep kept if that is more, a sweep finds the keys nothing holds —
+//! no open or pinned pool, no expert that
+//! [`knows`](super::super::experts::Expert::knows) them (cached, a ghost, a history) —
+//! forgets their names and gives their numbers to new ones. Experts that cannot tell (the default) keep
 //! every key. Below [`FIRST_SWEEP`] names nothing changes, and a key all experts forgot is
 //! as new to them when it comes back, so a sweep changes no decision, only which number a
 //! returning name gets (`visits2` breaks ties between equal ranks by key number: there a
@@ -50,7 +51,7 @@ impl Follower {
     }
 
     /// Frees the numbers of the keys nothing holds (see the module documentation); the next
-    /// sweep runs when the names have doubled again.
+    /// sweep runs when the names reach twice what this one kept (or [`FIRST_SWEEP`]).
     fn sweep(&mut self) {
         // Before the first decision the recorded requests refer to key numbers, and the
         // blend (an experiment) cannot tell what it holds: no sweep then.
