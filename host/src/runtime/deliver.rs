@@ -5,10 +5,9 @@
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::Trap;
 
 use super::engine::Runtime;
-use super::error::InvokeError;
+use super::error::{trap_detail, InvokeError};
 use super::invoke::HOST_GRACE;
 use super::load::Plugin;
 use crate::pool::Db;
@@ -86,14 +85,7 @@ impl Runtime {
                 Err(InvokeError::MemoryLimit(limits.memory_bytes).into())
             }
             Ok(Err(e)) => {
-                let detail = match e.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => format!("{e:#}")
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                };
+                let detail = trap_detail(&e);
                 Err(InvokeError::Trap(detail).into())
             }
         };

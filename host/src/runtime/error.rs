@@ -66,3 +66,17 @@ impl InvokeError {
         }
     }
 }
+
+/// What a failed guest call's error says, in one line: the trap (`unreachable`, out of
+/// bounds, ...) or the error's first line (the wasm backtrace after it is of no use in a
+/// reply or a log).
+pub(crate) fn trap_detail(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}

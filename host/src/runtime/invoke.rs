@@ -12,7 +12,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::tenant::exports::polymongo::plugin0_1_0::handler::{Request, Response};
 use super::engine::Runtime;
-use super::error::InvokeError;
+use super::error::{trap_detail, InvokeError};
 use super::load::Plugin;
 use super::state::{MemoryLimiter, PluginScope, RequestState, OUTPUT_CAPTURE_BYTES};
 use super::warm::ReadyInstance;
@@ -156,14 +156,7 @@ impl Runtime {
                 Err(InvokeError::MemoryLimit(limits.memory_bytes))
             }
             Ok(Err(e)) => {
-                let detail = match e.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => format!("{e:#}")
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                };
+                let detail = trap_detail(&e);
                 tracing::warn!(plugin = %plugin.name, tenant = %request.tenant, error = %format!("{e:#}"), "plugin failed");
                 Err(InvokeError::Trap(detail))
             }

@@ -29,7 +29,7 @@ use super::bindings::scorer::exports::polymongo::plugin::scoring::{
 };
 use super::bindings::scorer::{Scorer, ScorerPre};
 use super::content_hash::ContentHash;
-use super::error::LoadError;
+use super::error::{trap_detail, LoadError};
 use super::state::MemoryLimiter;
 use crate::pool::{EvictionPolicy, PoolStats};
 
@@ -513,8 +513,7 @@ impl ScorerWorker {
     }
 }
 
-/// Why a scorer call failed, in one line: its memory limit, the trap, or the error's first
-/// line (the wasm backtrace that follows it is of no use in a log).
+/// Why a scorer call failed, in one line: its memory limit, or [`trap_detail`].
 fn failure_cause(store: &Store<ScorerState>, error: &wasmtime::Error) -> String {
     if store.data().limiter.exceeded {
         return format!(
@@ -522,14 +521,7 @@ fn failure_cause(store: &Store<ScorerState>, error: &wasmtime::Error) -> String 
             SCORER_MEMORY_BYTES >> 20
         );
     }
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => format!("{error:#}")
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-    }
+    trap_detail(error)
 }
 
 impl EvictionPolicy for WasmScorer {
