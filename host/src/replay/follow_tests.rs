@@ -1,7 +1,12 @@
 //! Tests of the follower (`follow.rs`).
 
 use super::super::experts::Lru;
+use super::super::reference::WTinyLfuPolicy;
+use super::super::rng::Rng;
+use super::super::sim::{simulate, SimConfig, SimResult};
+use super::super::trace::Trace;
 use super::*;
+use crate::pool::DEFAULT_PRIORITY;
 
 #[test]
 fn lru_follower_evicts_least_recently_used() {
@@ -47,53 +52,31 @@ fn switch_cost_is_the_leaders_hits_the_real_pools_missed() {
     assert_eq!(f.cost_per_missing_pool(), 0.25);
 }
 
-/// Drives `follower` as the manager would with room for `capacity` pools: the victims it
-/// chose, in order, and the hits.
-fn drive(follower: &mut Follower, names: &[String], capacity: usize) -> (Vec<String>, usize) {
-    let mut open: Vec<(u64, String)> = Vec::new();
-    let mut next_pool = 0;
-    let mut victims = Vec::new();
-    let mut hits = 0;
-    for name in names {
-        if let Some(&(pool, _)) = open.iter().find(|(_, n)| n == name) {
-            follower.accessed(pool);
-            hits += 1;
-            continue;
-        }
-        if open.len() == capacity {
-            let ids: Vec<u64> = open.iter().map(|&(p, _)| p).collect();
-            let i = follower.decide(&ids).expect("a victim");
-            let (pool, victim) = open.remove(i);
-            follower.closed(pool);
-            victims.push(victim);
-        }
-        next_pool += 1;
-        follower.opened(next_pool, name);
-        open.push((next_pool, name.clone()));
-    }
-    (victims, hits)
-}
-
-/// Requests to 40 popular databases (a skewed choice) mixed with one-off ones: 6,000 distinct
-/// names in 12,000 requests.
-fn many_names() -> Vec<String> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
+/// Requests to 40 popular databases (a skewed choice) mixed with one-off ones: about 6,000
+/// distinct names in 12,000 requests.
+fn many_names() -> Trace {
+    let mut rng = Rng::new(7);
+    let mut keys: FastMap<String, u32> = FastMap::default();
+    let mut trace = Trace {
+        names: Vec::new(),
+        priorities: Vec::new(),
+        requests: Vec::new(),
     };
-    (0..12_000)
-        .map(|i| {
-            if next() % 2 == 0 {
-                let r = next() % 1_000;
-                format!("hot{}", (r * r) / 25_000)
-            } else {
-                format!("once{i}")
-            }
-        })
-        .collect()
+    for i in 0..12_000 {
+        let name = if rng.below(2) == 0 {
+            let r = rng.below(1_000);
+            format!("hot{}", (r * r) / 25_000)
+        } else {
+            format!("once{i}")
+        };
+        let key = *keys.entry(name.clone()).or_insert_with(|| {
+            trace.names.push(name.as_str().into());
+            trace.priorities.push(DEFAULT_PRIORITY);
+            (trace.names.len() - 1) as u32
+        });
+        trace.requests.push(key);
+    }
+    trace
 }
 
 fn exact_experts() -> Vec<Box<dyn Expert + Send>> {
@@ -108,51 +91,63 @@ fn exact_experts() -> Vec<Box<dyn Expert + Send>> {
     ]
 }
 
+/// Replays `trace` as the manager would, with room for 20 pools, following `experts`
+/// (sweeping from `sweep_from` names when given): the result, with its victims, the key
+/// numbers the follower gave, and the names that have one now.
+fn replay(
+    trace: &Trace,
+    experts: Vec<Box<dyn Expert + Send>>,
+    sweep_from: Option<usize>,
+) -> (SimResult, usize, usize) {
+    let policy = WTinyLfuPolicy::following(experts, LeaderRule::default());
+    if let Some(names) = sweep_from {
+        policy.with(|f| f.sweep_from(names));
+    }
+    let mut config = SimConfig::new(20);
+    config.record_victims = true;
+    let result = simulate(trace, &policy, &config);
+    let (numbers, names) = policy.with(|f| (f.key_numbers(), f.names()));
+    (result, numbers, names)
+}
+
 #[test]
 fn sweeping_unheld_names_bounds_the_key_numbers_and_changes_no_decision() {
-    let names = many_names();
-    let mut unbounded = Follower::new(exact_experts(), LeaderRule::default());
-    let mut swept = Follower::new(exact_experts(), LeaderRule::default());
-    swept.sweep_from(100);
-    let (victims, hits) = drive(&mut unbounded, &names, 20);
-    let (swept_victims, swept_hits) = drive(&mut swept, &names, 20);
-    assert!(victims.len() > 5_000, "the trace makes many decisions");
-    assert_eq!(swept_victims, victims);
-    assert_eq!(swept_hits, hits);
-    assert!(unbounded.key_numbers() > 6_000);
+    let trace = many_names();
+    let (unbounded, unbounded_numbers, _) = replay(&trace, exact_experts(), None);
+    let (swept, swept_numbers, swept_names) = replay(&trace, exact_experts(), Some(100));
+    assert!(
+        unbounded.victims.len() > 5_000,
+        "the trace makes many decisions"
+    );
+    assert_eq!(swept.victims, unbounded.victims);
+    assert_eq!(swept.hits, unbounded.hits);
+    // Without sweeps every name seen keeps a number of its own.
+    assert!(trace.keys() > 5_000);
+    assert_eq!(unbounded_numbers, trace.keys());
     // What the experts hold (20 cached per expert, ARC's and LIRS's ghosts) stays far
     // below the names seen, and so do the key numbers.
-    assert!(
-        swept.key_numbers() < 1_000,
-        "{} key numbers",
-        swept.key_numbers()
-    );
-    assert!(swept.names() <= swept.key_numbers());
+    assert!(swept_numbers < 1_000, "{swept_numbers} key numbers");
+    assert!(swept_names <= swept_numbers);
 }
 
 #[test]
 fn the_session_expert_lets_its_old_names_go_too() {
     use super::super::visits2::Visits2Expert;
-    let names = many_names();
+    let trace = many_names();
     let experts = || -> Vec<Box<dyn Expert + Send>> {
         let mut experts = exact_experts();
         experts.push(Box::new(Visits2Expert::default()));
         experts
     };
-    let mut unbounded = Follower::new(experts(), LeaderRule::default());
-    let mut swept = Follower::new(experts(), LeaderRule::default());
-    swept.sweep_from(100);
-    let (victims, hits) = drive(&mut unbounded, &names, 20);
-    let (swept_victims, swept_hits) = drive(&mut swept, &names, 20);
+    let (unbounded, unbounded_numbers, _) = replay(&trace, experts(), None);
+    let (swept, swept_numbers, _) = replay(&trace, experts(), Some(100));
     // Its victims could differ where ranks tie (broken by key number); on this trace none do.
-    assert_eq!(swept_victims, victims);
-    assert_eq!(swept_hits, hits);
+    assert_eq!(swept.victims, unbounded.victims);
+    assert_eq!(swept.hits, unbounded.hits);
     // It keeps a popularity history of closed databases, bounded by a multiple of the
     // capacity, and recent ones: more than the others, still far below the names seen.
     assert!(
-        swept.key_numbers() < unbounded.key_numbers() / 2,
-        "{} key numbers against {}",
-        swept.key_numbers(),
-        unbounded.key_numbers()
+        swept_numbers < unbounded_numbers / 2,
+        "{swept_numbers} key numbers against {unbounded_numbers}"
     );
 }

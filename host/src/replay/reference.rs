@@ -76,7 +76,8 @@ impl WTinyLfuPolicy {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Follower) -> T) -> T {
+    /// Runs `f` on the follower (the policy's hooks, and tests).
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Follower) -> T) -> T {
         let mut guard = self
             .follower
             .lock()
