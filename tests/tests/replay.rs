@@ -161,6 +161,15 @@ fn a_scorer_that_exhausts_its_memory_is_replaced_and_only_its_trapping_calls_fal
     assert!(result.policy_fallbacks < result.closes / 4);
 }
 
+/// The replay tool's follower of `experts`, natively (what the follower scorers run).
+fn native_follower(experts: &[&str]) -> WTinyLfuPolicy {
+    let experts = experts
+        .iter()
+        .map(|e| WTinyLfuPolicy::expert(e).expect("expert"))
+        .collect();
+    WTinyLfuPolicy::following(experts, LeaderRule::default())
+}
+
 #[test]
 fn min_is_never_worse_than_lru_or_seed() {
     let loader = loader();
@@ -182,22 +191,15 @@ fn min_is_never_worse_than_lru_or_seed() {
             let hybrid_result = replay(&trace, &hybrid_scorer, capacity);
             assert_eq!(hybrid_result.policy_fallbacks, 0);
             // The scorer runs the replay tool's own follower: the same victims natively.
-            let experts = HYBRID_EXPERTS
-                .map(|e| WTinyLfuPolicy::expert(e).expect("expert"))
-                .into_iter()
-                .collect();
-            let native = WTinyLfuPolicy::following(experts, LeaderRule::default());
             assert_eq!(
-                replay(&trace, &native, capacity).victims,
+                replay(&trace, &native_follower(&HYBRID_EXPERTS), capacity).victims,
                 hybrid_result.victims,
                 "seed {seed}, K={capacity}: scorer-hybrid and the native follower differ"
             );
             // scorer-adaptive is the replay tool's visits2 policy alone.
-            let visits2 = vec![WTinyLfuPolicy::expert("visits2").expect("expert")];
-            let native = WTinyLfuPolicy::following(visits2, LeaderRule::default());
             assert_eq!(adaptive_result.policy_fallbacks, 0);
             assert_eq!(
-                replay(&trace, &native, capacity).victims,
+                replay(&trace, &native_follower(&["visits2"]), capacity).victims,
                 adaptive_result.victims,
                 "seed {seed}, K={capacity}: scorer-adaptive and the native visits2 differ"
             );
