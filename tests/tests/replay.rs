@@ -127,6 +127,15 @@ fn hostile_scorers_fall_back_to_the_seed_formula_on_every_decision() {
         );
         let expected_failures = if fails_in_wasm { result.closes } else { 0 };
         assert_eq!(scorer.failures(), expected_failures, "{name}: failed calls");
+        if name == "scorer-loop" {
+            // Each of its calls runs until the hard limit stops it, past the budget, and the
+            // slowest call (what `replay` reports) says so.
+            assert!(
+                scorer.slowest_call() >= budget,
+                "{name}: slowest call {:?}",
+                scorer.slowest_call()
+            );
+        }
     }
 }
 

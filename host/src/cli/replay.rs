@@ -230,6 +230,7 @@ fn replay_one(
     let mut config = SimConfig::new(capacity);
     config.step_ms = step_ms;
     config.record_hits = record_hits;
+    let mut scorer_slowest = None;
     let (label, result, scorer_failures) = match policy {
         Policy::Min => (
             "min".to_string(),
@@ -256,6 +257,7 @@ fn replay_one(
         Policy::Wasm(label, component) => {
             let scorer = loader.policy(component, budget);
             let result = simulate(trace, &scorer, &config);
+            scorer_slowest = Some(scorer.slowest_call());
             (label.clone(), result, Some(scorer.failures()))
         }
     };
@@ -264,6 +266,7 @@ fn replay_one(
         policy: label,
         result,
         scorer_failures,
+        scorer_slowest,
     }
 }
 

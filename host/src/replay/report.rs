@@ -20,6 +20,8 @@ pub struct Row {
     pub result: SimResult,
     /// For wasm scorers: calls that trapped or timed out.
     pub scorer_failures: Option<u64>,
+    /// For wasm scorers: the longest `score-all` call.
+    pub scorer_slowest: Option<std::time::Duration>,
 }
 
 /// Share of the LRU→MIN hit-ratio gap that `hit` closes: `(hit - lru) / (min - lru)`
@@ -82,6 +84,22 @@ impl Report {
                 fallbacks,
                 r.elapsed.as_secs_f64(),
             );
+        }
+        let slowest: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let took = row.scorer_slowest?;
+                Some(format!(
+                    "{} at K = {}: {:.1} ms",
+                    row.policy,
+                    row.capacity,
+                    took.as_secs_f64() * 1e3
+                ))
+            })
+            .collect();
+        if !slowest.is_empty() {
+            let _ = writeln!(out, "\nSlowest scorer call: {}", slowest.join("; "));
         }
         out
     }

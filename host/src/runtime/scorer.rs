@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -240,9 +240,24 @@ struct ScorerCounters {
     overruns: AtomicU64,
     restarts: AtomicU64,
     replays: AtomicU64,
+    /// The longest finished call so far (`score-all`, with a fresh instance's replay when it
+    /// needed one), in microseconds, whether or not it was waited for; and when the running
+    /// one started (microseconds after `created`, plus
+    /// one; 0 when none runs).
+    slowest_us: AtomicU64,
+    running_since_us: AtomicU64,
+    created: Option<Instant>,
     /// Set while a call runs on the scorer's thread (set by the caller before sending it,
     /// cleared by the thread before answering).
     busy: AtomicBool,
+}
+
+impl ScorerCounters {
+    fn micros_since_created(&self) -> u64 {
+        self.created.map_or(0, |at| {
+            u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX)
+        })
+    }
 }
 
 impl std::fmt::Debug for WasmScorer {
@@ -257,7 +272,10 @@ impl WasmScorer {
     fn start(component: Arc<ScorerComponent>, limits: ScorerLimits, hard_ticks: u64) -> Self {
         let label = format!("wasm:{}", component.name);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let stats = Arc::new(ScorerCounters::default());
+        let stats = Arc::new(ScorerCounters {
+            created: Some(Instant::now()),
+            ..ScorerCounters::default()
+        });
         let worker = ScorerWorker {
             component: component.clone(),
             label: label.clone(),
@@ -305,6 +323,18 @@ impl WasmScorer {
     /// Times a fresh instance was given the events its predecessor had learnt from.
     pub fn replays(&self) -> u64 {
         self.stats.replays.load(Ordering::Relaxed)
+    }
+
+    /// The longest call so far (`score-all`, with a fresh instance's replay of its
+    /// predecessor's events when it needed one), whether or not its decision waited for it;
+    /// a call still running counts for as long as it has run.
+    pub fn slowest_call(&self) -> Duration {
+        let finished = self.stats.slowest_us.load(Ordering::Relaxed);
+        let running = match self.stats.running_since_us.load(Ordering::Relaxed) {
+            0 => 0,
+            since => self.stats.micros_since_created().saturating_sub(since - 1),
+        };
+        Duration::from_micros(finished.max(running))
     }
 
     /// Whether a call (one that overran its decision's budget) is still running.
@@ -420,7 +450,15 @@ impl ScorerWorker {
             lost: 0,
         };
         while let Ok(job) = jobs.recv() {
+            // Timed as the decision waits for it: a fresh instance's replay included.
+            let started = self.stats.micros_since_created();
+            self.stats
+                .running_since_us
+                .store(started + 1, Ordering::Relaxed);
             let answer = self.score(&mut state, &job);
+            let took = self.stats.micros_since_created().saturating_sub(started);
+            self.stats.slowest_us.fetch_max(took, Ordering::Relaxed);
+            self.stats.running_since_us.store(0, Ordering::Relaxed);
             if answer.is_some() {
                 for event in job.events {
                     if state.history.len() >= self.replay_events {
