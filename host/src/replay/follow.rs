@@ -56,20 +56,17 @@ pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Follows the best of several virtual caches (see the module documentation).
 pub struct Follower {
-    names: FastMap<String, u32>,
+    /// Names to key numbers and back (`follow_keys.rs`).
+    names: keys::KeyNames,
     hashes: Vec<i32>,
     pools: FastMap<u64, u32>,
-    /// The open pool of each key.
+    /// The open pool of each key, and how many pools are open for it.
     pool_of: Vec<Option<u64>>,
+    open_pools: Vec<u32>,
     last_use: Vec<u64>,
     pinned: Vec<bool>,
     offered_at: Vec<u64>,
     history: Vec<u32>,
-    /// Key numbers free for new names (`follow_keys.rs`), and the number of names at which
-    /// the next sweep for them runs.
-    free: Vec<u32>,
-    next_sweep: usize,
-    sweep_floor: usize,
     started: bool,
     maximum: u64,
     decisions: u64,
@@ -114,17 +111,15 @@ impl Follower {
         let blend = (rule.blend > 0.0).then(|| Blend::new(rule.blend));
         let n = experts.len() + usize::from(blend.is_some());
         Self {
-            names: FastMap::default(),
+            names: keys::KeyNames::new(),
             hashes: Vec::new(),
             pools: FastMap::default(),
             pool_of: Vec::new(),
+            open_pools: Vec::new(),
             last_use: Vec::new(),
             pinned: Vec::new(),
             offered_at: Vec::new(),
             history: Vec::new(),
-            free: Vec::new(),
-            next_sweep: keys::FIRST_SWEEP,
-            sweep_floor: keys::FIRST_SWEEP,
             started: false,
             maximum: 0,
             decisions: 0,
@@ -217,7 +212,15 @@ impl Follower {
     /// Pool `pool` was opened for database `name` (a request).
     pub fn opened(&mut self, pool: u64, name: &str) {
         let key = self.intern(name);
-        self.pools.insert(pool, key);
+        match self.pools.insert(pool, key) {
+            Some(old) if old == key => {}
+            Some(old) => {
+                let count = &mut self.open_pools[old as usize];
+                *count = count.saturating_sub(1);
+                self.open_pools[key as usize] += 1;
+            }
+            None => self.open_pools[key as usize] += 1,
+        }
         self.pool_of[key as usize] = Some(pool);
         self.request(key, false);
     }
@@ -232,6 +235,7 @@ impl Follower {
     /// Pool `pool` was closed.
     pub fn closed(&mut self, pool: u64) {
         if let Some(key) = self.pools.remove(&pool) {
+            self.open_pools[key as usize] = self.open_pools[key as usize].saturating_sub(1);
             if self.pool_of[key as usize] == Some(pool) {
                 self.pool_of[key as usize] = None;
             }

@@ -151,3 +151,36 @@ fn the_session_expert_lets_its_old_names_go_too() {
         "{swept_numbers} key numbers against {unbounded_numbers}"
     );
 }
+
+#[test]
+fn the_sweep_is_spread_over_new_names_and_keeps_the_key_numbers_bounded() {
+    // 20 open pools, an LRU expert (which knows only what it caches), a stream of new
+    // databases: every decision closes the oldest pool and opens a new name.
+    let mut f = Follower::new(vec![Box::new(Lru::new())], LeaderRule::default());
+    f.sweep_from(100);
+    let mut open: std::collections::VecDeque<u64> = (0..20).collect();
+    for pool in 0..20 {
+        f.opened(pool, &format!("db{pool}"));
+    }
+    let mut most_freed_by_one_name = 0;
+    let mut most_numbers = 0;
+    for pool in 20..20_000u64 {
+        let offered: Vec<u64> = open.iter().copied().collect();
+        let victim = f.decide(&offered).expect("pools are offered");
+        assert_eq!(victim, 0, "LRU closes the oldest pool");
+        let closed = open.pop_front().expect("a pool is open");
+        f.closed(closed);
+        let names_before = f.names();
+        f.opened(pool, &format!("db{pool}"));
+        open.push_back(pool);
+        // Names only go by the sweep: one new name lets at most SWEEP_STEP go, so no call
+        // does a whole sweep at once.
+        most_freed_by_one_name = most_freed_by_one_name.max((names_before + 1) - f.names());
+        most_numbers = most_numbers.max(f.key_numbers());
+    }
+    assert!(most_freed_by_one_name >= 1, "the sweep freed names");
+    assert!(most_freed_by_one_name <= keys::SWEEP_STEP);
+    // 20,000 names seen, 20 held: the numbers stay near where the sweep starts.
+    assert!(most_numbers <= 200, "{most_numbers} key numbers");
+    assert_eq!(f.names(), f.key_numbers() - f.names.free.len());
+}
