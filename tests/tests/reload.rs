@@ -400,6 +400,17 @@ async fn scorer_host(scorer_file: std::path::PathBuf, clock: Arc<ManualClock>) -
     .await
 }
 
+/// The value of `polymongo_scorer_<name>` for the active scorer `policy` in the host's
+/// metrics, `None` when the metrics show no wasm scorer.
+fn scorer_metric(host: &Host, name: &str) -> Option<f64> {
+    let metrics = polymongo::metrics::Metrics::new(host.manager.clone(), host.registry.clone());
+    let series = format!("polymongo_scorer_{name}{{policy=\"wasm:policy\"}} ");
+    metrics.encode().lines().find_map(|line| {
+        line.strip_prefix(series.as_str())
+            .map(|v| v.trim().parse::<f64>().expect("a number"))
+    })
+}
+
 async fn close_all(host: &Host) {
     for pool in host.manager.stats() {
         host.manager.close_connection(&pool.db_name).await.unwrap();
@@ -442,6 +453,10 @@ async fn deploying_a_scorer_changes_eviction_decisions() {
         "LRU evicts the least recently used"
     );
     assert_eq!(host.manager.policy_fallbacks(), 0);
+    assert!(
+        scorer_metric(&host, "calls_total").is_some_and(|calls| calls >= 1.0),
+        "the active scorer's calls are in the metrics"
+    );
 
     // Deleting the active scorer falls back to the built-in seed formula.
     std::fs::remove_file(host.dir().join("policy.wasm")).unwrap();
@@ -451,6 +466,11 @@ async fn deploying_a_scorer_changes_eviction_decisions() {
     .await;
     close_all(&host).await;
     assert_eq!(contested_eviction(&host, &clock).await, "middle");
+    assert_eq!(
+        scorer_metric(&host, "calls_total"),
+        None,
+        "no wasm scorer metrics once a built-in policy decides"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,5 +490,24 @@ async fn hostile_scorers_fall_back_to_the_seed_formula() {
             "{hostile}: the fallback was counted"
         );
         assert!(host.manager.open_pools() <= 3, "{hostile}: the cap held");
+        // What went wrong is in the metrics: the trap as a restart, the loop as an overrun
+        // whose call ran (or still runs) past the budget (20 ms; half of it is checked, as
+        // the call may have started a moment after the decision began to wait).
+        let metric = |name: &str| {
+            scorer_metric(&host, name).unwrap_or_else(|| panic!("{hostile}: no {name}"))
+        };
+        assert!(metric("calls_total") >= 1.0, "{hostile}: calls");
+        match hostile {
+            "scorer-trap" => assert!(metric("restarts_total") >= 1.0, "{hostile}"),
+            "scorer-loop" => {
+                assert!(metric("overruns_total") >= 1.0, "{hostile}");
+                assert!(metric("slowest_call_seconds") >= 0.01, "{hostile}");
+            }
+            _ => assert_eq!(
+                metric("restarts_total"),
+                0.0,
+                "{hostile}: answers are checked by the host, not trapped"
+            ),
+        }
     }
 }

@@ -14,6 +14,8 @@
 //! and status words. Tenant and database names are never labels (there can be thousands),
 //! and no URI or credential appears anywhere.
 
+mod scorer;
+
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
@@ -429,6 +431,9 @@ impl Collector for StateCollector {
             "Eviction decisions where the policy's scores were unusable and the seed formula decided",
             self.manager.policy_fallbacks(),
         )?;
+        if let Some(scorer) = self.plugins.active_wasm_scorer() {
+            scorer::encode_scorer(&mut enc, &scorer)?;
+        }
         {
             let mut family = enc.encode_descriptor(
                 "polymongo_plugin_log_lines_dropped",

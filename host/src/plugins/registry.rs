@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 
 use super::scan::{self, Changed, Stamp};
 use crate::consumers::ConsumerBoard;
 use crate::pool::{builtin_policy, EvictionPolicy, SeedPolicy};
 use crate::runtime::{
-    valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent,
+    valid_plugin_name, LoadError, Loaded, Manifest, Plugin, Runtime, ScorerComponent, WasmScorer,
 };
 
 /// Whether a deployed file is serving.
@@ -102,6 +102,8 @@ pub struct PluginRegistry {
     scorers: ArcSwap<HashMap<String, Arc<LoadedScorer>>>,
     files: Mutex<BTreeMap<String, FileState>>,
     active_scorer: Option<String>,
+    /// The wasm scorer deciding evictions now, when the active scorer is a component.
+    active_wasm: ArcSwapOption<WasmScorer>,
     /// Names no plugin may take (routes of the gateway that serves them).
     reserved_names: Vec<String>,
     scan_lock: tokio::sync::Mutex<()>,
@@ -124,6 +126,7 @@ impl PluginRegistry {
             scorers: ArcSwap::from_pointee(HashMap::new()),
             files: Mutex::new(BTreeMap::new()),
             active_scorer: None,
+            active_wasm: ArcSwapOption::empty(),
             reserved_names: Vec::new(),
             scan_lock: tokio::sync::Mutex::new(()),
             loaded: AtomicU64::new(0),
@@ -339,11 +342,12 @@ impl PluginRegistry {
                     next
                 });
                 if self.active_scorer.as_deref() == Some(name.as_str()) {
-                    let policy = entry.component.policy_with_limits(
+                    let policy = Arc::new(entry.component.policy_with_limits(
                         self.runtime.scorer_limits(),
                         self.runtime.config().epoch_tick,
-                    );
-                    self.runtime.manager().set_policy(Arc::new(policy));
+                    ));
+                    self.active_wasm.store(Some(policy.clone()));
+                    self.runtime.manager().set_policy(policy);
                 }
             }
         }
@@ -380,9 +384,16 @@ impl PluginRegistry {
                 scorer = name,
                 "the active scorer was removed; the seed formula decides evictions"
             );
+            self.active_wasm.store(None);
             self.runtime.manager().set_policy(Arc::new(SeedPolicy));
         }
         removed
+    }
+
+    /// The wasm scorer deciding evictions now (`None` when a built-in policy decides): its
+    /// calls, overruns, restarts and slowest call, for the metrics.
+    pub fn active_wasm_scorer(&self) -> Option<Arc<WasmScorer>> {
+        self.active_wasm.load_full()
     }
 
     /// Sets a built-in policy when the configured scorer names one.
