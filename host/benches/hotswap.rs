@@ -12,7 +12,7 @@
 //!   the reload time is from the return of `rename` to serving (the host's part);
 //! - the cost of one eviction-scoring decision at 1,000 and 10,000 evictable pools: the
 //!   built-in seed policy (the manager's ordered index, and a full `score_all` scan for
-//!   comparison) and wasm scorers (`scorer-seed`, `scorer-adaptive`).
+//!   comparison) and wasm scorers (`scorer-seed`, `scorer-adaptive`, `scorer-hybrid`).
 //!
 //! Run: `cargo xtask bench -- --bench hotswap` (after `cargo xtask build-plugins`).
 //! Needs a database only for the manager's metadata (FerretDB from the test harness).
@@ -234,9 +234,12 @@ fn main() {
             Loaded::Tenant(_) => panic!("{name} is not a scorer"),
         }
     };
-    let wasm_seed = scorer_policy("scorer-seed");
-    let wasm_adaptive = scorer_policy("scorer-adaptive");
     for n in [1_000usize, 10_000] {
+        // Fresh scorers for each size: the follower-based ones learn the capacity (the
+        // number of evictable pools) at their first decision, as on a host.
+        let wasm_seed = scorer_policy("scorer-seed");
+        let wasm_adaptive = scorer_policy("scorer-adaptive");
+        let wasm_hybrid = scorer_policy("scorer-hybrid");
         let stats = synthetic_pools(n, 0x9E37_79B9_7F4A_7C15);
         let now = 1_700_000_700_000;
         let mut index = EvictionIndex::new();
@@ -253,8 +256,11 @@ fn main() {
         let scan = time_per_call(200, || {
             std::hint::black_box(SeedPolicy.score_all(&stats, now));
         });
+        // Each pool its own database (the follower-based scorers keep state per database).
         for p in &stats {
-            wasm_adaptive.on_open(p.pool_id, "x", p.opened_at_ms);
+            let db = format!("db{}", p.pool_id);
+            wasm_adaptive.on_open(p.pool_id, &db, p.opened_at_ms);
+            wasm_hybrid.on_open(p.pool_id, &db, p.opened_at_ms);
         }
         let seed = time_per_call(100, || {
             let scores = wasm_seed.score_all(&stats, now);
@@ -262,6 +268,10 @@ fn main() {
         });
         let adaptive = time_per_call(100, || {
             let scores = wasm_adaptive.score_all(&stats, now);
+            assert_eq!(scores.len(), n);
+        });
+        let hybrid = time_per_call(100, || {
+            let scores = wasm_hybrid.score_all(&stats, now);
             assert_eq!(scores.len(), n);
         });
         println!(
@@ -274,6 +284,7 @@ fn main() {
         );
         println!("| wasm `scorer-seed` | {n} | {} |", fmt(seed));
         println!("| wasm `scorer-adaptive` | {n} | {} |", fmt(adaptive));
+        println!("| wasm `scorer-hybrid` | {n} | {} |", fmt(hybrid));
     }
     rt.block_on(manager.destroy()).expect("destroy");
 }
