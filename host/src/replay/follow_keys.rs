@@ -6,8 +6,9 @@
 //! no open or pinned pool, no expert that
 //! [`knows`](super::super::experts::Expert::knows) it (cached, a ghost, a history) — loses its
 //! name and its number goes to a new one. The sweep is spread over the names that make it
-//! needed, so no call does more than a few lookups for it, and the key numbers stay within
-//! about `SWEEP_STEP / (SWEEP_STEP − 1)` times what is held plus the names one pass adds.
+//! needed, so no call does more than a few lookups for it; a pass over N numbers takes
+//! N / [`SWEEP_STEP`] new names, so the numbers stay near `SWEEP_STEP / (SWEEP_STEP − 1)`
+//! times the larger of what is held and [`FIRST_SWEEP`].
 //! Experts that cannot tell (the default) keep every key. Below [`FIRST_SWEEP`] names
 //! nothing changes, and a key all experts forgot is as new to them when it comes back, so a
 //! sweep changes no decision, only which number a returning name gets (`visits2` breaks ties
