@@ -11,7 +11,7 @@ use tower::ServiceExt;
 
 mod common;
 
-use common::{Host, Options, TOKEN};
+use common::{metric_sample, Host, Options, TOKEN};
 
 /// The exposition text, checking the status and content type.
 async fn scrape(host: &Host) -> String {
@@ -30,20 +30,12 @@ async fn scrape(host: &Host) -> String {
 
 /// The value of the sample `series` (name with its labels, exactly as exposed).
 fn value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    metric_sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 /// The value of a counter `series` that has no sample until it is first counted.
 fn optional_value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or(0.0)
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.trim().parse::<f64>().unwrap())
-    })
+    metric_sample(text, series).unwrap_or(0.0)
 }
 
 /// Checks Prometheus naming conventions on every family: prefix, `_total` on counters, base

@@ -15,7 +15,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{eventually, Host, Options};
+use common::{eventually, metric_sample, Host, Options};
 
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -404,11 +404,8 @@ async fn scorer_host(scorer_file: std::path::PathBuf, clock: Arc<ManualClock>) -
 /// metrics, `None` when the metrics show no wasm scorer.
 fn scorer_metric(host: &Host, name: &str) -> Option<f64> {
     let metrics = polymongo::metrics::Metrics::new(host.manager.clone(), host.registry.clone());
-    let series = format!("polymongo_scorer_{name}{{policy=\"wasm:policy\"}} ");
-    metrics.encode().lines().find_map(|line| {
-        line.strip_prefix(series.as_str())
-            .map(|v| v.trim().parse::<f64>().expect("a number"))
-    })
+    let series = format!("polymongo_scorer_{name}{{policy=\"wasm:policy\"}}");
+    metric_sample(&metrics.encode(), &series)
 }
 
 async fn close_all(host: &Host) {

@@ -240,3 +240,13 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The value of the sample `series` (a metric name with its labels, exactly as exposed) in
+/// the Prometheus exposition `text`.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    })
+}
