@@ -26,6 +26,7 @@ mod manifest;
 mod recent;
 mod sandbox;
 mod scorer;
+mod scorer_times;
 mod state;
 mod streams;
 mod subscription;

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -30,6 +30,7 @@ use super::bindings::scorer::exports::polymongo::plugin::scoring::{
 use super::bindings::scorer::{Scorer, ScorerPre};
 use super::content_hash::ContentHash;
 use super::error::{trap_detail, LoadError};
+use super::scorer_times::CallTimes;
 use super::state::MemoryLimiter;
 use crate::pool::{EvictionPolicy, PoolStats};
 
@@ -240,24 +241,11 @@ struct ScorerCounters {
     overruns: AtomicU64,
     restarts: AtomicU64,
     replays: AtomicU64,
-    /// The longest finished call so far (`score-all`, with a fresh instance's replay when it
-    /// needed one), in microseconds, whether or not it was waited for; and when the running
-    /// one started (microseconds after `created`, plus
-    /// one; 0 when none runs).
-    slowest_us: AtomicU64,
-    running_since_us: AtomicU64,
-    created: Option<Instant>,
+    /// How long the calls took.
+    call_times: CallTimes,
     /// Set while a call runs on the scorer's thread (set by the caller before sending it,
     /// cleared by the thread before answering).
     busy: AtomicBool,
-}
-
-impl ScorerCounters {
-    fn micros_since_created(&self) -> u64 {
-        self.created.map_or(0, |at| {
-            u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX)
-        })
-    }
 }
 
 impl std::fmt::Debug for WasmScorer {
@@ -272,10 +260,7 @@ impl WasmScorer {
     fn start(component: Arc<ScorerComponent>, limits: ScorerLimits, hard_ticks: u64) -> Self {
         let label = format!("wasm:{}", component.name);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let stats = Arc::new(ScorerCounters {
-            created: Some(Instant::now()),
-            ..ScorerCounters::default()
-        });
+        let stats = Arc::new(ScorerCounters::default());
         let worker = ScorerWorker {
             component: component.clone(),
             label: label.clone(),
@@ -329,12 +314,7 @@ impl WasmScorer {
     /// predecessor's events when it needed one), whether or not its decision waited for it;
     /// a call still running counts for as long as it has run.
     pub fn slowest_call(&self) -> Duration {
-        let finished = self.stats.slowest_us.load(Ordering::Relaxed);
-        let running = match self.stats.running_since_us.load(Ordering::Relaxed) {
-            0 => 0,
-            since => self.stats.micros_since_created().saturating_sub(since - 1),
-        };
-        Duration::from_micros(finished.max(running))
+        self.stats.call_times.slowest()
     }
 
     /// Whether a call (one that overran its decision's budget) is still running.
@@ -451,14 +431,9 @@ impl ScorerWorker {
         };
         while let Ok(job) = jobs.recv() {
             // Timed as the decision waits for it: a fresh instance's replay included.
-            let started = self.stats.micros_since_created();
-            self.stats
-                .running_since_us
-                .store(started + 1, Ordering::Relaxed);
+            let started = self.stats.call_times.started();
             let answer = self.score(&mut state, &job);
-            let took = self.stats.micros_since_created().saturating_sub(started);
-            self.stats.slowest_us.fetch_max(took, Ordering::Relaxed);
-            self.stats.running_since_us.store(0, Ordering::Relaxed);
+            self.stats.call_times.finished(started);
             if answer.is_some() {
                 for event in job.events {
                     if state.history.len() >= self.replay_events {
