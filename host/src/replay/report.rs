@@ -101,6 +101,23 @@ impl Report {
         if !slowest.is_empty() {
             let _ = writeln!(out, "\nSlowest scorer call: {}", slowest.join("; "));
         }
+        let requests: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|row| !row.result.slowest_request.0.is_zero())
+            .map(|row| {
+                let (took, at) = row.result.slowest_request;
+                format!(
+                    "{} at K = {}: {:.1} ms (request {at})",
+                    row.policy,
+                    row.capacity,
+                    took.as_secs_f64() * 1e3
+                )
+            })
+            .collect();
+        if !requests.is_empty() {
+            let _ = writeln!(out, "\nSlowest request: {}", requests.join("; "));
+        }
         out
     }
 }

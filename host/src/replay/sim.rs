@@ -72,9 +72,20 @@ pub struct SimResult {
     pub hit_flags: Vec<bool>,
     /// Wall-clock time of the replay.
     pub elapsed: Duration,
+    /// The longest time one request took (the replayer's bookkeeping, the policy's hooks
+    /// and, on a miss, its decision), and the request's index: where a policy's one-off
+    /// costs (a table growing, a re-sort) show.
+    pub slowest_request: (Duration, u64),
 }
 
 impl SimResult {
+    /// Records that request `index` took `took`, if it is the slowest so far.
+    fn note_request(&mut self, index: u64, took: Duration) {
+        if took > self.slowest_request.0 {
+            self.slowest_request = (took, index);
+        }
+    }
+
     /// Hits per request (0 for an empty trace).
     pub fn hit_ratio(&self) -> f64 {
         if self.requests == 0 {
@@ -189,7 +200,13 @@ pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) 
         requests: trace.requests.len() as u64,
         ..SimResult::default()
     };
+    let mut request_started = Instant::now();
     for (i, &k) in trace.requests.iter().enumerate() {
+        let now_instant = Instant::now();
+        if i > 0 {
+            result.note_request(i as u64 - 1, now_instant - request_started);
+        }
+        request_started = now_instant;
         let now = config.start_ms + i as u64 * config.step_ms;
         if config.record_hits {
             result.hit_flags.push(sim.open[k as usize].is_some());
@@ -231,6 +248,9 @@ pub fn simulate(trace: &Trace, policy: &dyn EvictionPolicy, config: &SimConfig) 
         policy.on_open(seq, &trace.names[k as usize], now);
         result.opens += 1;
     }
+    if let Some(last) = result.requests.checked_sub(1) {
+        result.note_request(last, request_started.elapsed());
+    }
     result.elapsed = started.elapsed();
     result
 }
@@ -251,5 +271,34 @@ mod tests {
         assert_eq!(r.opens, 5);
         assert_eq!(r.closes, 3);
         assert_eq!(r.victims, vec![1, 0, 2]);
+    }
+
+    /// LRU whose hook for one database sleeps: the replay names that request as the slowest.
+    struct SlowOn(&'static str);
+
+    impl EvictionPolicy for SlowOn {
+        fn name(&self) -> &str {
+            "slow-on"
+        }
+        fn score(&self, pool: &PoolStats<'_>, now_ms: u64) -> f64 {
+            LruPolicy.score(pool, now_ms)
+        }
+        fn on_open(&self, _pool_id: u64, db: &str, _now_ms: u64) {
+            if db == self.0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    #[test]
+    fn the_slowest_request_is_found_wherever_it_is() {
+        // capacity 2: a, b open; c closes a: the first, a middle and the last request.
+        let trace = Trace::from_keys(["a", "b", "b", "c"]);
+        for (db, index) in [("a", 0), ("b", 1), ("c", 3)] {
+            let r = simulate(&trace, &SlowOn(db), &SimConfig::new(2));
+            assert_eq!(r.slowest_request.1, index, "{db}");
+            assert!(r.slowest_request.0 >= Duration::from_millis(50), "{db}");
+            assert_eq!(r.closes, 1);
+        }
     }
 }
