@@ -1,7 +1,7 @@
 //! Hostile tests of the host's logs (issue #13, items 7 and 11): a plugin flooding the log is
 //! rate-limited per plugin and tenant (drops counted), a log output nobody reads does not
-//! stall the host, plugin text cannot forge log lines or colour a terminal, and a slow
-//! eviction-scorer call does not erase what the scorer learnt.
+//! stall the host, and plugin text cannot forge log lines or colour a terminal. (How a slow or
+//! trapping eviction scorer keeps what it learnt: `scorer_calls.rs`.)
 //!
 //! The tests of the log output run the real `polymongo` binary (built on first use with the
 //! cargo that runs the tests) with its stderr on a pipe; the others use the in-process host.
@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::Host;
-use polymongo::pool::{EvictionPolicy, PoolStats};
-use polymongo::replay::ScorerLoader;
-use polymongo::runtime::ScorerLimits;
 use polymongo_tests::{bundled_wasm, fixture_wasm, free_port, test_uri, unique_db};
 use serde_json::{json, Value};
 
@@ -461,118 +458,4 @@ fn plugin_text_cannot_forge_log_lines_or_colour_the_log() {
         !log.contains('\x1b'),
         "no ANSI escapes when stderr is not a terminal: {log:?}"
     );
-}
-
-// ---- the scorer's learnt state ----------------------------------------------------------
-
-fn pool(pool_id: u64, priority: i32) -> PoolStats<'static> {
-    PoolStats {
-        pool_id,
-        db_name: "tenant",
-        priority,
-        use_count: 1,
-        avg_interval_ms: 0.0,
-        last_used_ms: 1,
-        opened_at_ms: 1,
-        in_flight: 0,
-        watch_count: 0,
-    }
-}
-
-/// The scorer's answer for `pools`, asking again while it is busy (an overrunning call is
-/// finishing) or overruns; gives up after minutes (a guard, not a timing assertion).
-fn answer(scorer: &dyn EvictionPolicy, pools: &[PoolStats<'_>]) -> Vec<f64> {
-    let give_up = Instant::now() + Duration::from_secs(120);
-    loop {
-        let scores = scorer.score_all(pools, 2);
-        if !scores.is_empty() {
-            return scores;
-        }
-        assert!(Instant::now() < give_up, "the scorer never answered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
-    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
-    let component = loader
-        .load_file(&fixture_wasm("scorer-counter"))
-        .expect("scorer-counter loads");
-    // No replay after a trap: the state must survive the slow call itself. A hard limit far
-    // above the slow call's 1 s, so that only the budget is in play.
-    let scorer = component.policy_with_limits(
-        ScorerLimits {
-            budget: Duration::from_millis(20),
-            hard_limit: Duration::from_secs(60),
-            replay_events: 0,
-        },
-        Duration::from_millis(1),
-    );
-    // 1 open + 9 accesses.
-    scorer.on_open(1, "tenant", 1);
-    for t in 0..9 {
-        scorer.on_access(1, "tenant", 2 + t);
-    }
-    assert_eq!(
-        answer(&scorer, &[pool(1, 0)]),
-        vec![10.0],
-        "ten events seen"
-    );
-
-    // Five more events, then a decision whose call spins 1 s (priority 1000): past its 20 ms
-    // budget, it falls back to the seed formula.
-    for t in 0..5 {
-        scorer.on_access(1, "tenant", 20 + t);
-    }
-    let failures = scorer.failures();
-    assert!(
-        scorer.score_all(&[pool(1, 1000)], 30).is_empty(),
-        "the slow decision fell back"
-    );
-    assert_eq!(scorer.failures(), failures + 1);
-
-    // Seven more events. Once the slow call is over, the scorer still knows all 22: its
-    // state was not thrown away with the slow decision.
-    for t in 0..7 {
-        scorer.on_access(1, "tenant", 40 + t);
-    }
-    assert_eq!(
-        answer(&scorer, &[pool(1, 0)]),
-        vec![22.0],
-        "the scorer kept what it learnt (10 + 5 + 7 events)"
-    );
-    assert_eq!(scorer.restarts(), 0, "the instance was kept");
-}
-
-#[test]
-fn a_trapped_scorer_is_rebuilt_from_the_events_it_had_learnt_from() {
-    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
-    let component = loader
-        .load_file(&fixture_wasm("scorer-counter"))
-        .expect("scorer-counter loads");
-    // A generous budget: this test is about the trap, not about time.
-    let scorer = loader.policy(&component, Duration::from_secs(30));
-    scorer.on_open(1, "tenant", 1);
-    for t in 0..9 {
-        scorer.on_access(1, "tenant", 2 + t);
-    }
-    assert_eq!(
-        answer(&scorer, &[pool(1, 0)]),
-        vec![10.0],
-        "ten events seen"
-    );
-    // Five more events go with a call that traps: the decision falls back.
-    for t in 0..5 {
-        scorer.on_access(1, "tenant", 20 + t);
-    }
-    assert!(scorer.score_all(&[pool(1, 999)], 30).is_empty());
-    for t in 0..7 {
-        scorer.on_access(1, "tenant", 40 + t);
-    }
-    // The fresh instance was given the ten events the trapped one had learnt from; the five
-    // that went with the trapping call are reported to it as dropped; then the seven new ones.
-    assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![22.0]);
-    assert_eq!(scorer.restarts(), 1);
-    assert_eq!(scorer.replays(), 1);
 }

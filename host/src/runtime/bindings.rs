@@ -56,7 +56,7 @@ pub mod subscriber {
 }
 
 /// World `scorer`: a synchronous `scoring` export, called under the connection manager's
-/// lock once per eviction decision.
+/// lock once per eviction decision (and with no pools to deliver events ahead of one).
 pub mod scorer {
     wasmtime::component::bindgen!({
         path: "../wit",

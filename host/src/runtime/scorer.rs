@@ -2,7 +2,9 @@
 //!
 //! One long-lived instance per deployed scorer version keeps its state between decisions.
 //! Pool events (opened, accessed, closed) are queued by the policy hooks and delivered with
-//! the next `score-all` call.
+//! the next `score-all` call; once [`DELIVER_AHEAD_EVENTS`] are waiting and the scorer is
+//! idle, they are delivered at once in a call with no pools, so that a decision carries a
+//! bounded backlog (a decision waits, within its budget, for such a delivery to finish).
 //!
 //! A decision waits for the scorer at most its budget (`scorer_budget_ms`): past it, the
 //! manager falls back to the seed formula for that decision, but the call is not stopped. It
@@ -15,7 +17,7 @@
 //! failed call's events count as dropped. A malformed answer also falls back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +32,18 @@ use super::bindings::scorer::exports::polymongo::plugin::scoring::{
 use super::bindings::scorer::{Scorer, ScorerPre};
 use super::content_hash::ContentHash;
 use super::error::{trap_detail, LoadError};
+use super::scorer_flight::{Flight, Start};
 use super::scorer_times::CallTimes;
+use super::scorer_worker::ScorerWorker;
 use super::state::MemoryLimiter;
 use crate::pool::{EvictionPolicy, PoolStats};
 
 /// Events kept between two decisions; older ones are dropped (and counted) past this.
 const MAX_QUEUED_EVENTS: usize = 1 << 20;
+
+/// Events waiting that are delivered ahead of the next decision, in a call with no pools,
+/// when the scorer is idle.
+pub const DELIVER_AHEAD_EVENTS: usize = 4096;
 
 /// Time limits of a wasm scorer's calls, and how much it can relearn after a trap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +184,7 @@ impl ScorerComponent {
         WasmScorer::start(self.clone(), limits, hard_ticks)
     }
 
-    fn instantiate(&self) -> wasmtime::Result<(Store<ScorerState>, Scorer)> {
+    pub(super) fn instantiate(&self) -> wasmtime::Result<(Store<ScorerState>, Scorer)> {
         let state = ScorerState {
             wasi: WasiCtxBuilder::new()
                 .allow_tcp(false)
@@ -212,12 +220,12 @@ impl EventQueue {
 }
 
 /// One `score-all` call, sent to the scorer's thread.
-struct Job {
-    events: Vec<Event>,
-    dropped: u64,
-    pools: Vec<WitPoolStats>,
-    now_ms: u64,
-    reply: std::sync::mpsc::SyncSender<Option<Vec<f64>>>,
+pub(super) struct Job {
+    pub(super) events: Vec<Event>,
+    pub(super) dropped: u64,
+    pub(super) pools: Vec<WitPoolStats>,
+    pub(super) now_ms: u64,
+    pub(super) reply: std::sync::mpsc::SyncSender<Option<Vec<f64>>>,
 }
 
 /// An eviction policy that asks a wasm scorer.
@@ -234,18 +242,21 @@ pub struct WasmScorer {
     stats: Arc<ScorerCounters>,
 }
 
+/// What a scorer's policy and its thread count and share.
 #[derive(Default)]
-struct ScorerCounters {
+pub(super) struct ScorerCounters {
     failures: AtomicU64,
     calls: AtomicU64,
     overruns: AtomicU64,
-    restarts: AtomicU64,
-    replays: AtomicU64,
+    pub(super) restarts: AtomicU64,
+    pub(super) replays: AtomicU64,
+    /// Calls with no pools that delivered events ahead of a decision.
+    deliveries: AtomicU64,
     /// How long the calls took.
-    call_times: CallTimes,
-    /// Set while a call runs on the scorer's thread (set by the caller before sending it,
-    /// cleared by the thread before answering).
-    busy: AtomicBool,
+    pub(super) call_times: CallTimes,
+    /// The call running on the scorer's thread (taken by the caller before sending it,
+    /// released by the thread before answering).
+    pub(super) flight: Flight,
 }
 
 impl std::fmt::Debug for WasmScorer {
@@ -317,9 +328,25 @@ impl WasmScorer {
         self.stats.call_times.slowest()
     }
 
-    /// Whether a call (one that overran its decision's budget) is still running.
+    /// Whether a call (one that overran its decision's budget, or a delivery of events
+    /// ahead of a decision) is still running.
     pub fn busy(&self) -> bool {
-        self.stats.busy.load(Ordering::Acquire)
+        self.stats.flight.busy()
+    }
+
+    /// Calls with no pools made to deliver events ahead of a decision (at most one per
+    /// [`DELIVER_AHEAD_EVENTS`] events).
+    pub fn deliveries(&self) -> u64 {
+        self.stats.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Events waiting for the next call.
+    pub fn queued_events(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .len()
     }
 
     /// The scorer component this policy runs.
@@ -334,6 +361,36 @@ impl WasmScorer {
             at_ms,
             kind,
         });
+        if queue.events.len() >= DELIVER_AHEAD_EVENTS && self.stats.flight.start_delivery() {
+            let events = Vec::from(std::mem::take(&mut queue.events));
+            let dropped = std::mem::take(&mut queue.dropped);
+            drop(queue);
+            self.deliver(events, dropped, at_ms);
+        }
+    }
+
+    /// Sends `events` to the scorer's thread in a call with no pools (the thread is taken);
+    /// nothing waits for its answer.
+    fn deliver(&self, events: Vec<Event>, dropped: u64, now_ms: u64) {
+        let (reply, _) = std::sync::mpsc::sync_channel(1);
+        let job = Job {
+            events,
+            dropped,
+            pools: Vec::new(),
+            now_ms,
+            reply,
+        };
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        match sent {
+            Ok(()) => {
+                self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => self.stats.flight.finish(),
+        }
     }
 
     /// Calls the scorer; `None` when it failed or did not answer within the budget (the
@@ -348,10 +405,20 @@ impl WasmScorer {
     }
 
     fn ask(&self, pools: &[PoolStats<'_>], now_ms: u64) -> Option<Vec<f64>> {
-        // An overrunning call is still running: this decision falls back and its events wait.
-        if self.stats.busy.swap(true, Ordering::AcqRel) {
-            return None;
-        }
+        // An overrunning call is still running: this decision falls back and its events
+        // wait. A delivery of events is waited for, within the budget.
+        let budget = match self
+            .stats
+            .flight
+            .start_decision(self.budget, || self.stats.call_times.running())
+        {
+            Start::Started(left) => left,
+            Start::Busy => return None,
+            Start::WaitedOut => {
+                self.overran();
+                return None;
+            }
+        };
         let (events, dropped) = {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             let dropped = std::mem::take(&mut queue.dropped);
@@ -383,151 +450,28 @@ impl WasmScorer {
             .unwrap_or_else(|p| p.into_inner())
             .send(job);
         if sent.is_err() {
-            self.stats.busy.store(false, Ordering::Release);
+            self.stats.flight.finish();
             return None;
         }
-        match answer.recv_timeout(self.budget) {
+        match answer.recv_timeout(budget) {
             Ok(scores) => scores,
             Err(RecvTimeoutError::Timeout) => {
-                self.stats.overruns.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(scorer = %self.label, budget_ms = self.budget.as_millis() as u64,
-                    "scorer overran its budget; the built-in policy decides this eviction while the call finishes");
+                self.overran();
                 None
             }
             Err(RecvTimeoutError::Disconnected) => None,
         }
     }
-}
 
-/// The scorer thread: owns the instance, re-instantiates it after a trap and replays the
-/// events it had learnt from into the fresh one.
-struct ScorerWorker {
-    component: Arc<ScorerComponent>,
-    label: String,
-    hard_ticks: u64,
-    replay_events: usize,
-    stats: Arc<ScorerCounters>,
-}
-
-type Instance = (Store<ScorerState>, Scorer);
-
-/// What the scorer thread keeps between calls.
-struct WorkerState {
-    instance: Option<Instance>,
-    /// The latest events delivered to calls that succeeded (at most `replay_events`).
-    history: VecDeque<Event>,
-    /// Events (and drop counts) only a trapped instance saw: reported to the next call as
-    /// dropped.
-    lost: u64,
-}
-
-impl ScorerWorker {
-    fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
-        // Made before the first decision, so that it does not spend its budget on it.
-        let mut state = WorkerState {
-            instance: self.component.instantiate().ok(),
-            history: VecDeque::new(),
-            lost: 0,
-        };
-        while let Ok(job) = jobs.recv() {
-            // Timed as the decision waits for it: a fresh instance's replay included.
-            let started = self.stats.call_times.started();
-            let answer = self.score(&mut state, &job);
-            self.stats.call_times.finished(started);
-            if answer.is_some() {
-                for event in job.events {
-                    if state.history.len() >= self.replay_events {
-                        state.history.pop_front();
-                    }
-                    if self.replay_events > 0 {
-                        state.history.push_back(event);
-                    }
-                }
-            }
-            self.stats.busy.store(false, Ordering::Release);
-            // The caller may have stopped waiting (an overrun): the answer is then unused, but
-            // the instance, and what this call taught it, stays.
-            let _ = job.reply.send(answer);
-        }
-    }
-
-    fn score(&self, state: &mut WorkerState, job: &Job) -> Option<Vec<f64>> {
-        let dropped = job.dropped + std::mem::take(&mut state.lost);
-        if state.instance.is_none() {
-            state.instance = self.fresh(&mut state.history);
-        }
-        let Some((store, scorer)) = state.instance.as_mut() else {
-            state.lost = dropped + job.events.len() as u64;
-            return None;
-        };
-        store.set_epoch_deadline(self.hard_ticks);
-        let result = scorer.polymongo_plugin_scoring().call_score_all(
-            &mut *store,
-            &job.events,
-            dropped,
-            &job.pools,
-            job.now_ms,
-        );
-        store.set_epoch_deadline(u64::MAX / 2);
-        match result {
-            Ok(scores) => Some(scores),
-            Err(e) => {
-                let cause = failure_cause(store, &e);
-                // A trapped instance (or one stopped at the hard limit) is poisoned: the next
-                // decision starts from a fresh one, rebuilt from the history. This call's
-                // events are not replayed (they may be what made it trap): they count as
-                // dropped.
-                state.instance = None;
-                state.lost = dropped + job.events.len() as u64;
-                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(scorer = %self.label, %cause,
-                    "scorer failed; the built-in policy decides this eviction");
-                None
-            }
-        }
-    }
-
-    /// A fresh instance that has been given `history` (in one call, with no pools, under the
-    /// hard limit). If that fails, the history is forgotten and the instance starts empty.
-    fn fresh(&self, history: &mut VecDeque<Event>) -> Option<Instance> {
-        let instantiate = || match self.component.instantiate() {
-            Ok(fresh) => Some(fresh),
-            Err(e) => {
-                tracing::error!(scorer = %self.label, error = %format!("{e:#}"), "cannot instantiate the scorer");
-                None
-            }
-        };
-        let (mut store, scorer) = instantiate()?;
-        if history.is_empty() {
-            return Some((store, scorer));
-        }
-        let events: Vec<Event> = history.iter().cloned().collect();
-        let now_ms = events.last().map_or(0, |e| e.at_ms);
-        store.set_epoch_deadline(self.hard_ticks);
-        let replayed =
-            scorer
-                .polymongo_plugin_scoring()
-                .call_score_all(&mut store, &events, 0, &[], now_ms);
-        store.set_epoch_deadline(u64::MAX / 2);
-        match replayed {
-            Ok(_) => {
-                self.stats.replays.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(scorer = %self.label, events = events.len(),
-                    "scorer restarted with the events it had learnt from");
-                Some((store, scorer))
-            }
-            Err(e) => {
-                history.clear();
-                tracing::warn!(scorer = %self.label, cause = %failure_cause(&store, &e),
-                    "replaying its events into a fresh scorer failed; it starts empty");
-                instantiate()
-            }
-        }
+    fn overran(&self) {
+        self.stats.overruns.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(scorer = %self.label, budget_ms = self.budget.as_millis() as u64,
+            "scorer overran its budget; the built-in policy decides this eviction while the call finishes");
     }
 }
 
 /// Why a scorer call failed, in one line: its memory limit, or [`trap_detail`].
-fn failure_cause(store: &Store<ScorerState>, error: &wasmtime::Error) -> String {
+pub(super) fn failure_cause(store: &Store<ScorerState>, error: &wasmtime::Error) -> String {
     if store.data().limiter.exceeded {
         return format!(
             "exceeded its memory limit of {} MiB",

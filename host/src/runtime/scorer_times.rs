@@ -45,10 +45,14 @@ impl CallTimes {
     /// The longest call, the running one counting for as long as it has run.
     pub(super) fn slowest(&self) -> Duration {
         let finished = self.slowest_us.load(Ordering::Relaxed);
-        let running = match self.running_since_us.load(Ordering::Relaxed) {
-            0 => 0,
-            since => self.now_us().saturating_sub(since - 1),
-        };
-        Duration::from_micros(finished.max(running))
+        Duration::from_micros(finished).max(self.running())
+    }
+
+    /// How long the running call has run (zero when none runs).
+    pub(super) fn running(&self) -> Duration {
+        match self.running_since_us.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_micros(self.now_us().saturating_sub(since - 1)),
+        }
     }
 }

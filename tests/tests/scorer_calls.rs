@@ -1,0 +1,193 @@
+//! How the host calls a wasm eviction scorer (issue #13, item 11; the event delivery of
+//! issue #15): a slow call does not erase what the scorer learnt, a trapped instance is
+//! rebuilt from the events its predecessor had learnt from, and events are delivered ahead of
+//! decisions in bounded batches without losing any. The fixture `plugins/scorers/counter`
+//! scores every pool with the number of events (and drops) it has seen, spins P ms on a pool
+//! of priority P >= 1000 and traps on priority 999.
+
+use std::time::{Duration, Instant};
+
+use polymongo::pool::{EvictionPolicy, PoolStats};
+use polymongo::replay::ScorerLoader;
+use polymongo::runtime::{ScorerLimits, DELIVER_AHEAD_EVENTS};
+use polymongo_tests::fixture_wasm;
+
+fn pool(pool_id: u64, priority: i32) -> PoolStats<'static> {
+    PoolStats {
+        pool_id,
+        db_name: "tenant",
+        priority,
+        use_count: 1,
+        avg_interval_ms: 0.0,
+        last_used_ms: 1,
+        opened_at_ms: 1,
+        in_flight: 0,
+        watch_count: 0,
+    }
+}
+
+/// The scorer's answer for `pools`, asking again while it is busy (an overrunning call is
+/// finishing) or overruns; gives up after minutes (a guard, not a timing assertion).
+fn answer(scorer: &dyn EvictionPolicy, pools: &[PoolStats<'_>]) -> Vec<f64> {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        let scores = scorer.score_all(pools, 2);
+        if !scores.is_empty() {
+            return scores;
+        }
+        assert!(Instant::now() < give_up, "the scorer never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
+    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
+    let component = loader
+        .load_file(&fixture_wasm("scorer-counter"))
+        .expect("scorer-counter loads");
+    // No replay after a trap: the state must survive the slow call itself. A hard limit far
+    // above the slow call's 1 s, so that only the budget is in play.
+    let scorer = component.policy_with_limits(
+        ScorerLimits {
+            budget: Duration::from_millis(20),
+            hard_limit: Duration::from_secs(60),
+            replay_events: 0,
+        },
+        Duration::from_millis(1),
+    );
+    // 1 open + 9 accesses.
+    scorer.on_open(1, "tenant", 1);
+    for t in 0..9 {
+        scorer.on_access(1, "tenant", 2 + t);
+    }
+    assert_eq!(
+        answer(&scorer, &[pool(1, 0)]),
+        vec![10.0],
+        "ten events seen"
+    );
+
+    // Five more events, then a decision whose call spins 1 s (priority 1000): past its 20 ms
+    // budget, it falls back to the seed formula.
+    for t in 0..5 {
+        scorer.on_access(1, "tenant", 20 + t);
+    }
+    let failures = scorer.failures();
+    assert!(
+        scorer.score_all(&[pool(1, 1000)], 30).is_empty(),
+        "the slow decision fell back"
+    );
+    assert_eq!(scorer.failures(), failures + 1);
+
+    // Seven more events. Once the slow call is over, the scorer still knows all 22: its
+    // state was not thrown away with the slow decision.
+    for t in 0..7 {
+        scorer.on_access(1, "tenant", 40 + t);
+    }
+    assert_eq!(
+        answer(&scorer, &[pool(1, 0)]),
+        vec![22.0],
+        "the scorer kept what it learnt (10 + 5 + 7 events)"
+    );
+    assert_eq!(scorer.restarts(), 0, "the instance was kept");
+}
+
+#[test]
+fn a_trapped_scorer_is_rebuilt_from_the_events_it_had_learnt_from() {
+    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
+    let component = loader
+        .load_file(&fixture_wasm("scorer-counter"))
+        .expect("scorer-counter loads");
+    // A generous budget: this test is about the trap, not about time.
+    let scorer = loader.policy(&component, Duration::from_secs(30));
+    scorer.on_open(1, "tenant", 1);
+    for t in 0..9 {
+        scorer.on_access(1, "tenant", 2 + t);
+    }
+    assert_eq!(
+        answer(&scorer, &[pool(1, 0)]),
+        vec![10.0],
+        "ten events seen"
+    );
+    // Five more events go with a call that traps: the decision falls back.
+    for t in 0..5 {
+        scorer.on_access(1, "tenant", 20 + t);
+    }
+    assert!(scorer.score_all(&[pool(1, 999)], 30).is_empty());
+    for t in 0..7 {
+        scorer.on_access(1, "tenant", 40 + t);
+    }
+    // The fresh instance was given the ten events the trapped one had learnt from; the five
+    // that went with the trapping call are reported to it as dropped; then the seven new ones.
+    assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![22.0]);
+    assert_eq!(scorer.restarts(), 1);
+    assert_eq!(scorer.replays(), 1);
+}
+
+/// Waits until no call runs on the scorer's thread (a guard of minutes, not a timing
+/// assertion).
+fn until_idle(scorer: &polymongo::runtime::WasmScorer) {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while scorer.busy() {
+        assert!(Instant::now() < give_up, "the scorer never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn events_are_delivered_ahead_of_a_decision_and_none_is_lost() {
+    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
+    let component = loader
+        .load_file(&fixture_wasm("scorer-counter"))
+        .expect("scorer-counter loads");
+    let scorer = loader.policy(&component, Duration::from_secs(30));
+    // Many events and no decision: they go to the scorer in calls with no pools as they
+    // pile up, instead of all with the next decision.
+    let events = 3 * DELIVER_AHEAD_EVENTS as u64 + 5;
+    scorer.on_open(1, "tenant", 1);
+    for t in 1..events {
+        scorer.on_access(1, "tenant", 1 + t);
+    }
+    until_idle(&scorer);
+    // One more event: with the scorer idle, a full batch waiting goes at once.
+    scorer.on_access(1, "tenant", events + 1);
+    until_idle(&scorer);
+    assert!(scorer.deliveries() >= 1, "events were delivered ahead");
+    assert!(
+        scorer.queued_events() < DELIVER_AHEAD_EVENTS,
+        "the decision carries less than a batch: {} waiting",
+        scorer.queued_events()
+    );
+    assert_eq!(scorer.calls(), 0, "no decision was asked yet");
+    // The decision's answer: every event, delivered ahead or with it, was seen once.
+    assert_eq!(
+        answer(&scorer, &[pool(1, 0)]),
+        vec![(events + 1) as f64],
+        "no event lost or repeated"
+    );
+    assert_eq!(scorer.calls(), 1);
+    assert_eq!(scorer.failures(), 0, "the decision did not fall back");
+}
+
+#[test]
+fn a_decision_waits_for_a_delivery_within_its_budget() {
+    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
+    let component = loader
+        .load_file(&fixture_wasm("scorer-counter"))
+        .expect("scorer-counter loads");
+    // A generous budget: a decision right after a batch waits for its delivery and answers
+    // (it would fall back at once if it did not wait).
+    let scorer = loader.policy(&component, Duration::from_secs(30));
+    scorer.on_open(1, "tenant", 1);
+    for t in 1..DELIVER_AHEAD_EVENTS as u64 {
+        scorer.on_access(1, "tenant", 1 + t);
+    }
+    assert_eq!(scorer.deliveries(), 1, "the batch went as it filled");
+    let scores = scorer.score_all(&[pool(1, 0)], 2);
+    assert_eq!(
+        scores,
+        vec![DELIVER_AHEAD_EVENTS as f64],
+        "answered, not fallen back"
+    );
+    assert_eq!(scorer.failures(), 0);
+}
