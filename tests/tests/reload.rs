@@ -454,6 +454,11 @@ async fn deploying_a_scorer_changes_eviction_decisions() {
         scorer_metric(&host, "calls_total").is_some_and(|calls| calls >= 1.0),
         "the active scorer's calls are in the metrics"
     );
+    assert_eq!(
+        scorer_metric(&host, "deliveries_total"),
+        Some(0.0),
+        "and its deliveries of events ahead of decisions (none: fewer than 4096 events)"
+    );
 
     // Deleting the active scorer falls back to the built-in seed formula.
     std::fs::remove_file(host.dir().join("policy.wasm")).unwrap();
@@ -468,6 +473,7 @@ async fn deploying_a_scorer_changes_eviction_decisions() {
         None,
         "no wasm scorer metrics once a built-in policy decides"
     );
+    assert_eq!(scorer_metric(&host, "deliveries_total"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
