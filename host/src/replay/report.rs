@@ -85,39 +85,39 @@ impl Report {
                 r.elapsed.as_secs_f64(),
             );
         }
-        let slowest: Vec<String> = self
+        self.slowest_line(&mut out, "Slowest scorer call", |row| {
+            row.scorer_slowest.map(|took| (took, String::new()))
+        });
+        self.slowest_line(&mut out, "Slowest request", |row| {
+            let (took, at) = row.result.slowest_request;
+            (!took.is_zero()).then(|| (took, format!(" (request {at})")))
+        });
+        out
+    }
+
+    /// Appends `title: POLICY at K = K: T ms…; …` for the rows `of` gives a time (and a
+    /// suffix) for; nothing when it gives none.
+    fn slowest_line(
+        &self,
+        out: &mut String,
+        title: &str,
+        of: impl Fn(&Row) -> Option<(std::time::Duration, String)>,
+    ) {
+        let parts: Vec<String> = self
             .rows
             .iter()
             .filter_map(|row| {
-                let took = row.scorer_slowest?;
+                let (took, suffix) = of(row)?;
                 Some(format!(
-                    "{} at K = {}: {:.1} ms",
+                    "{} at K = {}: {:.1} ms{suffix}",
                     row.policy,
                     row.capacity,
                     took.as_secs_f64() * 1e3
                 ))
             })
             .collect();
-        if !slowest.is_empty() {
-            let _ = writeln!(out, "\nSlowest scorer call: {}", slowest.join("; "));
+        if !parts.is_empty() {
+            let _ = writeln!(out, "\n{title}: {}", parts.join("; "));
         }
-        let requests: Vec<String> = self
-            .rows
-            .iter()
-            .filter(|row| !row.result.slowest_request.0.is_zero())
-            .map(|row| {
-                let (took, at) = row.result.slowest_request;
-                format!(
-                    "{} at K = {}: {:.1} ms (request {at})",
-                    row.policy,
-                    row.capacity,
-                    took.as_secs_f64() * 1e3
-                )
-            })
-            .collect();
-        if !requests.is_empty() {
-            let _ = writeln!(out, "\nSlowest request: {}", requests.join("; "));
-        }
-        out
     }
 }

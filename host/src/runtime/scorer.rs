@@ -217,6 +217,14 @@ impl EventQueue {
         }
         self.events.push_back(event);
     }
+
+    /// Takes every waiting event and the count of those dropped, leaving the queue empty.
+    fn take_all(&mut self) -> (Vec<Event>, u64) {
+        (
+            Vec::from(std::mem::take(&mut self.events)),
+            std::mem::take(&mut self.dropped),
+        )
+    }
 }
 
 /// One `score-all` call, sent to the scorer's thread.
@@ -362,11 +370,24 @@ impl WasmScorer {
             kind,
         });
         if queue.events.len() >= DELIVER_AHEAD_EVENTS && self.stats.flight.start_delivery() {
-            let events = Vec::from(std::mem::take(&mut queue.events));
-            let dropped = std::mem::take(&mut queue.dropped);
+            let (events, dropped) = queue.take_all();
             drop(queue);
             self.deliver(events, dropped, at_ms);
         }
+    }
+
+    /// Sends `job` to the scorer's thread, whose flight the caller has taken; if the thread
+    /// is gone, releases the flight and returns `false`.
+    fn send(&self, job: Job) -> bool {
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if sent.is_err() {
+            self.stats.flight.finish();
+        }
+        sent.is_ok()
     }
 
     /// Sends `events` to the scorer's thread in a call with no pools (the thread is taken);
@@ -380,16 +401,8 @@ impl WasmScorer {
             now_ms,
             reply,
         };
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
-        match sent {
-            Ok(()) => {
-                self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => self.stats.flight.finish(),
+        if self.send(job) {
+            self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -419,11 +432,11 @@ impl WasmScorer {
                 return None;
             }
         };
-        let (events, dropped) = {
-            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let dropped = std::mem::take(&mut queue.dropped);
-            (Vec::from(std::mem::take(&mut queue.events)), dropped)
-        };
+        let (events, dropped) = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all();
         let pools = pools
             .iter()
             .map(|p| WitPoolStats {
@@ -444,13 +457,7 @@ impl WasmScorer {
             now_ms,
             reply,
         };
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
-        if sent.is_err() {
-            self.stats.flight.finish();
+        if !self.send(job) {
             return None;
         }
         match answer.recv_timeout(budget) {
