@@ -4,9 +4,12 @@
 //!
 //! Needs the guest components: `cargo xtask build-plugins`.
 
+mod common;
+
 use std::io::Write;
 use std::time::Duration;
 
+use common::until_scorer_idle;
 use polymongo::pool::{EvictionPolicy, LruPolicy, PoolStats, SeedPolicy};
 use polymongo::replay::{
     belady, generate, java_hash, read_trace, simulate, write_trace, LeaderRule, ScorerLoader,
@@ -131,13 +134,8 @@ fn hostile_scorers_fall_back_to_the_seed_formula_on_every_decision() {
             // Each of its calls runs until the hard limit stops it, past the budget, and the
             // slowest call (what `replay` reports) says so once one has ended: the replay
             // itself can end before the first call has run for a budget (the scorer's thread
-            // may start it late on a busy machine). Waited for with a guard of minutes, not a
-            // timing assertion.
-            let give_up = std::time::Instant::now() + Duration::from_secs(120);
-            while scorer.busy() {
-                assert!(std::time::Instant::now() < give_up, "{name}: never stopped");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            // may start it late on a busy machine).
+            until_scorer_idle(&scorer);
             assert!(
                 scorer.slowest_call() >= budget,
                 "{name}: slowest call {:?}",

@@ -5,12 +5,25 @@
 //! scores every pool with the number of events (and drops) it has seen, spins P ms on a pool
 //! of priority P >= 1000 and traps on priority 999.
 
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::until_scorer_idle;
 use polymongo::pool::{EvictionPolicy, PoolStats};
 use polymongo::replay::ScorerLoader;
-use polymongo::runtime::{ScorerLimits, DELIVER_AHEAD_EVENTS};
+use polymongo::runtime::{ScorerComponent, ScorerLimits, DELIVER_AHEAD_EVENTS};
 use polymongo_tests::fixture_wasm;
+
+/// The engine (its epoch ticker runs while it lives) and the `scorer-counter` fixture.
+fn counter() -> (ScorerLoader, Arc<ScorerComponent>) {
+    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
+    let component = loader
+        .load_file(&fixture_wasm("scorer-counter"))
+        .expect("scorer-counter loads");
+    (loader, component)
+}
 
 fn pool(pool_id: u64, priority: i32) -> PoolStats<'static> {
     PoolStats {
@@ -42,10 +55,7 @@ fn answer(scorer: &dyn EvictionPolicy, pools: &[PoolStats<'_>]) -> Vec<f64> {
 
 #[test]
 fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
-    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
-    let component = loader
-        .load_file(&fixture_wasm("scorer-counter"))
-        .expect("scorer-counter loads");
+    let (_loader, component) = counter();
     // No replay after a trap: the state must survive the slow call itself. A hard limit far
     // above the slow call's 1 s, so that only the budget is in play.
     let scorer = component.policy_with_limits(
@@ -94,10 +104,7 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
 
 #[test]
 fn a_trapped_scorer_is_rebuilt_from_the_events_it_had_learnt_from() {
-    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
-    let component = loader
-        .load_file(&fixture_wasm("scorer-counter"))
-        .expect("scorer-counter loads");
+    let (loader, component) = counter();
     // A generous budget: this test is about the trap, not about time.
     let scorer = loader.policy(&component, Duration::from_secs(30));
     scorer.on_open(1, "tenant", 1);
@@ -124,22 +131,9 @@ fn a_trapped_scorer_is_rebuilt_from_the_events_it_had_learnt_from() {
     assert_eq!(scorer.replays(), 1);
 }
 
-/// Waits until no call runs on the scorer's thread (a guard of minutes, not a timing
-/// assertion).
-fn until_idle(scorer: &polymongo::runtime::WasmScorer) {
-    let give_up = Instant::now() + Duration::from_secs(120);
-    while scorer.busy() {
-        assert!(Instant::now() < give_up, "the scorer never finished");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn events_are_delivered_ahead_of_a_decision_and_none_is_lost() {
-    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
-    let component = loader
-        .load_file(&fixture_wasm("scorer-counter"))
-        .expect("scorer-counter loads");
+    let (loader, component) = counter();
     let scorer = loader.policy(&component, Duration::from_secs(30));
     // Many events and no decision: they go to the scorer in calls with no pools as they
     // pile up, instead of all with the next decision.
@@ -148,10 +142,10 @@ fn events_are_delivered_ahead_of_a_decision_and_none_is_lost() {
     for t in 1..events {
         scorer.on_access(1, "tenant", 1 + t);
     }
-    until_idle(&scorer);
+    until_scorer_idle(&scorer);
     // One more event: with the scorer idle, a full batch waiting goes at once.
     scorer.on_access(1, "tenant", events + 1);
-    until_idle(&scorer);
+    until_scorer_idle(&scorer);
     assert!(scorer.deliveries() >= 1, "events were delivered ahead");
     assert!(
         scorer.queued_events() < DELIVER_AHEAD_EVENTS,
@@ -171,10 +165,7 @@ fn events_are_delivered_ahead_of_a_decision_and_none_is_lost() {
 
 #[test]
 fn a_decision_waits_for_a_delivery_within_its_budget() {
-    let loader = ScorerLoader::new(Duration::from_millis(1)).expect("engine");
-    let component = loader
-        .load_file(&fixture_wasm("scorer-counter"))
-        .expect("scorer-counter loads");
+    let (loader, component) = counter();
     // A generous budget: a decision right after a batch waits for its delivery and answers
     // (it would fall back at once if it did not wait).
     let scorer = loader.policy(&component, Duration::from_secs(30));

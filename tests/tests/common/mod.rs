@@ -250,3 +250,15 @@ pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
             .map(|v| v.trim().parse::<f64>().unwrap())
     })
 }
+
+/// Waits until no call runs on `scorer`'s thread (an overrunning call, a delivery of events).
+///
+/// # Panics
+/// If one is still running after two minutes (a guard, not a timing assertion).
+pub fn until_scorer_idle(scorer: &polymongo::runtime::WasmScorer) {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while scorer.busy() {
+        assert!(Instant::now() < give_up, "the scorer's call never ended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
