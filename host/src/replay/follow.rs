@@ -14,7 +14,10 @@
 //! - The capacity is learnt: at each decision it is the number of pools offered (the open,
 //!   evictable ones). Before the first decision the requests are only recorded, then replayed
 //!   into the experts once the capacity is known (nothing was evicted before, so they end
-//!   up as if they had known it all along).
+//!   up as if they had known it all along). The replay is the *warm-up*: at most
+//!   [`WARM_UP_STEP`] requests per call (decision or delivery), so that a host that ran long
+//!   before its first eviction does not pay it in one call; until it is over, decisions close
+//!   the least recently used pool and new requests queue behind the recorded ones.
 //! - Pools open but not offered (pinned) are left out of the experts (they hold room, as in
 //!   the manager); if such a pool is offered later it is counted again.
 //!
@@ -54,6 +57,10 @@ impl Hasher for FastHasher {
 /// A hash map with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
+/// The most recorded requests replayed into the experts in one call during the warm-up
+/// (module documentation): a few milliseconds in wasm with five experts.
+pub const WARM_UP_STEP: usize = 8192;
+
 /// Follows the best of several virtual caches (see the module documentation).
 pub struct Follower {
     /// Names to key numbers and back (`follow_keys.rs`).
@@ -67,6 +74,10 @@ pub struct Follower {
     pinned: Vec<bool>,
     offered_at: Vec<u64>,
     history: Vec<u32>,
+    /// How many of `history` the experts were fed (the warm-up's progress).
+    history_fed: usize,
+    /// The most requests replayed per call during the warm-up ([`WARM_UP_STEP`]).
+    warm_up_step: usize,
     started: bool,
     maximum: u64,
     decisions: u64,
@@ -120,6 +131,8 @@ impl Follower {
             pinned: Vec::new(),
             offered_at: Vec::new(),
             history: Vec::new(),
+            history_fed: 0,
+            warm_up_step: WARM_UP_STEP,
             started: false,
             maximum: 0,
             decisions: 0,
@@ -248,7 +261,7 @@ impl Follower {
         if self.pinned[key as usize] {
             return;
         }
-        if !self.started {
+        if !self.started || self.warming() {
             self.history.push(key);
             return;
         }
@@ -300,6 +313,46 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Whether recorded requests are still to be replayed into the experts (the capacity is
+    /// known but the warm-up is not over).
+    fn warming(&self) -> bool {
+        self.started && self.history_fed < self.history.len()
+    }
+
+    /// Replays the next [`WARM_UP_STEP`] recorded requests into the experts; after the last,
+    /// the hit counts start from zero (what the experts did on the recorded requests is not
+    /// evidence about the real pools, which evicted nothing then).
+    fn warm_up(&mut self) {
+        let end = self
+            .history
+            .len()
+            .min(self.history_fed.saturating_add(self.warm_up_step));
+        for at in self.history_fed..end {
+            let key = self.history[at];
+            if !self.pinned[key as usize] {
+                self.feed(key);
+            }
+        }
+        self.history_fed = end;
+        if end < self.history.len() {
+            return;
+        }
+        self.history = Vec::new();
+        self.history_fed = 0;
+        self.hits.iter_mut().for_each(|h| *h = 0.0);
+        self.lead.iter_mut().for_each(|h| *h = 0.0);
+        self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
+        self.excess.iter_mut().for_each(|h| *h = 0.0);
+        self.weight = 0.0;
+        self.real_hits = 0.0;
+    }
+
+    /// Sets the most recorded requests replayed per call during the warm-up (the default is
+    /// [`WARM_UP_STEP`]; at least 1).
+    pub fn set_warm_up_step(&mut self, step: usize) {
+        self.warm_up_step = step.max(1);
     }
 
     fn set_maximum(&mut self, maximum: u64) {
@@ -466,6 +519,10 @@ impl Follower {
     /// nothing is offered.
     pub fn decide(&mut self, offered: &[u64]) -> Option<usize> {
         if offered.is_empty() {
+            // A call with events only: a step of the warm-up, if one is under way.
+            if self.warming() {
+                self.warm_up();
+            }
             return None;
         }
         self.decisions += 1;
@@ -473,6 +530,7 @@ impl Follower {
         // offered and open as then) and the leader's next victim is open: one pass comparing
         // pool ids, no lookup per offered pool.
         let unchanged = self.started
+            && !self.warming()
             && offered.len() as u64 == self.maximum
             && self.pools.len().saturating_sub(offered.len()) == self.unoffered;
         if unchanged && self.rule.lazy && self.rule.vote <= 0.0 {
@@ -522,20 +580,14 @@ impl Follower {
         if !self.started {
             self.started = true;
             self.set_maximum(maximum);
-            let history = std::mem::take(&mut self.history);
-            for key in history {
-                if !self.pinned[key as usize] {
-                    self.feed(key);
-                }
-            }
-            self.hits.iter_mut().for_each(|h| *h = 0.0);
-            self.lead.iter_mut().for_each(|h| *h = 0.0);
-            self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
-            self.excess.iter_mut().for_each(|h| *h = 0.0);
-            self.weight = 0.0;
-            self.real_hits = 0.0;
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
+        }
+        if self.warming() {
+            self.warm_up();
+            if self.warming() {
+                return self.oldest(&keys, |_| true);
+            }
         }
         if !(unchanged && self.rule.lazy && self.rule.vote <= 0.0) {
             self.choose_leader();

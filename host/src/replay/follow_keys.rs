@@ -29,7 +29,7 @@ pub(super) const SWEEP_STEP: usize = 4;
 #[derive(Default)]
 pub(super) struct KeyNames {
     numbers: FastMap<Box<str>, u32>,
-    name_of: Vec<Option<Box<str>>>,
+    pub(super) name_of: Vec<Option<Box<str>>>,
     pub(super) free: Vec<u32>,
     /// Names from which the sweep runs ([`FIRST_SWEEP`], or a test's value).
     floor: usize,
@@ -85,9 +85,9 @@ impl Follower {
 
     /// Moves the sweep cursor over [`SWEEP_STEP`] key numbers, freeing those nothing holds.
     fn sweep_step(&mut self) {
-        // Before the first decision the recorded requests refer to key numbers, and the
+        // Until the warm-up is over the recorded requests refer to key numbers, and the
         // blend (an experiment) cannot tell what it holds: no sweep then.
-        if !self.started || self.blend.is_some() {
+        if !self.started || self.warming() || self.blend.is_some() {
             return;
         }
         let n = self.hashes.len();

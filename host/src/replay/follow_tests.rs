@@ -184,3 +184,178 @@ fn the_sweep_is_spread_over_new_names_and_keeps_the_key_numbers_bounded() {
     assert!(most_numbers <= 200, "{most_numbers} key numbers");
     assert_eq!(f.names(), f.key_numbers() - f.names.free.len());
 }
+
+/// The five experts of `scorer-hybrid`.
+fn hybrid_experts() -> Vec<Box<dyn Expert + Send>> {
+    use super::super::visits2::Visits2Expert;
+    let mut experts = exact_experts();
+    experts.push(Box::new(Visits2Expert::default()));
+    experts
+}
+
+/// 300 pools opened, then 4,700 operations on them (a skewed choice): 5,000 requests
+/// recorded before the first decision. Returns the pools, in order of opening.
+fn record_before_the_first_decision(f: &mut Follower) -> Vec<u64> {
+    let pools: Vec<u64> = (0..300).collect();
+    for &pool in &pools {
+        f.opened(pool, &format!("db{pool}"));
+    }
+    let mut rng = Rng::new(11);
+    for _ in 0..4_700 {
+        let r = rng.below(300);
+        f.accessed(((r * r) / 300) as u64);
+    }
+    pools
+}
+
+/// Whether every expert of `a` and `b` holds the same keys (the same names were given the
+/// same key numbers, in the same order).
+fn same_expert_contents(a: &Follower, b: &Follower) -> bool {
+    let keys = a.key_numbers().max(b.key_numbers()) as u32;
+    (0..a.experts.len()).all(|e| (0..keys).all(|k| a.holds(e, k) == b.holds(e, k)))
+}
+
+/// Two followers of the five experts with the same record before their first decision: one
+/// replaying it at once, one `step` requests per call. Returns them and the open pools.
+fn whole_and_stepped(step: usize) -> (Follower, Follower, Vec<u64>) {
+    let mut whole = Follower::new(hybrid_experts(), LeaderRule::default());
+    whole.set_warm_up_step(usize::MAX);
+    let mut stepped = Follower::new(hybrid_experts(), LeaderRule::default());
+    stepped.set_warm_up_step(step);
+    let open = record_before_the_first_decision(&mut whole);
+    record_before_the_first_decision(&mut stepped);
+    (whole, stepped, open)
+}
+
+#[test]
+fn a_long_warm_up_is_spread_over_calls_and_ends_as_one_replay_would() {
+    let (mut whole, mut stepped, offered) = whole_and_stepped(1_000);
+
+    // The first decision replays 1,000 of the 5,000 recorded requests and, until the rest
+    // are replayed, closes the least recently used pool.
+    let lru = stepped.oldest(&(0..300).collect::<Vec<u32>>(), |_| true);
+    assert_eq!(stepped.decide(&offered), lru);
+    assert!(stepped.warming());
+    // Calls with events only (deliveries) go on with it, 1,000 at a time.
+    for _ in 0..3 {
+        assert_eq!(stepped.decide(&[]), None);
+        assert!(stepped.warming());
+    }
+    assert_eq!(stepped.decide(&[]), None);
+    assert!(!stepped.warming(), "5,000 requests in five steps");
+    assert!(stepped.history.is_empty(), "the record is let go");
+
+    // From there on the two make the same decisions (neither first victim is closed).
+    assert!(whole.decide(&offered).is_some());
+    assert!(same_expert_contents(&whole, &stepped));
+    let mut open = offered;
+    let mut rng = Rng::new(5);
+    for next in 300..3_300u64 {
+        let a = whole.decide(&open).expect("pools are offered");
+        let b = stepped.decide(&open).expect("pools are offered");
+        assert_eq!(a, b, "decision {next}");
+        let closed = open.swap_remove(a);
+        let name = format!("db{}", rng.below(2_000));
+        for f in [&mut whole, &mut stepped] {
+            f.closed(closed);
+            f.opened(next, &name);
+        }
+        open.push(next);
+    }
+}
+
+#[test]
+fn requests_during_the_warm_up_queue_behind_the_recorded_ones() {
+    let (mut whole, mut stepped, mut open) = whole_and_stepped(500);
+
+    // The one-off replay decides once before the new requests; the stepped one decides
+    // before each new database (closing its LRU pool while it warms up), replaying 500
+    // recorded requests each time. After each decision: a new database and five operations
+    // on open pools chosen uniformly (many of them untouched since they opened, so an
+    // operation fed out of turn would change every expert's order).
+    assert!(whole.decide(&open).is_some());
+    let mut rng = Rng::new(3);
+    let mut decisions = 0;
+    let mut next = 300u64;
+    while stepped.warming() || decisions == 0 {
+        let victim = stepped.decide(&open).expect("pools are offered");
+        decisions += 1;
+        let closed = open.swap_remove(victim);
+        let used: Vec<u64> = (0..5).map(|_| open[rng.below(open.len())]).collect();
+        for f in [&mut whole, &mut stepped] {
+            f.closed(closed);
+            f.opened(next, &format!("new{next}"));
+            for &pool in &used {
+                f.accessed(pool);
+            }
+        }
+        open.push(next);
+        next += 1;
+    }
+    // 5,000 recorded and 6 more after each decision, 500 replayed per decision: the 11th
+    // replays the last (5,000 + 6 × 10 ≤ 500 × 11).
+    assert_eq!(decisions, 11);
+    // Nothing was lost or reordered: every expert holds what the one-off replay's holds.
+    assert!(same_expert_contents(&whole, &stepped));
+}
+
+/// The names each expert of `f` holds (cached, or a ghost the expert reports as held).
+fn held_names(f: &Follower) -> Vec<Vec<String>> {
+    (0..f.experts.len())
+        .map(|e| {
+            let mut names: Vec<String> = (0..f.key_numbers() as u32)
+                .filter(|&k| f.holds(e, k))
+                .filter_map(|k| f.names.name_of[k as usize].as_deref().map(String::from))
+                .collect();
+            names.sort();
+            names
+        })
+        .collect()
+}
+
+#[test]
+fn no_recorded_name_is_swept_before_the_warm_up_replays_it() {
+    // Sweeping from 100 names. Before the first decision: 50 pools opened and 6,000
+    // operations on them, then 1,000 databases opened and closed (an idle timeout closes
+    // pools before any eviction): their names are only in the record, held by nothing until
+    // the warm-up replays them, 30 decisions in.
+    let followers = || {
+        let mut f = Follower::new(exact_experts(), LeaderRule::default());
+        f.sweep_from(100);
+        f
+    };
+    let mut whole = followers();
+    whole.set_warm_up_step(usize::MAX);
+    let mut stepped = followers();
+    stepped.set_warm_up_step(200);
+    for f in [&mut whole, &mut stepped] {
+        for pool in 1_000..1_050u64 {
+            f.opened(pool, &format!("db{pool}"));
+        }
+        for i in 0..6_000u64 {
+            f.accessed(1_000 + i % 50);
+        }
+        for pool in 0..1_000u64 {
+            f.opened(pool, &format!("gone{pool}"));
+            f.accessed(pool);
+            f.closed(pool);
+        }
+    }
+    let mut open: Vec<u64> = (1_000..1_050).collect();
+    assert!(whole.decide(&open).is_some());
+    // Each new database moves the sweep cursor (a sweep during the warm-up would free the
+    // recorded names and give their numbers to these).
+    let mut next = 1_050u64;
+    while stepped.warming() || next == 1_050 {
+        let victim = stepped.decide(&open).expect("pools are offered");
+        let closed = open.swap_remove(victim);
+        for f in [&mut whole, &mut stepped] {
+            f.closed(closed);
+            f.opened(next, &format!("new{next}"));
+        }
+        open.push(next);
+        next += 1;
+    }
+    assert!(next > 1_080, "the warm-up took more than 30 decisions");
+    assert_eq!(held_names(&whole), held_names(&stepped));
+}

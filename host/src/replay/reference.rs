@@ -40,9 +40,13 @@ impl Default for WTinyLfuPolicy {
 }
 
 impl WTinyLfuPolicy {
-    /// A fresh policy (its capacity is learnt at the first decision).
+    /// A fresh policy (its capacity is learnt at the first decision, and the requests before
+    /// it are replayed then, all at once: a reference has no budget, and a warm-up spread
+    /// over several decisions would make its first ones LRU's, not Caffeine's).
     pub fn new() -> Self {
-        Self::following(vec![Box::new(WTinyLfu::new(0))], LeaderRule::default())
+        let policy = Self::following(vec![Box::new(WTinyLfu::new(0))], LeaderRule::default());
+        policy.with(|f| f.set_warm_up_step(usize::MAX));
+        policy
     }
 
     /// A policy following the best of `experts` (the scorer `scorer-hybrid` natively, for

@@ -1,7 +1,8 @@
 //! Eviction replay (no database): the seed-formula scorer agrees with the built-in policy,
 //! hostile scorers fall back to the seed formula on every decision, MIN bounds the others,
-//! external traces are read as the LIRS format says, and the reference policies agree with
-//! independent implementations (`references.rs`).
+//! external traces are read as the LIRS format says, the follower scorers decide as the
+//! replay tool's follower natively (a long warm-up too), and the reference policies agree
+//! with independent implementations (`references.rs`).
 //!
 //! Needs the guest components: `cargo xtask build-plugins`.
 
@@ -240,6 +241,50 @@ fn min_is_never_worse_than_lru_or_seed() {
             }
             assert_eq!(adaptive_result.policy_fallbacks, 0);
         }
+    }
+}
+
+#[test]
+fn a_long_warm_up_decides_the_same_in_wasm_and_natively() {
+    // 200 databases before the first eviction, 20,000 requests: five used 4,000 times, then
+    // the others in turn. The follower scorers replay those requests over three calls,
+    // closing the least recently used pool until then (one of the five, which W-TinyLFU,
+    // leading when the replay is over, would keep), then a synthetic trace over 1,000 others.
+    let mut keys: Vec<String> = (0..4_000).map(|i| format!("hot{}", i % 5)).collect();
+    keys.extend((0..16_000).map(|i| format!("early{}", i % 195)));
+    let later = small_trace(4, 1_000, 20_000);
+    keys.extend(
+        later
+            .requests
+            .iter()
+            .map(|&k| later.names[k as usize].to_string()),
+    );
+    let trace = Trace::from_keys(keys);
+    let capacity = 200;
+    let loader = loader();
+    for (name, experts) in [
+        ("scorer-hybrid", &HYBRID_EXPERTS[..]),
+        ("scorer-adaptive", &["visits2"][..]),
+    ] {
+        let component = loader.load_file(&bundled_wasm(name)).expect("scorer loads");
+        let wasm = replay(
+            &trace,
+            &loader.policy(&component, Duration::from_secs(5)),
+            capacity,
+        );
+        assert_eq!(wasm.policy_fallbacks, 0);
+        let native = replay(&trace, &native_follower(experts), capacity);
+        assert!(native.victims.len() > 1_000, "{name}: the trace evicts");
+        // The warm-up's first two calls decided the first two evictions: the least recently
+        // used pools, hot0 and hot1 (keys 0 and 1; after a one-off replay `scorer-hybrid`
+        // closes hot3 first).
+        assert_eq!(native.victims[..2], [0, 1], "{name}");
+        assert_eq!(
+            first_difference(&native.victims, &wasm.victims),
+            None,
+            "{name} and its native follower differ"
+        );
+        assert_eq!(native.victims.len(), wasm.victims.len());
     }
 }
 

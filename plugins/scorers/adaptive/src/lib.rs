@@ -25,9 +25,11 @@
 //! Until 2026-12-07 this crate held its own, older copy of the model (`visits`, tuned on the
 //! project's synthetic traffic); the shared one decides better on 31 of the 32 suite rows.
 //!
-//! The capacity is learnt at the first decision (the number of pools offered). Pools the
-//! scorer has not heard of (it was restarted, or events were dropped) go first. The answer is
-//! 0 for the chosen pool and 1 for every other.
+//! The capacity is learnt at the first decision (the number of pools offered), and the
+//! requests before it are replayed into the model then, at most [`follow::WARM_UP_STEP`] per
+//! call (the least recently used pool closes until the replay is over). Pools the scorer has
+//! not heard of (it was restarted, or events were dropped) go first. The answer is 0 for the
+//! chosen pool and 1 for every other.
 
 wit_bindgen::generate!({ world: "scorer", path: "../../../wit" });
 

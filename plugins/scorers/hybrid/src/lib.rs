@@ -8,8 +8,10 @@
 //! The policies are the replay tool's own code (`host/src/replay/{sketch,wtinylfu,experts,
 //! visits2,lirs,leader,vote,follow}.rs`, included here; `vote` holds experiment switches of
 //! the follower, off here), so while this scorer follows W-TinyLFU it makes exactly the
-//! decisions of the replay tool's W-TinyLFU reference. See [`follow`] for how the real pools
-//! follow a virtual cache.
+//! decisions of the replay tool's W-TinyLFU reference (but for a long warm-up: more than
+//! [`follow::WARM_UP_STEP`] requests before the first eviction are replayed into the policies
+//! that many per call, and until then the least recently used pool closes). See [`follow`]
+//! for how the real pools follow a virtual cache.
 //!
 //! The answer is 0 for the pool to close and 1 for every other. Per event O(1) per policy
 //! (the session-aware policy O(log K) per visit plus its victim search); per decision, when
