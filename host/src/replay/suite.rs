@@ -42,6 +42,8 @@ pub struct Verdict {
     pub policy: String,
     /// Mean share of the LRU→MIN gap closed over the rows that have a gap.
     pub mean_gap: f64,
+    /// How many rows have a gap (MIN above LRU): those the mean is over.
+    pub gap_rows: usize,
     /// Rows more than 0.5 points below LRU: (trace, K, points below).
     pub below_lru: Vec<(String, usize, f64)>,
     /// Rows below W-TinyLFU: (trace, K, points below).
@@ -90,6 +92,7 @@ impl Suite {
         Verdict {
             policy: policy.to_string(),
             mean_gap,
+            gap_rows: gaps.len(),
             below_lru,
             below_wtinylfu,
         }
@@ -134,11 +137,16 @@ impl Suite {
                         .join(", ")
                 }
             };
+            // Rows where LRU already equals MIN have no gap: not in the mean.
+            let without_gap = match self.rows.len() - v.gap_rows {
+                0 => String::new(),
+                n => format!(" ({n} without a gap)"),
+            };
             let _ = write!(
                 out,
-                "- {p}: mean gap closed {:.2}% over {} rows; rows > 0.5 points below LRU: {}",
+                "- {p}: mean gap closed {:.2}% over {} rows{without_gap}; rows > 0.5 points below LRU: {}",
                 v.mean_gap * 100.0,
-                self.rows.len(),
+                v.gap_rows,
                 list(&v.below_lru)
             );
             if p != WTINYLFU {
@@ -147,5 +155,55 @@ impl Suite {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(trace: &str, lru: f64, min: f64, wtinylfu: f64, policy: f64) -> SuiteRow {
+        SuiteRow {
+            trace: trace.into(),
+            capacity: 100,
+            hits: vec![
+                (LRU.into(), lru),
+                (MIN.into(), min),
+                (WTINYLFU.into(), wtinylfu),
+                ("p".into(), policy),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_verdict_checks_each_criterion_and_averages_the_rows_with_a_gap() {
+        let suite = Suite {
+            rows: vec![
+                // Closes 60% of a 10-point gap, above W-TinyLFU.
+                row("a", 0.40, 0.50, 0.44, 0.46),
+                // Closes 20%, 0.2 points below W-TinyLFU.
+                row("b", 0.40, 0.50, 0.422, 0.42),
+                // LRU is MIN: no gap; 0.6 points below LRU and W-TinyLFU.
+                row("c", 0.30, 0.30, 0.30, 0.294),
+            ],
+        };
+        let v = suite.verdict("p");
+        assert_eq!(v.gap_rows, 2);
+        assert!((v.mean_gap - 0.4).abs() < 1e-9, "{}", v.mean_gap);
+        let names = |rows: &[(String, usize, f64)]| -> Vec<String> {
+            rows.iter().map(|(t, _, _)| t.clone()).collect()
+        };
+        assert_eq!(names(&v.below_lru), ["c"]);
+        assert_eq!(names(&v.below_wtinylfu), ["b", "c"]);
+        let line = suite
+            .markdown()
+            .lines()
+            .find(|l| l.starts_with("- p:"))
+            .map(String::from)
+            .unwrap_or_default();
+        assert!(
+            line.starts_with("- p: mean gap closed 40.00% over 2 rows (1 without a gap);"),
+            "{line}"
+        );
     }
 }
