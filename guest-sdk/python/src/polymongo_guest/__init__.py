@@ -21,31 +21,28 @@ What it offers: :func:`tenant` / :func:`open_db` -> :class:`Db`, :meth:`Db.colle
 update_one/many, replace_one, delete_one/many, count, aggregate, distinct,
 find_one_and_update, create_index), :class:`Cursor`, transactions
 (:meth:`Db.with_transaction`, :meth:`Db.start_transaction`, in :mod:`polymongo_guest.transaction`), :class:`Request` / :class:`Response`,
-a small :class:`Router` (``/users/:id``), one exception class per WIT error case (each with the
-HTTP status the Rust SDK uses), :mod:`log <polymongo_guest.log>`, and ``bson`` (pymongo's).
+a small :class:`Router` (``/users/:id``) (both in :mod:`polymongo_guest.http`), one exception
+class per WIT error case (each with the HTTP status the Rust SDK uses; in
+:mod:`polymongo_guest.errors`), :mod:`log <polymongo_guest.log>`, and ``bson`` (pymongo's).
 The ``subscriber`` export of a plugin with ``[[subscriptions]]`` is in
 :mod:`polymongo_guest.subscriber` (``class Subscriber(Consumer)``).
 """
 
 from __future__ import annotations
 
-import json as _json
 import random as _random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
-from urllib.parse import unquote_to_bytes
 
 import bson
 from bson import ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
 
-from componentize_py_types import Err
 from wit_world import exports as _exports
 from wit_world.exports import handler as _handler
 from wit_world.imports import database as _database
 from wit_world.imports import log as _log
 from wit_world.imports import streams as _streams
-from wit_world.imports import types as _types
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -94,139 +91,30 @@ CODEC_OPTIONS: CodecOptions = CodecOptions(
 
 Document = Mapping[str, Any]
 
-# ---- errors -----------------------------------------------------------------------------
-
-
-class PolymongoError(Exception):
-    """Base class of every error of a database operation."""
-
-    #: The WIT error case (``"invalid-argument"``, ``"duplicate-key"``, ...), or ``"bson"``.
-    kind: str = "server"
-    #: The HTTP status that fits the error (the Rust SDK's ``Error::http_status``).
-    status: int = 500
-    prefix: str = ""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{self.prefix}{message}")
-        self.detail = message
-        #: The server's error labels (set on errors of transaction operations).
-        self.labels: list[str] = []
-
-
-class InvalidArgumentError(PolymongoError):
-    """A malformed document, filter, pipeline, name or option (400)."""
-
-    kind, status, prefix = "invalid-argument", 400, "invalid argument: "
-
-
-class DeniedError(PolymongoError):
-    """The plugin is not allowed to do this (403)."""
-
-    kind, status, prefix = "denied", 403, "denied: "
-
-
-class NotFoundError(PolymongoError):
-    """Something named does not exist, e.g. a closed cursor (404)."""
-
-    kind, status, prefix = "not-found", 404, "not found: "
-
-
-class DuplicateKeyError(PolymongoError):
-    """A unique index rejected a write (409)."""
-
-    kind, status, prefix = "duplicate-key", 409, "duplicate key: "
-
-
-class LimitReachedError(PolymongoError):
-    """A cap was reached: open pools, open cursors (429)."""
-
-    kind, status, prefix = "limit-reached", 429, "limit reached: "
-
-
-class TimeoutError(PolymongoError):  # noqa: A001 (the WIT name)
-    """The request's deadline passed during the operation (504)."""
-
-    kind, status, prefix = "timeout", 504, "timeout: "
-
-
-class TooLargeError(PolymongoError):
-    """A result or argument exceeded the size cap; ``cap`` is the cap in bytes (413)."""
-
-    kind, status = "too-large", 413
-
-    def __init__(self, cap: int) -> None:
-        super().__init__(f"too large: the cap is {cap} bytes")
-        self.cap = cap
-
-
-class UnsupportedError(PolymongoError):
-    """The server cannot do this (501)."""
-
-    kind, status, prefix = "unsupported", 501, "unsupported: "
-
-
-class UnavailableError(PolymongoError):
-    """The database server is unreachable (503)."""
-
-    kind, status, prefix = "unavailable", 503, "database unavailable: "
-
-
-class ServerError(PolymongoError):
-    """Any other server error, with the server's ``code`` and ``code_name`` (500)."""
-
-    kind, status = "server", 500
-
-    def __init__(self, code: int, code_name: Optional[str], message: str) -> None:
-        name = f" ({code_name})" if code_name else ""
-        super().__init__(f"server error {code}{name}: {message}")
-        self.code = code
-        self.code_name = code_name
-        self.server_message = message
-
-
-class BsonError(PolymongoError):
-    """A value could not be encoded, or a document from the host not decoded (500)."""
-
-    kind, status, prefix = "bson", 500, "BSON: "
-
-
-class HttpError(Exception):
-    """Raise it in a handler to answer ``{"error": message}`` with ``status``."""
-
-    def __init__(
-        self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = list(headers)
-
-
-_ERRORS: dict[type, Callable[[Any], PolymongoError]] = {
-    _types.Error_InvalidArgument: InvalidArgumentError,
-    _types.Error_Denied: DeniedError,
-    _types.Error_NotFound: NotFoundError,
-    _types.Error_DuplicateKey: DuplicateKeyError,
-    _types.Error_LimitReached: LimitReachedError,
-    _types.Error_Timeout: TimeoutError,
-    _types.Error_TooLarge: TooLargeError,
-    _types.Error_Unsupported: UnsupportedError,
-    _types.Error_Unavailable: UnavailableError,
-    _types.Error_Server: lambda s: ServerError(s.code, s.code_name, s.message),
-}
-
-
-def _from_wit(e: Err) -> Exception:
-    make = _ERRORS.get(type(e.value))
-    return make(e.value.value) if make else e
-
-
-def _call(f: Callable[[], Any]) -> Any:
-    """Calls an import, turning its ``error`` into the matching exception class."""
-    try:
-        return f()
-    except Err as e:
-        raise _from_wit(e) from None
+from .errors import (  # noqa: E402 (after the constants the other modules use)
+    BsonError,
+    DeniedError,
+    DuplicateKeyError,
+    HttpError,
+    InvalidArgumentError,
+    LimitReachedError,
+    NotFoundError,
+    PolymongoError,
+    ServerError,
+    TimeoutError,
+    TooLargeError,
+    UnavailableError,
+    UnsupportedError,
+    _call,
+    _from_wit,  # noqa: F401 (transaction.py imports it from here)
+)
+from .http import (  # noqa: E402, F401 (percent_decode: public, as before the split)
+    Request,
+    Response,
+    Router,
+    error_response,
+    percent_decode,
+)
 
 
 # ---- BSON -------------------------------------------------------------------------------
@@ -610,215 +498,6 @@ class log:  # noqa: N801 (used like a module: log.info("..."))
     @staticmethod
     def error(message: str) -> None:
         _log.log(_log.Level.ERROR, str(message))
-
-
-# ---- HTTP -------------------------------------------------------------------------------
-
-
-def percent_decode(s: str, plus_is_space: bool = False) -> str:
-    """Decodes ``%XX`` escapes (and ``+`` as a space when ``plus_is_space``); malformed
-    escapes are kept, invalid UTF-8 becomes U+FFFD (as the Rust SDK)."""
-    if plus_is_space:
-        s = s.replace("+", " ")
-    return unquote_to_bytes(s).decode("utf-8", errors="replace")
-
-
-def _check_text(value: Any) -> None:
-    """Rejects strings that are not valid Unicode (unpaired surrogate escapes), as serde_json."""
-    if isinstance(value, str):
-        value.encode("utf-8")
-    elif isinstance(value, list):
-        for v in value:
-            _check_text(v)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_text(k)
-            _check_text(v)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-@dataclass
-class Request:
-    """An HTTP request routed to the plugin."""
-
-    method: str
-    path: str
-    query: str = ""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    tenant: str = ""
-
-    def json(self) -> Any:
-        """The body parsed as (strict) JSON; raises ``HttpError(400, "invalid JSON body: ...")``."""
-        try:
-            value = _json.loads(self.body.decode("utf-8"), parse_constant=_reject_constant)
-            _check_text(value)
-        except (ValueError, UnicodeError, RecursionError) as e:
-            raise HttpError(400, f"invalid JSON body: {e}") from None
-        return value
-
-    def text(self) -> str:
-        """The body as text (invalid UTF-8 replaced by U+FFFD)."""
-        return self.body.decode("utf-8", errors="replace")
-
-    def query_params(self) -> list[tuple[str, str]]:
-        """Every query parameter, decoded as ``application/x-www-form-urlencoded``, in order."""
-        out = []
-        for pair in self.query.split("&"):
-            if not pair:
-                continue
-            k, eq, v = pair.partition("=")
-            out.append((percent_decode(k, True), percent_decode(v, True) if eq else ""))
-        return out
-
-    def query_param(self, name: str) -> Optional[str]:
-        """The first query parameter called ``name``, decoded; ``None`` if absent."""
-        for k, v in self.query_params():
-            if k == name:
-                return v
-        return None
-
-    def header(self, name: str) -> Optional[str]:
-        """The first header called ``name`` (case-insensitive)."""
-        lower = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lower:
-                return v
-        return None
-
-
-@dataclass
-class Response:
-    """The plugin's answer."""
-
-    status: int
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-    @staticmethod
-    def json(status: int, value: Any) -> "Response":
-        """``status`` with ``value`` as compact JSON (``content-type: application/json``)."""
-        body = _json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return Response(status, [("content-type", "application/json")], body.encode("utf-8"))
-
-    @staticmethod
-    def text(status: int, text: str) -> "Response":
-        """``status`` with a plain-text body."""
-        return Response(status, [("content-type", "text/plain; charset=utf-8")], text.encode())
-
-    @staticmethod
-    def empty(status: int) -> "Response":
-        """``status`` without body or headers (e.g. 204)."""
-        return Response(status)
-
-    @staticmethod
-    def error(status: int, message: str) -> "Response":
-        """``{"error": message}`` with ``status``."""
-        return Response.json(status, {"error": str(message)})
-
-    def with_header(self, name: str, value: str) -> "Response":
-        """Adds a header (builder style)."""
-        self.headers.append((name, value))
-        return self
-
-
-def error_response(e: BaseException) -> Response:
-    """The response for an exception a handler raised: :class:`HttpError` and
-    :class:`PolymongoError` keep their status; anything else is a 500."""
-    if isinstance(e, HttpError):
-        resp = Response.error(e.status, e.message)
-        resp.headers.extend(e.headers)
-        return resp
-    if isinstance(e, PolymongoError):
-        return Response.error(e.status, str(e))
-    return Response.error(500, f"internal error: {type(e).__name__}: {e}")
-
-
-# ---- routing ----------------------------------------------------------------------------
-
-Handler = Callable[[Request, dict[str, str]], Response]
-
-
-def _split(path: str) -> list[str]:
-    p = path[1:] if path.startswith("/") else path
-    p = p[:-1] if p.endswith("/") else p
-    return p.split("/") if p else []
-
-
-class Router:
-    """Routes requests by method and path pattern (``/users/:id``), like the Rust SDK's
-    ``Router``: routes are tried in order; methods compare case-insensitively; one trailing
-    ``/`` is ignored. No match: 405 ``{"error": "method not allowed"}`` with ``allow`` when
-    the path matches with another method, else 404 ``{"error": "not found"}``. Handlers take
-    ``(req, params)`` and return a :class:`Response`; what they raise becomes one
-    (:func:`error_response`)."""
-
-    def __init__(self) -> None:
-        self._routes: list[tuple[str, list[tuple[bool, str]], Handler]] = []
-
-    def route(self, method: str, pattern: str, handler: Optional[Handler] = None) -> Any:
-        """Adds a route; usable as a decorator when ``handler`` is omitted."""
-        if not pattern.startswith("/"):
-            raise ValueError(f"route pattern must start with '/': {pattern!r}")
-        segments = [(s.startswith(":"), s[1:] if s.startswith(":") else s) for s in _split(pattern)]
-
-        def add(h: Handler) -> Handler:
-            self._routes.append((method.upper(), segments, h))
-            return h
-
-        return add if handler is None else (add(handler), self)[1]
-
-    def get(self, pattern: str, handler: Optional[Handler] = None) -> Any:
-        return self.route("GET", pattern, handler)
-
-    def post(self, pattern: str, handler: Optional[Handler] = None) -> Any:
-        return self.route("POST", pattern, handler)
-
-    def put(self, pattern: str, handler: Optional[Handler] = None) -> Any:
-        return self.route("PUT", pattern, handler)
-
-    def patch(self, pattern: str, handler: Optional[Handler] = None) -> Any:
-        return self.route("PATCH", pattern, handler)
-
-    def delete(self, pattern: str, handler: Optional[Handler] = None) -> Any:
-        return self.route("DELETE", pattern, handler)
-
-    @staticmethod
-    def _match(segments: list[tuple[bool, str]], path: str) -> Optional[dict[str, str]]:
-        parts = _split(path)
-        if len(parts) != len(segments):
-            return None
-        params = {}
-        for (is_param, name), part in zip(segments, parts):
-            if not is_param:
-                if name != part:
-                    return None
-            elif not part:
-                return None
-            else:
-                params[name] = percent_decode(part)
-        return params
-
-    def handle(self, req: Request) -> Response:
-        """Routes ``req`` to the first matching handler."""
-        allowed: list[str] = []
-        for method, segments, handler in self._routes:
-            params = self._match(segments, req.path)
-            if params is None:
-                continue
-            if method == req.method.upper():
-                try:
-                    return handler(req, params)
-                except Exception as e:
-                    return error_response(e)
-            if method not in allowed:
-                allowed.append(method)
-        if not allowed:
-            return Response.error(404, "not found")
-        return Response.error(405, "method not allowed").with_header("allow", ", ".join(allowed))
 
 
 # ---- export -----------------------------------------------------------------------------
