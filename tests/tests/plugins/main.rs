@@ -1,5 +1,6 @@
 //! The plugin runtime and the gateway, end to end: real components (built from source by
-//! `cargo xtask build-plugins`), the real connection manager, a real server.
+//! `cargo xtask build-plugins`), the real connection manager, a real server. A hostile
+//! plugin's loops, memory, traps, results and cursors are in `hostile.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,9 @@ use polymongo::plugins::PluginStatus;
 use polymongo_tests::{bundled_wasm, fixture_wasm, test_uri, unique_db};
 use serde_json::{json, Value};
 
+#[path = "../common/mod.rs"]
 mod common;
+mod hostile;
 
 use common::{parse, Host, TOKEN};
 
@@ -225,228 +228,6 @@ async fn two_tenants_never_see_each_others_data() {
     }
 }
 
-const HOSTILE_MANIFEST: &str = r#"
-[limits]
-memory_mb = 32
-deadline_ms = 1500
-max_result_kb = 512
-max_request_result_kb = 1024
-max_open_cursors = 4
-max_concurrent = 2
-"#;
-
-async fn hostile_host() -> Host {
-    Host::start(
-        &[("hostile", fixture_wasm("hostile"))],
-        &[("hostile", HOSTILE_MANIFEST)],
-    )
-    .await
-}
-
-async fn assert_still_serving(host: &Host) {
-    let (status, body) = host
-        .call(&unique_db("after"), "GET", "/hostile/ok", None)
-        .await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!("ok")),
-        "the host keeps serving"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_infinite_loop_is_stopped_at_the_deadline_and_excess_requests_get_503() {
-    let host = Arc::new(hostile_host().await);
-    let started = Instant::now();
-    let calls: Vec<_> = (0..3)
-        .map(|i| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                // Stagger slightly so two loops hold both slots when the third arrives.
-                tokio::time::sleep(Duration::from_millis(i * 50)).await;
-                let request = Request::builder()
-                    .uri("/hostile/loop")
-                    .header("x-tenant-id", unique_db("loop"))
-                    .body(Body::empty())
-                    .unwrap();
-                host.send(request).await
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for c in calls {
-        let (status, body, headers) = c.await.unwrap();
-        let body = parse(&body);
-        match status {
-            StatusCode::GATEWAY_TIMEOUT => assert_eq!(body["kind"], json!("timeout"), "{body}"),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                assert_eq!(body["kind"], json!("busy"), "{body}");
-                assert_eq!(headers.get("retry-after").unwrap(), "1");
-            }
-            other => panic!("unexpected {other}: {body}"),
-        }
-        statuses.push(status);
-    }
-    let elapsed = started.elapsed();
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::GATEWAY_TIMEOUT)
-            .count(),
-        2,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
-            .count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(5),
-        "loops were stopped near the 1.5 s deadline, took {elapsed:?}"
-    );
-    assert_still_serving(&host).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_bomb_hits_the_memory_limit() {
-    let host = hostile_host().await;
-    let (status, body) = host
-        .call(&unique_db("bomb"), "GET", "/hostile/memory-bomb", None)
-        .await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert_eq!(body["kind"], json!("memory_limit"), "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("memory limit"),
-        "{body}"
-    );
-    assert_still_serving(&host).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trap_is_a_clean_500() {
-    let host = hostile_host().await;
-    let (status, body) = host
-        .call(&unique_db("trap"), "POST", "/hostile/trap", None)
-        .await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert_eq!(body["kind"], json!("trap"), "{body}");
-    assert_still_serving(&host).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn huge_results_are_capped() {
-    // The fixture first writes 8 MB of documents, which takes seconds when the machine is busy:
-    // the same limits as the other hostile tests but a deadline that is not what is tested here.
-    let manifest = HOSTILE_MANIFEST.replace("deadline_ms = 1500", "deadline_ms = 60000");
-    let host = Host::start(
-        &[("hostile", fixture_wasm("hostile"))],
-        &[("hostile", manifest.as_str())],
-    )
-    .await;
-    let tenant = unique_db("huge");
-    let (status, body) = host
-        .call(&tenant, "GET", "/hostile/huge-result", None)
-        .await;
-    // One next-batch(100000) over 2,000 documents of ~4 KiB: the host returns at most the
-    // per-call cap (512 KiB), never the 8 MiB asked for.
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let got = body["ok"].as_u64().unwrap();
-    assert!(
-        got > 0 && got * 4000 <= 512 * 1024,
-        "received {got} documents"
-    );
-    assert_still_serving(&host).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_bson_gets_invalid_argument() {
-    let host = hostile_host().await;
-    let (status, body) = host
-        .call(&unique_db("bson"), "GET", "/hostile/bad-bson", None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let cases = [
-        "find_one_filter",
-        "find_one_truncated",
-        "find_one_empty",
-        "find_one_projection",
-        "insert_one",
-        "insert_one_trailing",
-        "insert_many_second",
-        "update_one_update",
-        "aggregate_stage",
-    ];
-    for case in cases {
-        assert_eq!(body[case], json!("invalid-argument"), "{case}: {body}");
-    }
-    assert_still_serving(&host).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leaked_cursors_are_capped_and_released_after_the_request() {
-    let host = hostile_host().await;
-    let tenant = unique_db("leak");
-    let (status, body) = host
-        .call(&tenant, "GET", "/hostile/cursor-leak", None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["opened"], json!(4), "{body}");
-    assert_eq!(body["first_error_kind"], json!("limit-reached"), "{body}");
-    let db = host.manager.tenant_db_name(&tenant).unwrap();
-    let pool = host
-        .manager
-        .stats()
-        .into_iter()
-        .find(|s| s.db_name == db)
-        .unwrap();
-    assert_eq!(
-        pool.in_flight, 0,
-        "the leaked cursors' leases were released with the request"
-    );
-    assert_still_serving(&host).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenants_database_is_out_of_reach() {
-    let host = hostile_host().await;
-    let victim = unique_db("victim");
-    let client = mongodb::Client::with_uri_str(test_uri()).await.unwrap();
-    client
-        .database(&victim)
-        .collection::<Document>("x")
-        .insert_one(doc! { "secret": 1 })
-        .await
-        .unwrap();
-    let (status, body) = host
-        .call(
-            &unique_db("attacker"),
-            "GET",
-            &format!("/hostile/other-tenant?db={victim}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        json!({"open": "denied", "out": "denied", "merge": "denied", "lookup": "denied"})
-    );
-    let names = client
-        .database(&victim)
-        .list_collection_names()
-        .await
-        .unwrap();
-    assert_eq!(
-        names,
-        ["x"],
-        "nothing was written into the other tenant's database"
-    );
-    assert_still_serving(&host).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_databases_are_reachable() {
     let shared = unique_db("shared");
@@ -473,6 +254,12 @@ async fn granted_databases_are_reachable() {
     assert_eq!(host.registry.list()[0].grants, [shared]);
 }
 
+/// The status of `GET /healthz`.
+async fn healthz(host: &Host) -> StatusCode {
+    let request = Request::builder().uri("/healthz").body(Body::empty());
+    host.send(request.expect("a valid request")).await.0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_rejects_bad_tenants_and_unknown_plugins() {
     let host = Host::start(&[("users", bundled_wasm("users"))], &[]).await;
@@ -493,15 +280,7 @@ async fn gateway_rejects_bad_tenants_and_unknown_plugins() {
     let (status, body) = host.call("acme", "GET", "/nope/x", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["kind"], json!("unknown_plugin"));
-    let (status, _, _) = host
-        .send(
-            Request::builder()
-                .uri("/healthz")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(healthz(&host).await, StatusCode::OK);
     assert_eq!(
         host.manager.open_pools(),
         0,
@@ -643,15 +422,7 @@ async fn a_plugin_named_after_a_gateway_route_is_refused_by_the_registry() {
         assert!(error.contains("route of the gateway"), "{route}: {error}");
     }
     // The routes still answer as the gateway's, and the good plugin serves.
-    let (status, _, _) = host
-        .send(
-            Request::builder()
-                .uri("/healthz")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(healthz(&host).await, StatusCode::OK);
     let (status, _) = host
         .call(&unique_db("ok"), "GET", "/users/users", None)
         .await;
