@@ -14,10 +14,8 @@
 //! - The capacity is learnt: at each decision it is the number of pools offered (the open,
 //!   evictable ones). Before the first decision the requests are only recorded, then replayed
 //!   into the experts once the capacity is known (nothing was evicted before, so they end
-//!   up as if they had known it all along). The replay is the *warm-up*: at most
-//!   [`WARM_UP_STEP`] requests per call (decision or delivery), so that a host that ran long
-//!   before its first eviction does not pay it in one call; until it is over, decisions close
-//!   the least recently used pool and new requests queue behind the recorded ones.
+//!   up as if they had known it all along), at most [`WARM_UP_STEP`] per call
+//!   (`follow_warm_up.rs`).
 //! - Pools open but not offered (pinned) are left out of the experts (they hold room, as in
 //!   the manager); if such a pool is offered later it is counted again.
 //!
@@ -32,6 +30,10 @@ use super::vote::{least_minded, Blend};
 
 #[path = "follow_keys.rs"]
 mod keys;
+#[path = "follow_warm_up.rs"]
+mod warm_up;
+
+pub use warm_up::WARM_UP_STEP;
 
 /// FxHash-like hasher for small integer and short string keys (the default SipHash is
 /// several times slower, and decisions look up every offered pool).
@@ -56,10 +58,6 @@ impl Hasher for FastHasher {
 
 /// A hash map with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
-/// The most recorded requests replayed into the experts in one call during the warm-up
-/// (module documentation): a few milliseconds in wasm with five experts.
-pub const WARM_UP_STEP: usize = 8192;
 
 /// Follows the best of several virtual caches (see the module documentation).
 pub struct Follower {
@@ -313,46 +311,6 @@ impl Follower {
                 }
             }
         }
-    }
-
-    /// Whether recorded requests are still to be replayed into the experts (the capacity is
-    /// known but the warm-up is not over).
-    fn warming(&self) -> bool {
-        self.started && self.history_fed < self.history.len()
-    }
-
-    /// Replays the next [`WARM_UP_STEP`] recorded requests into the experts; after the last,
-    /// the hit counts start from zero (what the experts did on the recorded requests is not
-    /// evidence about the real pools, which evicted nothing then).
-    fn warm_up(&mut self) {
-        let end = self
-            .history
-            .len()
-            .min(self.history_fed.saturating_add(self.warm_up_step));
-        for at in self.history_fed..end {
-            let key = self.history[at];
-            if !self.pinned[key as usize] {
-                self.feed(key);
-            }
-        }
-        self.history_fed = end;
-        if end < self.history.len() {
-            return;
-        }
-        self.history = Vec::new();
-        self.history_fed = 0;
-        self.hits.iter_mut().for_each(|h| *h = 0.0);
-        self.lead.iter_mut().for_each(|h| *h = 0.0);
-        self.lead_squares.iter_mut().for_each(|h| *h = 0.0);
-        self.excess.iter_mut().for_each(|h| *h = 0.0);
-        self.weight = 0.0;
-        self.real_hits = 0.0;
-    }
-
-    /// Sets the most recorded requests replayed per call during the warm-up (the default is
-    /// [`WARM_UP_STEP`]; at least 1).
-    pub fn set_warm_up_step(&mut self, step: usize) {
-        self.warm_up_step = step.max(1);
     }
 
     fn set_maximum(&mut self, maximum: u64) {
