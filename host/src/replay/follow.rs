@@ -478,9 +478,7 @@ impl Follower {
     pub fn decide(&mut self, offered: &[u64]) -> Option<usize> {
         if offered.is_empty() {
             // A call with events only: a step of the warm-up, if one is under way.
-            if self.warming() {
-                self.warm_up();
-            }
+            self.warm_up();
             return None;
         }
         self.decisions += 1;
@@ -541,11 +539,8 @@ impl Follower {
         } else if maximum != self.maximum {
             self.set_maximum(maximum);
         }
-        if self.warming() {
-            self.warm_up();
-            if self.warming() {
-                return self.oldest(&keys, |_| true);
-            }
+        if self.warm_up() {
+            return self.oldest(&keys, |_| true);
         }
         if !(unchanged && self.rule.lazy && self.rule.vote <= 0.0) {
             self.choose_leader();

@@ -18,10 +18,14 @@ impl Follower {
         self.started && self.history_fed < self.history.len()
     }
 
-    /// Replays the next [`WARM_UP_STEP`] recorded requests into the experts; after the last,
-    /// the hit counts start from zero (what the experts did on the recorded requests is not
-    /// evidence about the real pools, which evicted nothing then).
-    pub(super) fn warm_up(&mut self) {
+    /// Replays the next [`WARM_UP_STEP`] recorded requests into the experts, if a warm-up is
+    /// under way; whether one still is after it. After the last, the hit counts start from
+    /// zero (what the experts did on the recorded requests is not evidence about the real
+    /// pools, which evicted nothing then).
+    pub(super) fn warm_up(&mut self) -> bool {
+        if !self.warming() {
+            return false;
+        }
         let end = self
             .history
             .len()
@@ -34,7 +38,7 @@ impl Follower {
         }
         self.history_fed = end;
         if end < self.history.len() {
-            return;
+            return true;
         }
         self.history = Vec::new();
         self.history_fed = 0;
@@ -44,6 +48,7 @@ impl Follower {
         self.excess.iter_mut().for_each(|h| *h = 0.0);
         self.weight = 0.0;
         self.real_hits = 0.0;
+        false
     }
 
     /// Sets the most recorded requests replayed per call during the warm-up (the default is
