@@ -53,6 +53,20 @@ fn answer(scorer: &dyn EvictionPolicy, pools: &[PoolStats<'_>]) -> Vec<f64> {
     }
 }
 
+/// `count` operations on pool 1 (`tenant`), one per millisecond from `from_ms` on.
+fn accesses(scorer: &dyn EvictionPolicy, count: u64, from_ms: u64) {
+    for t in 0..count {
+        scorer.on_access(1, "tenant", from_ms + t);
+    }
+}
+
+/// Opens pool 1 and runs 9 operations on it: the scorer answers that it saw ten events.
+fn ten_events_seen(scorer: &dyn EvictionPolicy) {
+    scorer.on_open(1, "tenant", 1);
+    accesses(scorer, 9, 2);
+    assert_eq!(answer(scorer, &[pool(1, 0)]), vec![10.0], "ten events seen");
+}
+
 #[test]
 fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
     let (_loader, component) = counter();
@@ -67,21 +81,11 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
         Duration::from_millis(1),
     );
     // 1 open + 9 accesses.
-    scorer.on_open(1, "tenant", 1);
-    for t in 0..9 {
-        scorer.on_access(1, "tenant", 2 + t);
-    }
-    assert_eq!(
-        answer(&scorer, &[pool(1, 0)]),
-        vec![10.0],
-        "ten events seen"
-    );
+    ten_events_seen(&scorer);
 
     // Five more events, then a decision whose call spins 1 s (priority 1000): past its 20 ms
     // budget, it falls back to the seed formula.
-    for t in 0..5 {
-        scorer.on_access(1, "tenant", 20 + t);
-    }
+    accesses(&scorer, 5, 20);
     let failures = scorer.failures();
     assert!(
         scorer.score_all(&[pool(1, 1000)], 30).is_empty(),
@@ -91,9 +95,7 @@ fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
 
     // Seven more events. Once the slow call is over, the scorer still knows all 22: its
     // state was not thrown away with the slow decision.
-    for t in 0..7 {
-        scorer.on_access(1, "tenant", 40 + t);
-    }
+    accesses(&scorer, 7, 40);
     assert_eq!(
         answer(&scorer, &[pool(1, 0)]),
         vec![22.0],
@@ -107,23 +109,11 @@ fn a_trapped_scorer_is_rebuilt_from_the_events_it_had_learnt_from() {
     let (loader, component) = counter();
     // A generous budget: this test is about the trap, not about time.
     let scorer = loader.policy(&component, Duration::from_secs(30));
-    scorer.on_open(1, "tenant", 1);
-    for t in 0..9 {
-        scorer.on_access(1, "tenant", 2 + t);
-    }
-    assert_eq!(
-        answer(&scorer, &[pool(1, 0)]),
-        vec![10.0],
-        "ten events seen"
-    );
+    ten_events_seen(&scorer);
     // Five more events go with a call that traps: the decision falls back.
-    for t in 0..5 {
-        scorer.on_access(1, "tenant", 20 + t);
-    }
+    accesses(&scorer, 5, 20);
     assert!(scorer.score_all(&[pool(1, 999)], 30).is_empty());
-    for t in 0..7 {
-        scorer.on_access(1, "tenant", 40 + t);
-    }
+    accesses(&scorer, 7, 40);
     // The fresh instance was given the ten events the trapped one had learnt from; the five
     // that went with the trapping call are reported to it as dropped; then the seven new ones.
     assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![22.0]);
@@ -139,9 +129,7 @@ fn events_are_delivered_ahead_of_a_decision_and_none_is_lost() {
     // pile up, instead of all with the next decision.
     let events = 3 * DELIVER_AHEAD_EVENTS as u64 + 5;
     scorer.on_open(1, "tenant", 1);
-    for t in 1..events {
-        scorer.on_access(1, "tenant", 1 + t);
-    }
+    accesses(&scorer, events - 1, 2);
     until_scorer_idle(&scorer);
     // One more event: with the scorer idle, a full batch waiting goes at once.
     scorer.on_access(1, "tenant", events + 1);
@@ -170,9 +158,7 @@ fn a_decision_waits_for_a_delivery_within_its_budget() {
     // (it would fall back at once if it did not wait).
     let scorer = loader.policy(&component, Duration::from_secs(30));
     scorer.on_open(1, "tenant", 1);
-    for t in 1..DELIVER_AHEAD_EVENTS as u64 {
-        scorer.on_access(1, "tenant", 1 + t);
-    }
+    accesses(&scorer, DELIVER_AHEAD_EVENTS as u64 - 1, 2);
     assert_eq!(scorer.deliveries(), 1, "the batch went as it filled");
     let scores = scorer.score_all(&[pool(1, 0)], 2);
     assert_eq!(
