@@ -42,6 +42,7 @@ mod namespace;
 mod oplog;
 mod policy;
 mod ranking;
+mod recorder;
 mod routing;
 mod secret;
 mod stats;
@@ -71,6 +72,7 @@ pub use policy::{
     SeedPolicy, DEFAULT_PRIORITY, PINNED_PRIORITY,
 };
 pub use ranking::Ranked;
+pub use recorder::AccessRecorder;
 pub use routing::{RouteRule, Routes, Target};
 pub use secret::{Redactor, SecretUri, MASK};
 pub use stats::{ConnectionStats, ManagerStats, Protection, Usage};

@@ -309,3 +309,60 @@ async fn change_streams_and_transactions_need_a_replica_set() {
     }
     pm.destroy().await.unwrap();
 }
+
+/// An access recorder that keeps the names it is told, in order.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<String>>);
+
+impl polymongo_pool::AccessRecorder for Recorded {
+    fn record(&self, db: &str) {
+        self.0.lock().unwrap().push(db.to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_recorder_is_told_of_every_counted_use_in_order() {
+    let pm = builder().max_connections(2).build().await.unwrap();
+    let recorder = Arc::new(Recorded::default());
+    pm.set_access_recorder(Some(recorder.clone()));
+    let (a, b, c) = (unique_db("rec_a"), unique_db("rec_b"), unique_db("rec_c"));
+    // Hits, misses that open a pool, and a miss that evicts one (the cap is 2).
+    for db in [&a, &b, &a, &c, &a] {
+        touch(&pm, db).await;
+    }
+    let seen = |name: &str| {
+        let recorded = recorder.0.lock().unwrap();
+        recorded.iter().filter(|n| *n == name).count()
+    };
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [&a, &b, &a, &c, &a].map(String::clone)
+    );
+    // Concurrent first uses of one database: each waiter is one use, recorded once.
+    let d = unique_db("rec_d");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (pm, d) = (pm.clone(), d.clone());
+            tokio::spawn(async move { touch(&pm, &d).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(seen(&d), 20);
+    let uses = pm
+        .stats()
+        .into_iter()
+        .find(|s| s.db_name == d)
+        .map(|s| s.use_count);
+    assert_eq!(
+        uses,
+        Some(20),
+        "the recorder saw what the usage statistics count"
+    );
+    // Stopped: nothing more is recorded.
+    pm.set_access_recorder(None);
+    touch(&pm, &a).await;
+    assert_eq!(seen(&a), 3);
+    pm.destroy().await.unwrap();
+}

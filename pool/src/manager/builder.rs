@@ -280,6 +280,7 @@ impl Builder {
                 ordered,
                 next_seq: 0,
                 handed_over: 0,
+                recorder: None,
             }),
             signal: Arc::new(SlotSignal::default()),
             events,

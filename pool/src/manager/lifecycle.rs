@@ -26,8 +26,10 @@ impl Inner {
     pub(super) async fn acquire(self: &Arc<Self>, name: &str, counts_use: bool) -> Result<Lease> {
         let started = Instant::now();
         let mut missed = false;
+        let mut record = counts_use;
         loop {
-            let step = self.plan(name, counts_use)?;
+            let step = self.plan(name, counts_use, record)?;
+            record = false;
             match step {
                 Step::Ready(lease) => {
                     let counter = if missed {
@@ -76,12 +78,18 @@ impl Inner {
         }
     }
 
-    /// Decides, under the state lock, what `acquire` must do next.
-    fn plan(self: &Arc<Self>, name: &str, counts_use: bool) -> Result<Step> {
+    /// Decides, under the state lock, what `acquire` must do next; `record`: tell the access
+    /// recorder of this use (once per `acquire`, not again when it loops).
+    fn plan(self: &Arc<Self>, name: &str, counts_use: bool, record: bool) -> Result<Step> {
         let now = self.now();
         let mut guard = self.lock_state();
         self.check_alive()?;
         let st = &mut *guard;
+        if record {
+            if let Some(recorder) = &st.recorder {
+                recorder.record(name);
+            }
+        }
         match st.slots.get_mut(name) {
             Some(Slot::Open(entry)) => {
                 entry.handle.add_ops(1);

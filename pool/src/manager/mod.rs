@@ -41,6 +41,7 @@ use crate::metadata::MetadataStore;
 use crate::name;
 use crate::namespace::TenantNamespace;
 use crate::policy::{has_stable_key, EvictionPolicy, PoolStats, SeedPolicy, PINNED_PRIORITY};
+use crate::recorder::AccessRecorder;
 use crate::routing::Routes;
 use crate::secret::Redactor;
 use crate::stats::{ConnectionStats, ManagerStats};
@@ -325,6 +326,12 @@ impl PolyMongo {
             }
         }
         tracing::info!(policy = st.policy.name(), "eviction policy set");
+    }
+
+    /// Starts (`Some`) or stops (`None`) telling `recorder` of every counted use of a
+    /// database, in order: the request stream a trace of this manager's traffic is made of.
+    pub fn set_access_recorder(&self, recorder: Option<Arc<dyn AccessRecorder>>) {
+        self.inner.lock_state().recorder = recorder;
     }
 
     /// Every open pool's statistics, sorted by database name. Scores come from the active

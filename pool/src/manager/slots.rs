@@ -9,6 +9,7 @@ use crate::handle::PoolHandle;
 use crate::index::EvictionIndex;
 use crate::policy::{lowest_score, EvictionPolicy, PoolStats, DEFAULT_PRIORITY};
 use crate::ranking::Ranked;
+use crate::recorder::AccessRecorder;
 use crate::stats::Protection;
 
 use super::opening::OpenWait;
@@ -37,6 +38,8 @@ pub(super) struct State {
     pub(super) next_seq: u64,
     /// Closing slots whose place is already promised to a pool being opened.
     pub(super) handed_over: usize,
+    /// Told of every counted use, when a trace is being recorded.
+    pub(super) recorder: Option<Arc<dyn AccessRecorder>>,
 }
 
 pub(super) enum Slot {
