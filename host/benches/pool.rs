@@ -5,7 +5,8 @@
 //!   a map lookup and two atomic loads), and, for comparison, the full scan an unordered policy
 //!   needs.
 //! - `lease/*`: acquiring and releasing a lease on an already-open pool, through the real
-//!   manager against FerretDB (started by the test harness, or POLYMONGO_TEST_URI).
+//!   manager against FerretDB (started by the test harness, or POLYMONGO_TEST_URI); `_recording`:
+//!   the same with the request stream recorded to a trace file (`[trace]`).
 //!
 //! Run: `cargo xtask bench` (or `cargo bench -p polymongo-host --bench pool`).
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use polymongo::pool::{EvictionIndex, EvictionPolicy, PoolStats, SeedPolicy};
+use polymongo::recording::{TraceNames, TraceOptions, TraceRecorder};
 
 #[path = "support/setup.rs"]
 mod setup;
@@ -133,7 +135,8 @@ fn hot_lease(c: &mut Criterion) {
     let rt = setup::tokio_runtime();
     let uri = polymongo_tests::test_uri();
     let mut group = c.benchmark_group("lease");
-    for open_pools in [1usize, 100] {
+    let trace_dir = std::env::temp_dir().join(format!("polymongo-bench-{}", std::process::id()));
+    for (open_pools, recording) in [(1usize, false), (100, false), (1, true)] {
         let (pm, target) = rt.block_on(async {
             let pm = setup::manager(&uri).await;
             let names: Vec<String> = (0..open_pools)
@@ -144,8 +147,21 @@ fn hot_lease(c: &mut Criterion) {
             }
             (pm, names[0].clone())
         });
+        // The same with the request stream recorded to a trace file (`[trace]`).
+        let recorder = recording.then(|| {
+            std::fs::create_dir_all(&trace_dir).expect("trace folder");
+            let recorder = TraceRecorder::start(TraceOptions {
+                path: trace_dir.join("trace.lirs"),
+                max_bytes: 1 << 30,
+                names: TraceNames::Hashed,
+            })
+            .expect("trace file");
+            pm.set_access_recorder(Some(recorder.clone()));
+            recorder
+        });
+        let suffix = if recording { "_recording" } else { "" };
         group.bench_function(
-            format!("acquire_release_open_pool_{open_pools}_open"),
+            format!("acquire_release_open_pool_{open_pools}_open{suffix}"),
             |b| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {
@@ -160,7 +176,16 @@ fn hot_lease(c: &mut Criterion) {
             },
         );
         rt.block_on(pm.destroy()).expect("destroy");
+        if let Some(recorder) = recorder {
+            recorder.finish();
+            println!(
+                "trace: {} requests recorded, {} dropped",
+                recorder.recorded(),
+                recorder.dropped()
+            );
+        }
     }
+    let _ = std::fs::remove_dir_all(&trace_dir);
     group.finish();
 }
 

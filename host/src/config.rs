@@ -41,6 +41,11 @@
 //! plugin_lines_per_sec = 100
 //! plugin_bytes_per_sec = 65536
 //!
+//! [trace]                    # record the request stream for `polymongo replay --trace`
+//! file = "trace.lirs"        # off unless set; an existing file becomes trace.lirs.previous
+//! max_mb = 256               # the file stops growing here
+//! names = "hashed"           # or "plain"
+//!
 //! [[routes]]                 # databases matching a pattern go to another cluster
 //! pattern = "eu-*"
 //! uri = "mongodb://eu-cluster.internal:27017"
@@ -156,7 +161,27 @@ pub struct ServeConfig {
     /// Routing rules, first match wins.
     #[serde(default)]
     pub routes: Vec<RouteEntry>,
+    /// Recording the request stream to a trace file (off unless `trace.file` is set).
+    #[serde(default)]
+    pub trace: TraceSection,
 }
+
+/// The `[trace]` section: a trace of the request stream, for `polymongo replay --trace`
+/// (`recording.rs`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSection {
+    /// The trace file (none: nothing is recorded); an existing one is moved to
+    /// `FILE.previous` at start.
+    pub file: Option<PathBuf>,
+    /// The file stops growing at this size, MiB (default 256, at least 1).
+    pub max_mb: Option<u64>,
+    /// `hashed` (default: keyed hashes, the tenants' names cannot be read back) or `plain`.
+    pub names: Option<String>,
+}
+
+/// Default size limit of a trace file, MiB.
+pub const DEFAULT_TRACE_MAX_MB: u64 = 256;
 
 /// The `[pool]` section.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -408,6 +433,30 @@ impl ServeConfig {
     /// Whether this host runs the background consumers (`consumers.enabled`, default true).
     pub fn consumers_enabled(&self) -> bool {
         self.consumers.enabled.unwrap_or(true)
+    }
+
+    /// The trace recording's options, when `trace.file` is set.
+    pub fn trace_options(&self) -> Result<Option<crate::recording::TraceOptions>, ConfigError> {
+        let Some(path) = &self.trace.file else {
+            return Ok(None);
+        };
+        let max_mb = self.trace.max_mb.unwrap_or(DEFAULT_TRACE_MAX_MB);
+        if max_mb == 0 {
+            return Err(ConfigError::Invalid(
+                "trace.max_mb must be at least 1".into(),
+            ));
+        }
+        let names = match &self.trace.names {
+            Some(names) => names
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("trace.names: {e}")))?,
+            None => crate::recording::TraceNames::Hashed,
+        };
+        Ok(Some(crate::recording::TraceOptions {
+            path: path.clone(),
+            max_bytes: max_mb.saturating_mul(1 << 20),
+            names,
+        }))
     }
 
     /// The background consumers' configuration.

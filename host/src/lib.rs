@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;
+pub mod recording;
 /// The connection manager, the `polymongo-pool` crate (re-exported so `polymongo::pool` keeps working).
 pub use polymongo_pool as pool;
 pub mod replay;

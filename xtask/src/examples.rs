@@ -9,7 +9,10 @@
 //!    is listed for it and not for another;
 //! 3. the custom scorer: deployed as the eviction policy of a host capped at 3 pools, traffic
 //!    over 8 tenants makes it decide evictions, then a rebuilt version (another half-life) is
-//!    hot-swapped in and decides the next ones, with no fallback to the built-in formula.
+//!    hot-swapped in and decides the next ones, with no fallback to the built-in formula;
+//! 4. the request trace (docs/EVICTION.md, *Your own traffic*): the host records its request
+//!    stream (`trace.file`), stops on SIGTERM (which closes the trace), and
+//!    `polymongo replay --trace` replays it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -34,10 +37,13 @@ pub fn run_all(root: &Path) -> Result<()> {
 
     let artifacts = build_guest_examples(root)?;
     let plugins_dir = tempfile_dir(root, "examples-plugins")?;
-    let mut host = Host::start(root, &uri, &plugins_dir)?;
+    let trace = tempfile_dir(root, "examples-trace")?.join("trace.lirs");
+    let mut host = Host::start(root, &uri, &plugins_dir, &trace)?;
     let result = exercise_host(&host, &plugins_dir, &artifacts);
-    host.stop();
+    let stopped = host.stop_gracefully();
     result?;
+    stopped?;
+    replay_the_trace(root, &trace)?;
     println!(
         "examples: all passed in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -238,6 +244,49 @@ fn drive_tenants(host: &Host, round: &str, run_id: u32) -> Result<()> {
     Ok(())
 }
 
+/// The host's trace of the traffic above: closed at shutdown, and replayed by
+/// `polymongo replay --trace` at the example's capacity.
+fn replay_the_trace(root: &Path, trace: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(trace)
+        .with_context(|| format!("the host wrote no trace at {}", trace.display()))?;
+    let records: Vec<&str> = text.lines().filter(|l| !l.starts_with('*')).collect();
+    let mut distinct = records.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    // drive_tenants: 8 tenants, 2 passes, 2 rounds, at least one database use each.
+    ensure!(
+        records.len() >= 32 && distinct.len() >= 8,
+        "the trace holds {} requests over {} databases; the examples made at least 32 over 8",
+        records.len(),
+        distinct.len()
+    );
+    ensure!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("* end of trace:")),
+        "the trace was not closed at shutdown"
+    );
+    let output = Command::new(root.join("target/debug/polymongo"))
+        .current_dir(root)
+        .args(["replay", "--capacity", "3", "--policies", "seed"])
+        .arg("--trace")
+        .arg(trace)
+        .output()
+        .context("running polymongo replay")?;
+    let printed = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && printed.contains("seed"),
+        "polymongo replay --trace failed: {printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!(
+        "examples: the host's trace ({} requests over {} databases) replays",
+        records.len(),
+        distinct.len()
+    );
+    Ok(())
+}
+
 /// Copies `wasm` into the plugins folder as `NAME.wasm`, atomically (write `.tmp`, rename), as
 /// the README says to publish.
 fn deploy(plugins_dir: &Path, name: &str, wasm: &Path) -> Result<()> {
@@ -254,7 +303,7 @@ struct Host {
 }
 
 impl Host {
-    fn start(root: &Path, uri: &str, plugins_dir: &Path) -> Result<Self> {
+    fn start(root: &Path, uri: &str, plugins_dir: &Path, trace: &Path) -> Result<Self> {
         let binary = build_host(root)?;
         let listen = format!("127.0.0.1:{}", free_port()?);
         let cache = tempfile_dir(root, "examples-cache")?;
@@ -267,6 +316,8 @@ impl Host {
             .arg(&cache)
             .args(["--admin-token", ADMIN_TOKEN])
             .args(["--max-connections", "3", "--scorer", "decay-scorer"])
+            .arg("--set")
+            .arg(format!("trace.file={:?}", trace.display().to_string()))
             .spawn()
             .context("starting the host")?;
         wait_until_listening(&mut child, &listen, Duration::from_secs(120))?;
@@ -350,9 +401,21 @@ impl Host {
             .sum())
     }
 
-    fn stop(&mut self) {
+    /// SIGTERM, as a service manager stops it; killed if it is still running after 60 s.
+    fn stop_gracefully(&mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let signalled = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while signalled.as_ref().is_ok_and(|s| s.success()) && Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "the host exited with {status} on SIGTERM");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        bail!("the host did not stop within 60 s of SIGTERM")
     }
 }
 

@@ -10,6 +10,7 @@ use polymongo::consumers::Consumers;
 use polymongo::gateway::{self, AppState};
 use polymongo::plugins::{ComponentKind, PluginRegistry, WatchConfig};
 use polymongo::pool::PolyMongo;
+use polymongo::recording::TraceRecorder;
 use polymongo::runtime::Runtime;
 
 /// Options of `serve` (and `config check`). Precedence: the file, then `POLYMONGO_*`
@@ -105,6 +106,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .build()
         .await
         .context("starting the connection manager")?;
+    let recorder = match config.trace_options()? {
+        Some(options) => {
+            let path = options.path.clone();
+            let recorder = TraceRecorder::start(options)
+                .with_context(|| format!("starting the trace file {}", path.display()))?;
+            manager.set_access_recorder(Some(recorder.clone()));
+            println!("recording the request stream to {}", path.display());
+            Some(recorder)
+        }
+        None => None,
+    };
     let runtime = Runtime::new(manager.clone(), config.runtime_config())
         .context("starting the wasm runtime")?;
     let dir = config.plugins_dir();
@@ -198,6 +210,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     println!("shutting down: closing database pools");
     manager.destroy().await?;
+    if let Some(recorder) = recorder {
+        manager.set_access_recorder(None);
+        recorder.finish();
+    }
     Ok(())
 }
 

@@ -87,6 +87,7 @@ impl ServeConfig {
             ));
         }
         self.json_logs()?;
+        self.trace_options()?;
         Ok(())
     }
 

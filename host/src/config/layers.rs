@@ -72,6 +72,9 @@ pub const KEYS: &[&str] = &[
     "consumers.max_batch",
     "consumers.backoff_min_ms",
     "consumers.backoff_max_ms",
+    "trace.file",
+    "trace.max_mb",
+    "trace.names",
     "routes",
 ];
 

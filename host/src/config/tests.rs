@@ -77,6 +77,9 @@ fn every_key_has_an_environment_variable_that_parses() {
         ("consumers.max_batch", "50"),
         ("consumers.backoff_min_ms", "100"),
         ("consumers.backoff_max_ms", "2000"),
+        ("trace.file", "/tmp/polymongo-trace"),
+        ("trace.max_mb", "3"),
+        ("trace.names", "plain"),
         (
             "routes",
             r#"[{ pattern = "eu-*", uri = "mongodb://eu/", change_feed = "oplog" }]"#,
@@ -106,6 +109,10 @@ fn every_key_has_an_environment_variable_that_parses() {
     assert_eq!(c.limits.max_query_depth, Some(7));
     assert_eq!(c.limits.max_concurrent_per_tenant, Some(2));
     assert!(!c.consumers_enabled());
+    let trace = c.trace_options().unwrap().unwrap();
+    assert_eq!(trace.path, PathBuf::from("/tmp/polymongo-trace"));
+    assert_eq!(trace.max_bytes, 3 << 20);
+    assert_eq!(trace.names, crate::recording::TraceNames::Plain);
     assert_eq!(
         c.consumers_config(),
         crate::consumers::ConsumersConfig {
@@ -354,5 +361,22 @@ fn consumers_default_and_bad_values_are_refused() {
         let c = load(None, base.clone(), &[bad.to_string()]).unwrap();
         let err = c.check().expect_err(bad).to_string();
         assert!(err.contains("consumers."), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_trace_is_off_by_default_hashed_when_on_and_bad_values_are_refused() {
+    let base = env(&[("POLYMONGO_MONGO_URI", "mongodb://h/")]);
+    let c = load(None, base.clone(), &[]).unwrap();
+    assert!(c.trace_options().unwrap().is_none());
+    let c = load(None, base.clone(), &["trace.file=t.lirs".to_string()]).unwrap();
+    let trace = c.trace_options().unwrap().unwrap();
+    assert_eq!(trace.names, crate::recording::TraceNames::Hashed);
+    assert_eq!(trace.max_bytes, DEFAULT_TRACE_MAX_MB << 20);
+    for bad in ["trace.max_mb=0", "trace.names=clear"] {
+        let set = ["trace.file=t.lirs".to_string(), bad.to_string()];
+        let c = load(None, base.clone(), &set).unwrap();
+        let err = c.check().expect_err(bad).to_string();
+        assert!(err.contains("trace."), "{bad}: {err}");
     }
 }
