@@ -482,6 +482,7 @@ impl ServeConfig {
     pub fn router_options(&self) -> crate::gateway::RouterOptions {
         crate::gateway::RouterOptions {
             metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
+            trace: None,
         }
     }
 

@@ -171,6 +171,16 @@ impl TraceRecorder {
     }
 }
 
+impl std::fmt::Debug for TraceRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceRecorder")
+            .field("path", &self.path)
+            .field("recorded", &self.recorded())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AccessRecorder for TraceRecorder {
     fn record(&self, db: &str) {
         if db.is_empty() {

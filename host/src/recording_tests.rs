@@ -139,7 +139,6 @@ fn an_unwritable_path_is_a_clear_error() {
         .join("no-such-folder")
         .join("trace.lirs");
     let err = TraceRecorder::start(options(path, TraceNames::Hashed))
-        .err()
-        .expect("the folder does not exist");
+        .expect_err("the folder does not exist");
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
 }

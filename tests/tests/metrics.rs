@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use polymongo::gateway::{self, AppState, GatewayConfig, RouterOptions};
+use polymongo::recording::{TraceNames, TraceOptions, TraceRecorder};
 use polymongo_tests::{bundled_wasm, fixture_wasm, unique_db};
 use tower::ServiceExt;
 
@@ -250,6 +251,7 @@ async fn metrics_can_require_their_own_token_and_the_dashboard_page_needs_none()
         },
         RouterOptions {
             metrics_token: Some("scrape-token".into()),
+            ..RouterOptions::default()
         },
     );
     let get = |uri: &str, token: Option<&str>| {
@@ -297,4 +299,55 @@ async fn metrics_can_require_their_own_token_and_the_dashboard_page_needs_none()
         status(get("/admin/stats", Some(TOKEN))).await,
         StatusCode::OK
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_trace_counts_are_exposed_while_it_records() {
+    let host = Host::start(&[], &[]).await;
+    assert!(
+        metric_sample(&scrape(&host).await, "polymongo_trace_records_total").is_none(),
+        "no trace, no trace metrics"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = TraceRecorder::start(TraceOptions {
+        path: dir.path().join("trace.lirs"),
+        max_bytes: 1 << 20,
+        names: TraceNames::Hashed,
+    })
+    .unwrap();
+    host.manager.set_access_recorder(Some(recorder.clone()));
+    let app = gateway::router_with(
+        AppState {
+            manager: host.manager.clone(),
+            registry: host.registry.clone(),
+            config: Arc::new(GatewayConfig::default()),
+        },
+        RouterOptions {
+            trace: Some(recorder.clone()),
+            ..RouterOptions::default()
+        },
+    );
+    let db = unique_db("traced");
+    for _ in 0..3 {
+        host.manager
+            .db(&db)
+            .unwrap()
+            .collection::<bson::Document>("c")
+            .count_documents(bson::doc! {})
+            .await
+            .unwrap();
+    }
+    recorder.finish();
+    let request = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let text = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(value(&text, "polymongo_trace_records_total"), 3.0);
+    assert_eq!(value(&text, "polymongo_trace_dropped_total"), 0.0);
+    check_conventions(&text);
 }

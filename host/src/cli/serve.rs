@@ -199,7 +199,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     gateway::serve_with(
         listeners,
         state,
-        config.router_options(),
+        gateway::RouterOptions {
+            trace: recorder.clone(),
+            ..config.router_options()
+        },
         config.http.connection_limits(),
         shutdown_signal(),
     )

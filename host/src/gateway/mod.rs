@@ -81,6 +81,8 @@ pub struct RouterOptions {
     /// secrets. A separate token from the admin token, so that the scraper's configuration
     /// does not hold admin rights.
     pub metrics_token: Option<String>,
+    /// The request trace being recorded, for its metrics (`[trace]`; none: no trace).
+    pub trace: Option<Arc<crate::recording::TraceRecorder>>,
 }
 
 /// First path segments the gateway routes itself: no plugin may be named so (give them to
@@ -145,7 +147,11 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
 }
 
 fn finish(routes: Router<AppState>, state: AppState, options: RouterOptions) -> Router {
-    let metrics = Arc::new(Metrics::new(state.manager.clone(), state.registry.clone()));
+    let metrics = Arc::new(Metrics::with_trace(
+        state.manager.clone(),
+        state.registry.clone(),
+        options.trace.clone(),
+    ));
     routes
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

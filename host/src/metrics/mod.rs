@@ -15,6 +15,7 @@
 //! and no URI or credential appears anywhere.
 
 mod scorer;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -119,7 +120,20 @@ impl Metrics {
     /// reads the manager's events (evictions by policy, pool open times); outside one, those
     /// two are reported without the event detail (evictions under the current policy).
     pub fn new(manager: PolyMongo, plugins: Arc<PluginRegistry>) -> Self {
+        Self::with_trace(manager, plugins, None)
+    }
+
+    /// [`Self::new`], plus the request trace's counts when one is being recorded
+    /// (`polymongo_trace_records_total`, `polymongo_trace_dropped_total`).
+    pub fn with_trace(
+        manager: PolyMongo,
+        plugins: Arc<PluginRegistry>,
+        trace: Option<Arc<crate::recording::TraceRecorder>>,
+    ) -> Self {
         let mut registry = Registry::default();
+        if let Some(trace) = trace {
+            registry.register_collector(Box::new(trace::TraceCollector(trace)));
+        }
         let events = Arc::new(EventCounts::default());
         let open_seconds = Histogram::new(OPEN_BUCKETS);
         registry.register(
