@@ -4,9 +4,9 @@
 //!
 //! Every counted use of a database (docs/EVICTION.md: the replay's requests) becomes one
 //! line, in the order the connection manager sees them, in the LIRS format the replay reads
-//! (lines starting with `*` are comments). The request path only queues the name: a bounded
-//! queue ([`QUEUE_NAMES`]) feeds a writer thread, and a full queue drops the record and counts
-//! it rather than slowing a request. The file stops growing at its size limit. Names are
+//! (lines starting with `*` are comments). The request path only hashes the name (or copies
+//! it, for plain names) and queues it: a bounded queue ([`QUEUE_RECORDS`]) feeds a writer
+//! thread, and a full queue drops the record and counts it rather than slowing a request. The file stops growing at its size limit. Names are
 //! written as keyed hashes by default, so a trace can be shared without the tenants' names
 //! (the replay needs only which requests name the same database).
 
@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::pool::AccessRecorder;
 
 /// Records queued for the writer at most; past it, records are dropped (and counted).
-pub const QUEUE_NAMES: usize = 1 << 16;
+pub const QUEUE_RECORDS: usize = 1 << 16;
 
 /// How often the writer flushes what it wrote.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -96,11 +96,20 @@ pub struct TraceRecorder {
 
 impl TraceRecorder {
     /// Creates the trace file (moving an existing one to `FILE.previous`), writes its header
-    /// and starts the writer thread.
+    /// and starts the writer thread. A path that exists but is not a file (a folder, a
+    /// device) is refused, and nothing is moved.
     pub fn start(options: TraceOptions) -> io::Result<Arc<Self>> {
         let path = options.path.clone();
-        if path.exists() {
-            fs::rename(&path, previous(&path))?;
+        match fs::symlink_metadata(&path) {
+            Ok(found) if found.is_file() => fs::rename(&path, previous(&path))?,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} exists and is not a file", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let mut out = BufWriter::new(File::create(&path)?);
         let names = match options.names {
@@ -113,7 +122,7 @@ impl TraceRecorder {
              replay with `polymongo replay --trace FILE`"
         )?;
         out.flush()?;
-        let (queue, names_in) = mpsc::sync_channel(QUEUE_NAMES);
+        let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
         let counts = Arc::new(Counts::default());
         let writer = Writer {
             out,
@@ -123,7 +132,7 @@ impl TraceRecorder {
         };
         let thread = std::thread::Builder::new()
             .name("trace-writer".into())
-            .spawn(move || writer.run(names_in))?;
+            .spawn(move || writer.run(records))?;
         Ok(Arc::new(Self {
             queue,
             names: options.names,

@@ -107,7 +107,7 @@ fn the_file_stops_growing_at_its_size_limit() {
 fn a_flood_of_requests_never_blocks_and_every_one_is_accounted_for() {
     let path = folder("flood").join("trace.lirs");
     let recorder = TraceRecorder::start(options(path.clone(), TraceNames::Hashed)).unwrap();
-    let requests = 4 * QUEUE_NAMES as u64;
+    let requests = 4 * QUEUE_RECORDS as u64;
     for i in 0..requests {
         recorder.record(&format!("t_{}", i % 1000));
     }
@@ -141,4 +141,18 @@ fn an_unwritable_path_is_a_clear_error() {
     let err = TraceRecorder::start(options(path, TraceNames::Hashed))
         .expect_err("the folder does not exist");
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn a_folder_at_the_path_is_refused_and_left_where_it_is() {
+    let dir = folder("a-folder");
+    let path = dir.join("trace.lirs");
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join("kept"), "x").unwrap();
+    let err = TraceRecorder::start(options(path.clone(), TraceNames::Hashed))
+        .expect_err("a folder is not a trace file");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("is not a file"), "{err}");
+    assert!(path.join("kept").exists());
+    assert!(!dir.join("trace.lirs.previous").exists());
 }
