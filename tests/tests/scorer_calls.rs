@@ -168,3 +168,25 @@ fn a_decision_waits_for_a_delivery_within_its_budget() {
     );
     assert_eq!(scorer.failures(), 0);
 }
+
+#[test]
+fn a_restart_on_request_rebuilds_the_scorer_from_its_latest_events() {
+    let (_loader, component) = counter();
+    // Only the latest 4 delivered events are kept for a fresh instance.
+    let scorer = component.policy_with_limits(
+        ScorerLimits {
+            budget: Duration::from_secs(30),
+            hard_limit: Duration::from_secs(60),
+            replay_events: 4,
+        },
+        Duration::from_millis(1),
+    );
+    ten_events_seen(&scorer);
+    accesses(&scorer, 5, 20);
+    scorer.restart();
+    // The fresh instance was given the latest 4 of the ten events delivered, then the five
+    // that were still queued (without the restart it would have seen 15).
+    assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![9.0]);
+    assert_eq!(scorer.restarts(), 1);
+    assert_eq!(scorer.replays(), 1);
+}

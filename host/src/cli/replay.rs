@@ -10,10 +10,10 @@ use clap::Args;
 use polymongo::pool::{builtin_policy, EvictionPolicy};
 use polymongo::replay::{
     belady_recording, generate, held_out_lfu, read_trace, simulate, write_trace, LeaderRule,
-    Report, Row, ScorerLoader, SimConfig, Suite, SuiteRow, Trace, TraceSpec, WTinyLfuPolicy,
-    WTINYLFU,
+    Report, RestartAt, Row, ScorerLoader, SimConfig, Suite, SuiteRow, Trace, TraceSpec,
+    WTinyLfuPolicy, WTINYLFU,
 };
-use polymongo::runtime::ScorerComponent;
+use polymongo::runtime::{ScorerComponent, ScorerLimits};
 
 /// Options of the replay.
 #[derive(Args, Debug)]
@@ -81,6 +81,13 @@ pub struct ReplayArgs {
     /// Time one wasm scoring call may take before the decision falls back, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub budget_ms: u64,
+    /// Restart each wasm scorer once, as after a trap, at this request (from 0): its next call
+    /// starts a fresh instance given the latest `--replay-events` events, as in the host.
+    #[arg(long)]
+    pub restart_at: Option<u64>,
+    /// Events a restarted wasm scorer is given again (the host's `scorer_replay_events`).
+    #[arg(long, default_value_t = 1 << 16)]
+    pub replay_events: usize,
     /// With `--suite` (analysis): also print the share of the LRU→MIN gap each policy closes
     /// in each phase of every trace, the phases cut at these fractions of the trace,
     /// comma-separated (for the synthetic traces e.g. `0.15,0.25,0.28,0.5,0.65`: warm-up,
@@ -192,19 +199,19 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         args.step_ms
     );
     println!();
-    let budget = Duration::from_millis(args.budget_ms);
+    let wasm = WasmRun {
+        loader: &loader,
+        limits: ScorerLimits {
+            budget: Duration::from_millis(args.budget_ms),
+            replay_events: args.replay_events,
+            ..ScorerLimits::default()
+        },
+        restart_at: args.restart_at,
+    };
     let mut report = Report::default();
     for &capacity in &args.capacity {
         for policy in &policies {
-            let row = replay_one(
-                &trace,
-                capacity,
-                policy,
-                &loader,
-                budget,
-                args.step_ms,
-                false,
-            );
+            let row = replay_one(&trace, capacity, policy, &wasm, args.step_ms, false);
             eprintln!(
                 "K={capacity} {}: hit ratio {:.2}% in {:.1} s",
                 row.policy,
@@ -218,12 +225,18 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+/// How wasm scorers are run: their engine, limits, and the request a restart comes at.
+struct WasmRun<'a> {
+    loader: &'a ScorerLoader,
+    limits: ScorerLimits,
+    restart_at: Option<u64>,
+}
+
 fn replay_one(
     trace: &Trace,
     capacity: usize,
     policy: &Policy,
-    loader: &ScorerLoader,
-    budget: Duration,
+    wasm: &WasmRun<'_>,
     step_ms: u64,
     record_hits: bool,
 ) -> Row {
@@ -255,8 +268,11 @@ fn replay_one(
             (name.clone(), simulate(trace, p.as_ref(), &config), None)
         }
         Policy::Wasm(label, component) => {
-            let scorer = loader.policy(component, budget);
-            let result = simulate(trace, &scorer, &config);
+            let scorer = Arc::new(wasm.loader.policy_with_limits(component, wasm.limits));
+            let result = match wasm.restart_at {
+                Some(at) => simulate(trace, &RestartAt::new(scorer.clone(), at), &config),
+                None => simulate(trace, scorer.as_ref(), &config),
+            };
             scorer_slowest = Some(scorer.slowest_call());
             (label.clone(), result, Some(scorer.failures()))
         }
@@ -429,7 +445,15 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
     let entries = suite_traces(args, dir)?;
     let loader = ScorerLoader::new(Duration::from_millis(1))?;
     let policies = parse_policies(&args.policies, &loader, true)?;
-    let budget = Duration::from_millis(args.budget_ms);
+    let wasm = WasmRun {
+        loader: &loader,
+        limits: ScorerLimits {
+            budget: Duration::from_millis(args.budget_ms),
+            replay_events: args.replay_events,
+            ..ScorerLimits::default()
+        },
+        restart_at: args.restart_at,
+    };
     println!(
         "Suite: {} traces ({}), capacities {:?}; one request every {} ms.",
         entries.len(),
@@ -462,8 +486,7 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
                     &entry.trace,
                     capacity,
                     policy,
-                    &loader,
-                    budget,
+                    &wasm,
                     args.step_ms,
                     !args.phases.is_empty(),
                 );

@@ -57,5 +57,5 @@ pub use sketch::{java_hash, FrequencySketch};
 pub use suite::{Suite, SuiteRow, Verdict};
 pub use trace::{generate, Trace, TraceSpec};
 pub use visits2::{Config as Visits2Config, Visits2Expert};
-pub use wasm::ScorerLoader;
+pub use wasm::{RestartAt, ScorerLoader};
 pub use wtinylfu::{Region, WTinyLfu};

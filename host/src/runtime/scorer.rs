@@ -234,6 +234,8 @@ pub(super) struct Job {
     pub(super) pools: Vec<WitPoolStats>,
     pub(super) now_ms: u64,
     pub(super) reply: std::sync::mpsc::SyncSender<Option<Vec<f64>>>,
+    /// Instead of a call: drop the instance, as a trap does ([`WasmScorer::restart`]).
+    pub(super) restart: bool,
 }
 
 /// An eviction policy that asks a wasm scorer.
@@ -357,6 +359,26 @@ impl WasmScorer {
             .len()
     }
 
+    /// Drops the scorer's instance, as a trap does: its next call starts a fresh instance,
+    /// first given the latest events earlier calls delivered (`scorer_replay_events`); events
+    /// still queued go to that call as usual. Waits for a call in progress to end. Counted in
+    /// [`Self::restarts`]. `polymongo replay --restart-at` measures what a restart costs.
+    pub fn restart(&self) {
+        self.stats.flight.start_when_idle();
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let job = Job {
+            events: Vec::new(),
+            dropped: 0,
+            pools: Vec::new(),
+            now_ms: 0,
+            reply,
+            restart: true,
+        };
+        if self.send(job) {
+            let _ = answer.recv();
+        }
+    }
+
     /// The scorer component this policy runs.
     pub fn component(&self) -> &Arc<ScorerComponent> {
         &self.component
@@ -400,6 +422,7 @@ impl WasmScorer {
             pools: Vec::new(),
             now_ms,
             reply,
+            restart: false,
         };
         if self.send(job) {
             self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -456,6 +479,7 @@ impl WasmScorer {
             pools,
             now_ms,
             reply,
+            restart: false,
         };
         if !self.send(job) {
             return None;

@@ -57,6 +57,16 @@ impl Flight {
         true
     }
 
+    /// Takes the thread, waiting as long as a call runs (for a restart on request, which no
+    /// decision waits for).
+    pub(super) fn start_when_idle(&self) {
+        let mut running = self.lock();
+        while *running != Running::Idle {
+            running = self.done.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running = Running::Delivery;
+    }
+
     /// Takes the thread for a decision with `budget`: at once if idle; after the running
     /// delivery if it ends within the budget (`delivery_ran`: how long it has run, so that a
     /// delivery already past a budget does not make each decision wait a whole one).

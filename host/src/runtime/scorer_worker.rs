@@ -43,6 +43,15 @@ impl ScorerWorker {
             lost: 0,
         };
         while let Ok(job) = jobs.recv() {
+            if job.restart {
+                if state.instance.take().is_some() {
+                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(scorer = %self.label, "scorer restarted on request; its next call starts a fresh instance");
+                }
+                self.stats.flight.finish();
+                let _ = job.reply.send(None);
+                continue;
+            }
             // Timed as the decision waits for it: a fresh instance's replay included.
             let started = self.stats.call_times.started();
             let answer = self.score(&mut state, &job);
