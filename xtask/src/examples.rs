@@ -404,7 +404,10 @@ impl Host {
     /// SIGTERM, as a service manager stops it; killed if it is still running after 60 s.
     fn stop_gracefully(&mut self) -> Result<()> {
         let pid = self.child.id().to_string();
-        let signalled = Command::new("kill").args(["-TERM", &pid]).status();
+        // The shell's own `kill`: a machine without procps has no kill binary.
+        let signalled = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         while signalled.as_ref().is_ok_and(|s| s.success()) && Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
