@@ -39,15 +39,24 @@ pub enum TraceNames {
     Plain,
 }
 
+impl TraceNames {
+    /// The name in the configuration (`trace.names`) and in the file's header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hashed => "hashed",
+            Self::Plain => "plain",
+        }
+    }
+}
+
 impl std::str::FromStr for TraceNames {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "hashed" => Ok(Self::Hashed),
-            "plain" => Ok(Self::Plain),
-            other => Err(format!("expected \"hashed\" or \"plain\", not {other:?}")),
-        }
+        [Self::Hashed, Self::Plain]
+            .into_iter()
+            .find(|names| names.as_str() == s)
+            .ok_or_else(|| format!("expected \"hashed\" or \"plain\", not {s:?}"))
     }
 }
 
@@ -112,10 +121,7 @@ impl TraceRecorder {
             Err(e) => return Err(e),
         }
         let mut out = BufWriter::new(File::create(&path)?);
-        let names = match options.names {
-            TraceNames::Hashed => "hashed",
-            TraceNames::Plain => "plain",
-        };
+        let names = options.names.as_str();
         writeln!(
             out,
             "* polymongo request trace: one database per line, names {names}; \

@@ -43,7 +43,7 @@ pub fn run_all(root: &Path) -> Result<()> {
     let stopped = host.stop_gracefully();
     result?;
     stopped?;
-    replay_the_trace(root, &trace)?;
+    replay_the_trace(root, &host.binary, &trace)?;
     println!(
         "examples: all passed in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -246,7 +246,7 @@ fn drive_tenants(host: &Host, round: &str, run_id: u32) -> Result<()> {
 
 /// The host's trace of the traffic above: closed at shutdown, and replayed by
 /// `polymongo replay --trace` at the example's capacity.
-fn replay_the_trace(root: &Path, trace: &Path) -> Result<()> {
+fn replay_the_trace(root: &Path, binary: &Path, trace: &Path) -> Result<()> {
     let text = std::fs::read_to_string(trace)
         .with_context(|| format!("the host wrote no trace at {}", trace.display()))?;
     let records: Vec<&str> = text.lines().filter(|l| !l.starts_with('*')).collect();
@@ -266,7 +266,7 @@ fn replay_the_trace(root: &Path, trace: &Path) -> Result<()> {
             .is_some_and(|l| l.starts_with("* end of trace:")),
         "the trace was not closed at shutdown"
     );
-    let output = Command::new(root.join("target/debug/polymongo"))
+    let output = Command::new(binary)
         .current_dir(root)
         .args(["replay", "--capacity", "3", "--policies", "seed"])
         .arg("--trace")
@@ -300,6 +300,8 @@ fn deploy(plugins_dir: &Path, name: &str, wasm: &Path) -> Result<()> {
 struct Host {
     child: Child,
     base: String,
+    /// The host binary (`polymongo`), also run for `replay`.
+    binary: PathBuf,
 }
 
 impl Host {
@@ -307,7 +309,7 @@ impl Host {
         let binary = build_host(root)?;
         let listen = format!("127.0.0.1:{}", free_port()?);
         let cache = tempfile_dir(root, "examples-cache")?;
-        let mut child = Command::new(binary)
+        let mut child = Command::new(&binary)
             .current_dir(root)
             .args(["serve", "--listen", &listen, "--mongo-uri", uri])
             .arg("--plugins-dir")
@@ -324,6 +326,7 @@ impl Host {
         Ok(Host {
             child,
             base: format!("http://{listen}"),
+            binary,
         })
     }
 

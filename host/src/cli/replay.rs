@@ -199,15 +199,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         args.step_ms
     );
     println!();
-    let wasm = WasmRun {
-        loader: &loader,
-        limits: ScorerLimits {
-            budget: Duration::from_millis(args.budget_ms),
-            replay_events: args.replay_events,
-            ..ScorerLimits::default()
-        },
-        restart_at: args.restart_at,
-    };
+    let wasm = WasmRun::new(&loader, &args);
     let mut report = Report::default();
     for &capacity in &args.capacity {
         for policy in &policies {
@@ -230,6 +222,21 @@ struct WasmRun<'a> {
     loader: &'a ScorerLoader,
     limits: ScorerLimits,
     restart_at: Option<u64>,
+}
+
+impl<'a> WasmRun<'a> {
+    /// The wasm settings `args` ask for (`--budget-ms`, `--replay-events`, `--restart-at`).
+    fn new(loader: &'a ScorerLoader, args: &ReplayArgs) -> Self {
+        Self {
+            loader,
+            limits: ScorerLimits {
+                budget: Duration::from_millis(args.budget_ms),
+                replay_events: args.replay_events,
+                ..ScorerLimits::default()
+            },
+            restart_at: args.restart_at,
+        }
+    }
 }
 
 fn replay_one(
@@ -445,15 +452,7 @@ fn run_suite(args: &ReplayArgs, dir: &Path) -> Result<()> {
     let entries = suite_traces(args, dir)?;
     let loader = ScorerLoader::new(Duration::from_millis(1))?;
     let policies = parse_policies(&args.policies, &loader, true)?;
-    let wasm = WasmRun {
-        loader: &loader,
-        limits: ScorerLimits {
-            budget: Duration::from_millis(args.budget_ms),
-            replay_events: args.replay_events,
-            ..ScorerLimits::default()
-        },
-        restart_at: args.restart_at,
-    };
+    let wasm = WasmRun::new(&loader, args);
     println!(
         "Suite: {} traces ({}), capacities {:?}; one request every {} ms.",
         entries.len(),
