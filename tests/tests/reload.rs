@@ -15,7 +15,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{eventually, metric_sample, Host, Options};
+use common::{eventually, metric_sample, scorer_pool, Host, Options};
 
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -513,4 +513,55 @@ async fn hostile_scorers_fall_back_to_the_seed_formula() {
             ),
         }
     }
+}
+
+/// `bytes`, a wasm component, with a custom section appended: the same code, another version.
+fn with_custom_section(bytes: &[u8], payload: &[u8]) -> Vec<u8> {
+    let name = b"polymongo-test";
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "a one-byte LEB128 size");
+    let mut out = bytes.to_vec();
+    out.extend([0, size as u8, name.len() as u8]);
+    out.extend(name);
+    out.extend(payload);
+    out
+}
+
+/// What the active scorer `policy` (the `scorer-counter` fixture) has seen: it scores every
+/// pool with its count of events.
+fn events_seen(host: &Host) -> f64 {
+    let scorer = host.registry.active_wasm_scorer().expect("a wasm scorer");
+    let pool = scorer_pool(1, 0);
+    let scores = polymongo::pool::EvictionPolicy::score_all(scorer.as_ref(), &[pool], 2);
+    assert_eq!(scores.len(), 1, "the scorer answered");
+    scores[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeployed_scorer_keeps_what_its_previous_version_learnt() {
+    let clock = Arc::new(ManualClock::new(10_000_000));
+    let counter = fixture_wasm("scorer-counter");
+    let host = scorer_host(counter.clone(), clock.clone()).await;
+    // Traffic, and one eviction decided by the scorer.
+    contested_eviction(&host, &clock).await;
+    let seen = events_seen(&host);
+    assert!(seen >= 24.0, "opens, uses and a close were seen: {seen}");
+
+    // A new version under the same name (the counter with a custom section).
+    let bytes = with_custom_section(&std::fs::read(&counter).unwrap(), b"v2");
+    let v2 = polymongo::runtime::ContentHash::of(&bytes).to_hex();
+    host.deploy_bytes("policy", &bytes);
+    eventually(SETTLE, "v2 serves", || {
+        host.registry
+            .scorer("policy")
+            .is_some_and(|s| s.version() == v2)
+    })
+    .await;
+    assert_eq!(
+        events_seen(&host),
+        seen,
+        "v2 relearnt every event v1 had seen, and has seen nothing else"
+    );
+    assert_eq!(scorer_metric(&host, "inherited_events_total"), Some(seen));
+    assert_eq!(host.manager.policy_fallbacks(), 0);
 }

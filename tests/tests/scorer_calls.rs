@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::until_scorer_idle;
+use common::{scorer_pool, until_scorer_idle};
 use polymongo::pool::{EvictionPolicy, PoolStats};
 use polymongo::replay::ScorerLoader;
 use polymongo::runtime::{ScorerComponent, ScorerLimits, DELIVER_AHEAD_EVENTS};
@@ -26,17 +26,7 @@ fn counter() -> (ScorerLoader, Arc<ScorerComponent>) {
 }
 
 fn pool(pool_id: u64, priority: i32) -> PoolStats<'static> {
-    PoolStats {
-        pool_id,
-        db_name: "tenant",
-        priority,
-        use_count: 1,
-        avg_interval_ms: 0.0,
-        last_used_ms: 1,
-        opened_at_ms: 1,
-        in_flight: 0,
-        watch_count: 0,
-    }
+    scorer_pool(pool_id, priority)
 }
 
 /// The scorer's answer for `pools`, asking again while it is busy (an overrunning call is
@@ -189,4 +179,64 @@ fn a_restart_on_request_rebuilds_the_scorer_from_its_latest_events() {
     assert_eq!(answer(&scorer, &[pool(1, 0)]), vec![9.0]);
     assert_eq!(scorer.restarts(), 1);
     assert_eq!(scorer.replays(), 1);
+}
+
+#[test]
+fn a_new_version_continues_from_what_the_previous_one_learnt() {
+    let (loader, component) = counter();
+    let old = loader.policy(&component, Duration::from_secs(30));
+    ten_events_seen(&old);
+    // Five more events are still queued for the old version when it is replaced.
+    accesses(&old, 5, 20);
+    // The new version gets events (and makes a decision) before the handover reaches it, as
+    // it may once the manager has it.
+    let new = loader.policy(&component, Duration::from_secs(30));
+    accesses(&new, 3, 40);
+    assert_eq!(answer(&new, &[pool(1, 0)]), vec![3.0]);
+    accesses(&new, 2, 50);
+    new.inherit_from(&old);
+    // Relearnt in order: the old version's 10 delivered and 5 queued events, then the new
+    // one's 3 delivered ones, then its 2 queued ones.
+    assert_eq!(answer(&new, &[pool(1, 0)]), vec![20.0]);
+    assert_eq!(new.inherited(), 15);
+    assert_eq!(new.replays(), 1, "one fresh instance relearnt them");
+    assert_eq!(new.failures(), 0, "no decision fell back");
+}
+
+#[test]
+fn handovers_keep_the_latest_events_and_chain_across_quick_redeploys() {
+    let (loader, component) = counter();
+    let limits = ScorerLimits {
+        budget: Duration::from_secs(30),
+        hard_limit: Duration::from_secs(60),
+        replay_events: 12,
+    };
+    let v1 = loader.policy_with_limits(&component, limits);
+    ten_events_seen(&v1);
+    // Five events go with a call that traps: they are lost, and handed over as dropped.
+    accesses(&v1, 5, 20);
+    assert!(v1.score_all(&[pool(1, 999)], 30).is_empty());
+    accesses(&v1, 4, 40);
+    // Two deploys in a row: v2 hands over before it has even taken over from v1.
+    let v2 = loader.policy_with_limits(&component, limits);
+    v2.inherit_from(&v1);
+    let v3 = loader.policy_with_limits(&component, limits);
+    v3.inherit_from(&v2);
+    accesses(&v3, 2, 60);
+    // v3 relearns the latest 12 of v1's 14 events (10 delivered, 4 queued), told of the 5
+    // lost, then sees its own 2: 12 + 5 + 2.
+    assert_eq!(answer(&v3, &[pool(1, 0)]), vec![19.0]);
+    assert_eq!(v3.inherited(), 12);
+    assert_eq!(v2.inherited(), 12);
+
+    // With no events kept for relearning, a new version starts empty.
+    let none = ScorerLimits {
+        replay_events: 0,
+        ..limits
+    };
+    let v4 = loader.policy_with_limits(&component, none);
+    v4.inherit_from(&v3);
+    accesses(&v4, 2, 80);
+    assert_eq!(answer(&v4, &[pool(1, 0)]), vec![2.0]);
+    assert_eq!(v4.inherited(), 0);
 }

@@ -11,7 +11,7 @@ use super::sample;
 use crate::pool::EvictionPolicy;
 use crate::runtime::WasmScorer;
 
-/// Calls, overruns, restarts, deliveries of events and the slowest call of `scorer`, labelled with its policy name
+/// Calls, overruns, restarts, events inherited from the previous version, deliveries of events and the slowest call of `scorer`, labelled with its policy name
 /// (`wasm:NAME`). The counters start at zero when a new version of the scorer is deployed.
 pub(super) fn encode_scorer(enc: &mut DescriptorEncoder, scorer: &WasmScorer) -> fmt::Result {
     let labels = [("policy", scorer.name())];
@@ -30,6 +30,11 @@ pub(super) fn encode_scorer(enc: &mut DescriptorEncoder, scorer: &WasmScorer) ->
             "polymongo_scorer_restarts",
             "Times the active wasm scorer trapped or hit scorer_hard_limit_ms and was replaced by a fresh instance",
             scorer.restarts(),
+        ),
+        (
+            "polymongo_scorer_inherited_events",
+            "Events the active wasm scorer took over from its previous version when it was deployed (within scorer_replay_events), relearnt before its first decision",
+            scorer.inherited(),
         ),
         (
             "polymongo_scorer_deliveries",

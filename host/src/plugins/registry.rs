@@ -346,8 +346,13 @@ impl PluginRegistry {
                         self.runtime.scorer_limits(),
                         self.runtime.config().epoch_tick,
                     ));
-                    self.active_wasm.store(Some(policy.clone()));
-                    self.runtime.manager().set_policy(policy);
+                    let previous = self.active_wasm.swap(Some(policy.clone()));
+                    self.runtime.manager().set_policy(policy.clone());
+                    // The previous version gets no more events: what it learnt from goes on
+                    // in the new one.
+                    if let Some(previous) = previous {
+                        policy.inherit_from(&previous);
+                    }
                 }
             }
         }

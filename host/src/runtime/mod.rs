@@ -27,6 +27,7 @@ mod recent;
 mod sandbox;
 mod scorer;
 mod scorer_flight;
+mod scorer_jobs;
 mod scorer_times;
 mod scorer_worker;
 mod state;

@@ -16,7 +16,6 @@
 //! calls delivered (`scorer_replay_events`), so it relearns what its predecessor knew; the
 //! failed call's events count as dropped. A malformed answer also falls back.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
@@ -33,13 +32,11 @@ use super::bindings::scorer::{Scorer, ScorerPre};
 use super::content_hash::ContentHash;
 use super::error::{trap_detail, LoadError};
 use super::scorer_flight::{Flight, Start};
+use super::scorer_jobs::{Control, EventQueue, Job};
 use super::scorer_times::CallTimes;
 use super::scorer_worker::ScorerWorker;
 use super::state::MemoryLimiter;
 use crate::pool::{EvictionPolicy, PoolStats};
-
-/// Events kept between two decisions; older ones are dropped (and counted) past this.
-const MAX_QUEUED_EVENTS: usize = 1 << 20;
 
 /// Events waiting that are delivered ahead of the next decision, in a call with no pools,
 /// when the scorer is idle.
@@ -203,41 +200,6 @@ impl ScorerComponent {
     }
 }
 
-#[derive(Default)]
-struct EventQueue {
-    events: VecDeque<Event>,
-    dropped: u64,
-}
-
-impl EventQueue {
-    fn push(&mut self, event: Event) {
-        if self.events.len() >= MAX_QUEUED_EVENTS {
-            self.events.pop_front();
-            self.dropped += 1;
-        }
-        self.events.push_back(event);
-    }
-
-    /// Takes every waiting event and the count of those dropped, leaving the queue empty.
-    fn take_all(&mut self) -> (Vec<Event>, u64) {
-        (
-            Vec::from(std::mem::take(&mut self.events)),
-            std::mem::take(&mut self.dropped),
-        )
-    }
-}
-
-/// One `score-all` call, sent to the scorer's thread.
-pub(super) struct Job {
-    pub(super) events: Vec<Event>,
-    pub(super) dropped: u64,
-    pub(super) pools: Vec<WitPoolStats>,
-    pub(super) now_ms: u64,
-    pub(super) reply: std::sync::mpsc::SyncSender<Option<Vec<f64>>>,
-    /// Instead of a call: drop the instance, as a trap does ([`WasmScorer::restart`]).
-    pub(super) restart: bool,
-}
-
 /// An eviction policy that asks a wasm scorer.
 ///
 /// The instance lives on a thread of its own: scorer calls are synchronous (the manager
@@ -247,6 +209,7 @@ pub struct WasmScorer {
     component: Arc<ScorerComponent>,
     label: String,
     budget: Duration,
+    replay_events: usize,
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     queue: Mutex<EventQueue>,
     stats: Arc<ScorerCounters>,
@@ -260,6 +223,8 @@ pub(super) struct ScorerCounters {
     overruns: AtomicU64,
     pub(super) restarts: AtomicU64,
     pub(super) replays: AtomicU64,
+    /// Events taken over from the previous version of the scorer (and kept).
+    pub(super) inherited: AtomicU64,
     /// Calls with no pools that delivered events ahead of a decision.
     deliveries: AtomicU64,
     /// How long the calls took.
@@ -299,6 +264,7 @@ impl WasmScorer {
             component,
             label,
             budget: limits.budget,
+            replay_events: limits.replay_events,
             jobs: Mutex::new(tx),
             queue: Mutex::new(EventQueue::default()),
             stats,
@@ -372,11 +338,66 @@ impl WasmScorer {
             pools: Vec::new(),
             now_ms: 0,
             reply,
-            restart: true,
+            control: Control::Restart,
         };
         if self.send(job) {
             let _ = answer.recv();
         }
+    }
+
+    /// Events this scorer took over from its previous version ([`Self::inherit_from`]),
+    /// within `scorer_replay_events`.
+    pub fn inherited(&self) -> u64 {
+        self.stats.inherited.load(Ordering::Relaxed)
+    }
+
+    /// Continues from `previous`, the scorer this one replaces (a new version deployed under
+    /// the active scorer's name): its delivered events (the latest `scorer_replay_events`),
+    /// then those still queued for it, go before this scorer's own, and this scorer's thread
+    /// relearns them in a fresh instance before its next call, as after a trap. Call it once
+    /// `previous` gets no more events (the manager has this scorer); it does not wait: the
+    /// two threads pass the events between them, each after the call it is running, so a
+    /// decision made meanwhile waits within its budget and then falls back. Nothing is
+    /// handed over when `scorer_replay_events` is 0.
+    pub fn inherit_from(&self, previous: &WasmScorer) {
+        if self.replay_events == 0 {
+            return;
+        }
+        let (queued, dropped) = previous
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all();
+        let (give, take) = std::sync::mpsc::sync_channel(1);
+        let (reply, _) = std::sync::mpsc::sync_channel(1);
+        let hand_over = Job {
+            events: queued,
+            dropped,
+            pools: Vec::new(),
+            now_ms: 0,
+            reply: reply.clone(),
+            control: Control::HandOver(give),
+        };
+        let inherit = Job {
+            events: Vec::new(),
+            dropped: 0,
+            pools: Vec::new(),
+            now_ms: 0,
+            reply,
+            control: Control::Inherit(take),
+        };
+        // Neither job takes the flight, so neither goes through `send` (which would release it
+        // when the thread is gone).
+        let _ = previous
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(hand_over);
+        let _ = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(inherit);
     }
 
     /// The scorer component this policy runs.
@@ -422,7 +443,7 @@ impl WasmScorer {
             pools: Vec::new(),
             now_ms,
             reply,
-            restart: false,
+            control: Control::Call,
         };
         if self.send(job) {
             self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -479,7 +500,7 @@ impl WasmScorer {
             pools,
             now_ms,
             reply,
-            restart: false,
+            control: Control::Call,
         };
         if !self.send(job) {
             return None;

@@ -10,7 +10,8 @@ use wasmtime::Store;
 
 use super::bindings::scorer::exports::polymongo::plugin::scoring::Event;
 use super::bindings::scorer::Scorer;
-use super::scorer::{failure_cause, Job, ScorerComponent, ScorerCounters, ScorerState};
+use super::scorer::{failure_cause, ScorerComponent, ScorerCounters, ScorerState};
+use super::scorer_jobs::{Control, Job};
 
 /// The scorer thread: owns the instance, re-instantiates it after a trap and replays the
 /// events it had learnt from into the fresh one.
@@ -42,15 +43,32 @@ impl ScorerWorker {
             history: VecDeque::new(),
             lost: 0,
         };
-        while let Ok(job) = jobs.recv() {
-            if job.restart {
-                if state.instance.take().is_some() {
-                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(scorer = %self.label, "scorer restarted on request; its next call starts a fresh instance");
+        while let Ok(mut job) = jobs.recv() {
+            match std::mem::replace(&mut job.control, Control::Call) {
+                Control::Call => {}
+                Control::Restart => {
+                    if state.instance.take().is_some() {
+                        self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(scorer = %self.label, "scorer restarted on request; its next call starts a fresh instance");
+                    }
+                    self.stats.flight.finish();
+                    let _ = job.reply.send(None);
+                    continue;
                 }
-                self.stats.flight.finish();
-                let _ = job.reply.send(None);
-                continue;
+                Control::HandOver(successor) => {
+                    let mut events: Vec<Event> = state.history.drain(..).collect();
+                    events.extend(job.events);
+                    let lost = std::mem::take(&mut state.lost) + job.dropped;
+                    // The successor may be gone already (replaced again): nothing to do then.
+                    let _ = successor.send((events, lost));
+                    continue;
+                }
+                Control::Inherit(predecessor) => {
+                    let started = self.stats.call_times.started();
+                    self.inherit(&mut state, &predecessor);
+                    self.stats.call_times.finished(started);
+                    continue;
+                }
             }
             // Timed as the decision waits for it: a fresh instance's replay included.
             let started = self.stats.call_times.started();
@@ -112,6 +130,35 @@ impl ScorerWorker {
                 None
             }
         }
+    }
+
+    /// Puts the events a predecessor hands over (it waits for them) before the ones this
+    /// scorer delivered since it started, keeps the latest `replay_events` of them, and
+    /// relearns them now in a fresh instance: the first decision then finds it ready. A
+    /// predecessor gone before it answered hands over nothing.
+    fn inherit(
+        &self,
+        state: &mut WorkerState,
+        predecessor: &std::sync::mpsc::Receiver<(Vec<Event>, u64)>,
+    ) {
+        let Ok((inherited, lost)) = predecessor.recv() else {
+            tracing::warn!(scorer = %self.label, "the previous version handed over no events; this one starts with what it has seen");
+            return;
+        };
+        if self.replay_events == 0 {
+            return;
+        }
+        let count = inherited.len();
+        let own = std::mem::take(&mut state.history);
+        let keep = (count + own.len()).saturating_sub(self.replay_events);
+        state.history = inherited.into_iter().chain(own).skip(keep).collect();
+        state.lost += lost;
+        self.stats
+            .inherited
+            .fetch_add(count.saturating_sub(keep) as u64, Ordering::Relaxed);
+        tracing::info!(scorer = %self.label, events = count, kept = state.history.len(),
+            "scorer takes over the events its previous version had learnt from");
+        state.instance = self.fresh(&mut state.history);
     }
 
     /// A fresh instance that has been given `history` (in one call, with no pools, under the

@@ -262,3 +262,19 @@ pub fn until_scorer_idle(scorer: &polymongo::runtime::WasmScorer) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The stats of pool `pool_id` (`tenant`) as a scorer is given them in a decision, with
+/// `priority` (the `scorer-counter` fixture spins or traps on some priorities).
+pub fn scorer_pool(pool_id: u64, priority: i32) -> polymongo::pool::PoolStats<'static> {
+    polymongo::pool::PoolStats {
+        pool_id,
+        db_name: "tenant",
+        priority,
+        use_count: 1,
+        avg_interval_ms: 0.0,
+        last_used_ms: 1,
+        opened_at_ms: 1,
+        in_flight: 0,
+        watch_count: 0,
+    }
+}
