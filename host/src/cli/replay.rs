@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use polymongo::pool::{builtin_policy, EvictionPolicy};
 use polymongo::replay::{
-    belady_recording, generate, held_out_lfu, read_trace, simulate, write_trace, LeaderRule,
-    Report, RestartAt, Row, ScorerLoader, SimConfig, Suite, SuiteRow, Trace, TraceSpec,
-    WTinyLfuPolicy, WTINYLFU,
+    belady_recording, generate, held_out_lfu, read_trace, simulate, write_trace, DisruptedAt,
+    Disruption, LeaderRule, Report, Row, ScorerLoader, SimConfig, Suite, SuiteRow, Trace,
+    TraceSpec, WTinyLfuPolicy, WTINYLFU,
 };
 use polymongo::runtime::{ScorerComponent, ScorerLimits};
 
@@ -83,9 +83,15 @@ pub struct ReplayArgs {
     pub budget_ms: u64,
     /// Restart each wasm scorer once, as after a trap, at this request (from 0): its next call
     /// starts a fresh instance given the latest `--replay-events` events, as in the host.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reload_at")]
     pub restart_at: Option<u64>,
-    /// Events a restarted wasm scorer is given again (the host's `scorer_replay_events`).
+    /// Replace each wasm scorer once, at this request (from 0), by a new instance of it that
+    /// takes over the latest `--replay-events` events, as a host does when a new version of
+    /// the active scorer is deployed (`--replay-events 0`: it starts empty).
+    #[arg(long)]
+    pub reload_at: Option<u64>,
+    /// Events a restarted or redeployed wasm scorer is given again (the host's
+    /// `scorer_replay_events`).
     #[arg(long, default_value_t = 1 << 16)]
     pub replay_events: usize,
     /// With `--suite` (analysis): also print the share of the LRU→MIN gap each policy closes
@@ -217,15 +223,18 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-/// How wasm scorers are run: their engine, limits, and the request a restart comes at.
+/// How wasm scorers are run: their engine, limits, and the request a restart or a reload
+/// comes at.
 struct WasmRun<'a> {
     loader: &'a ScorerLoader,
     limits: ScorerLimits,
     restart_at: Option<u64>,
+    reload_at: Option<u64>,
 }
 
 impl<'a> WasmRun<'a> {
-    /// The wasm settings `args` ask for (`--budget-ms`, `--replay-events`, `--restart-at`).
+    /// The wasm settings `args` ask for (`--budget-ms`, `--replay-events`, `--restart-at`,
+    /// `--reload-at`).
     fn new(loader: &'a ScorerLoader, args: &ReplayArgs) -> Self {
         Self {
             loader,
@@ -235,6 +244,7 @@ impl<'a> WasmRun<'a> {
                 ..ScorerLimits::default()
             },
             restart_at: args.restart_at,
+            reload_at: args.reload_at,
         }
     }
 }
@@ -276,12 +286,30 @@ fn replay_one(
         }
         Policy::Wasm(label, component) => {
             let scorer = Arc::new(wasm.loader.policy_with_limits(component, wasm.limits));
-            let result = match wasm.restart_at {
-                Some(at) => simulate(trace, &RestartAt::new(scorer.clone(), at), &config),
-                None => simulate(trace, scorer.as_ref(), &config),
+            let disruption = match (wasm.restart_at, wasm.reload_at) {
+                (Some(at), _) => Some((Disruption::Restart, at)),
+                (None, Some(at)) => {
+                    let (component, limits, tick) =
+                        (component.clone(), wasm.limits, wasm.loader.tick());
+                    let make = move || component.policy_with_limits(limits, tick);
+                    Some((Disruption::Reload(Box::new(make)), at))
+                }
+                (None, None) => None,
             };
-            scorer_slowest = Some(scorer.slowest_call());
-            (label.clone(), result, Some(scorer.failures()))
+            let (result, failures) = match disruption {
+                Some((disruption, at)) => {
+                    let disrupted = DisruptedAt::new(scorer, disruption, at);
+                    let result = simulate(trace, &disrupted, &config);
+                    scorer_slowest = Some(disrupted.slowest_call());
+                    (result, disrupted.failures())
+                }
+                None => {
+                    let result = simulate(trace, scorer.as_ref(), &config);
+                    scorer_slowest = Some(scorer.slowest_call());
+                    (result, scorer.failures())
+                }
+            };
+            (label.clone(), result, Some(failures))
         }
     };
     Row {

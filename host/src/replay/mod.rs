@@ -17,6 +17,7 @@
 //!   closes, as a markdown table.
 
 mod density;
+mod disrupt;
 mod experts;
 mod file;
 mod follow;
@@ -40,6 +41,7 @@ mod wasm;
 mod wtinylfu;
 
 pub use density::HitDensity;
+pub use disrupt::{DisruptedAt, Disruption};
 pub use experts::{Arc as ArcPolicy, Expert, Lru};
 pub use file::{read_trace, read_trace_from, write_trace};
 pub use follow::{FastHasher, FastMap, Follower};
@@ -57,5 +59,5 @@ pub use sketch::{java_hash, FrequencySketch};
 pub use suite::{Suite, SuiteRow, Verdict};
 pub use trace::{generate, Trace, TraceSpec};
 pub use visits2::{Config as Visits2Config, Visits2Expert};
-pub use wasm::{RestartAt, ScorerLoader};
+pub use wasm::ScorerLoader;
 pub use wtinylfu::{Region, WTinyLfu};

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::pool::{EvictionPolicy, PoolStats};
 use crate::runtime::{ScorerComponent, ScorerLimits, WasmScorer};
 
 /// Compiles scorer components and keeps their deadlines ticking.
@@ -98,6 +97,11 @@ impl ScorerLoader {
         component.policy(budget, self.tick)
     }
 
+    /// The epoch tick the loader's policies count their hard limit in.
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
     /// [`Self::policy`] with every limit given (`scorer_replay_events` too).
     pub fn policy_with_limits(
         &self,
@@ -111,64 +115,5 @@ impl ScorerLoader {
 impl Drop for ScorerLoader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A wasm scorer that is restarted ([`WasmScorer::restart`], as after a trap) once, when the
-/// replay reaches request `at` (counted from 0): what a restart costs a scorer's decisions,
-/// for `polymongo replay --restart-at`.
-pub struct RestartAt {
-    scorer: Arc<WasmScorer>,
-    at: u64,
-    requests: std::sync::atomic::AtomicU64,
-}
-
-impl RestartAt {
-    /// `scorer`, restarted at request `at`.
-    pub fn new(scorer: Arc<WasmScorer>, at: u64) -> Self {
-        Self {
-            scorer,
-            at,
-            requests: Default::default(),
-        }
-    }
-
-    /// Counts a request (a hit's `on_access` or a miss's `on_open`); restarts at the `at`-th.
-    fn request(&self) {
-        if self.requests.fetch_add(1, Ordering::Relaxed) == self.at {
-            self.scorer.restart();
-        }
-    }
-}
-
-impl EvictionPolicy for RestartAt {
-    fn name(&self) -> &str {
-        self.scorer.name()
-    }
-
-    fn score(&self, pool: &PoolStats<'_>, now_ms: u64) -> f64 {
-        self.scorer.score(pool, now_ms)
-    }
-
-    fn stable_key(&self, pool: &PoolStats<'_>) -> Option<f64> {
-        self.scorer.stable_key(pool)
-    }
-
-    fn score_all(&self, pools: &[PoolStats<'_>], now_ms: u64) -> Vec<f64> {
-        self.scorer.score_all(pools, now_ms)
-    }
-
-    fn on_access(&self, pool_id: u64, db: &str, now_ms: u64) {
-        self.scorer.on_access(pool_id, db, now_ms);
-        self.request();
-    }
-
-    fn on_open(&self, pool_id: u64, db: &str, now_ms: u64) {
-        self.scorer.on_open(pool_id, db, now_ms);
-        self.request();
-    }
-
-    fn on_close(&self, pool_id: u64, db: &str, now_ms: u64) {
-        self.scorer.on_close(pool_id, db, now_ms);
     }
 }

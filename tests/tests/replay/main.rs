@@ -11,14 +11,17 @@ mod common;
 mod references;
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::until_scorer_idle;
 use polymongo::pool::{EvictionPolicy, LruPolicy, PoolStats, SeedPolicy};
 use polymongo::replay::{
-    belady, generate, java_hash, read_trace, simulate, write_trace, LeaderRule, ScorerLoader,
-    SimConfig, SimResult, Trace, TraceSpec, WTinyLfuPolicy, HYBRID_EXPERTS,
+    belady, generate, java_hash, read_trace, simulate, write_trace, DisruptedAt, Disruption,
+    LeaderRule, ScorerLoader, SimConfig, SimResult, Trace, TraceSpec, WTinyLfuPolicy,
+    HYBRID_EXPERTS,
 };
+use polymongo::runtime::ScorerLimits;
 use polymongo_tests::{bundled_wasm, fixture_wasm};
 
 fn small_trace(seed: u64, tenants: usize, requests: usize) -> Trace {
@@ -71,7 +74,7 @@ fn seed_scorer_chooses_what_the_builtin_chooses() {
     let component = loader
         .load_file(&bundled_wasm("scorer-seed"))
         .expect("scorer-seed loads");
-    for (seed, capacity) in [(1, 40), (2, 120)] {
+    for (seed, capacity) in [(1, 40), (2, 100)] {
         let trace = small_trace(seed, 400, 30_000);
         // The manager's path for the built-in policy: its stable-key index.
         let builtin = replay(&trace, &SeedPolicy, capacity);
@@ -372,4 +375,58 @@ fn external_trace_reader_accepts_gz() {
             .collect()
     };
     assert_eq!(names(&back), names(&trace));
+}
+
+/// A new version of the active scorer, deployed mid-run, continues from the events its
+/// predecessor had learnt from: it decides exactly as the same scorer restarted (as after a
+/// trap) at the same request and given the same events, and not as a scorer starting empty.
+#[test]
+fn a_redeployed_scorer_decides_as_one_restarted_with_its_events() {
+    let loader = loader();
+    let component = loader
+        .load_file(&bundled_wasm("scorer-adaptive"))
+        .expect("scorer-adaptive loads");
+    let keep_all = ScorerLimits {
+        budget: Duration::from_secs(30),
+        hard_limit: Duration::from_secs(60),
+        replay_events: 1 << 20,
+    };
+    let run = |trace: &Trace, capacity: usize, limits: ScorerLimits, reload: bool| {
+        let scorer = Arc::new(loader.policy_with_limits(&component, limits));
+        let disruption = if reload {
+            let (component, tick) = (component.clone(), loader.tick());
+            Disruption::Reload(Box::new(move || component.policy_with_limits(limits, tick)))
+        } else {
+            Disruption::Restart
+        };
+        let disrupted = DisruptedAt::new(scorer, disruption, trace.requests.len() as u64 / 2);
+        let result = replay(trace, &disrupted, capacity);
+        assert_eq!(disrupted.failures(), 0, "no decision fell back");
+        result.victims
+    };
+    for (seed, capacity) in [(1, 40), (2, 100)] {
+        let trace = small_trace(seed, 600, 8_000);
+        let restarted = run(&trace, capacity, keep_all, false);
+        let redeployed = run(&trace, capacity, keep_all, true);
+        assert!(
+            restarted.len() > 500,
+            "seed {seed}: {} evictions",
+            restarted.len()
+        );
+        assert_eq!(
+            first_difference(&restarted, &redeployed),
+            None,
+            "seed {seed}, K = {capacity}"
+        );
+        assert_eq!(restarted.len(), redeployed.len());
+        let empty = ScorerLimits {
+            replay_events: 0,
+            ..keep_all
+        };
+        assert_ne!(
+            run(&trace, capacity, empty, true),
+            redeployed,
+            "seed {seed}, K = {capacity}: a version starting empty decides otherwise"
+        );
+    }
 }
