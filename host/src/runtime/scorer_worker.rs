@@ -30,6 +30,10 @@ struct WorkerState {
     instance: Option<Instance>,
     /// The latest events delivered to calls that succeeded (at most `replay_events`).
     history: VecDeque<Event>,
+    /// Events a fresh instance failed to relearn (at most `replay_events`): never given to
+    /// this version again, but handed over, before `history`, to the next one, so that a
+    /// broken version in between does not lose what the one before it learnt.
+    shelved: VecDeque<Event>,
     /// Events (and drop counts) only a trapped instance saw: reported to the next call as
     /// dropped.
     lost: u64,
@@ -41,6 +45,7 @@ impl ScorerWorker {
         let mut state = WorkerState {
             instance: self.component.instantiate().ok(),
             history: VecDeque::new(),
+            shelved: VecDeque::new(),
             lost: 0,
         };
         while let Ok(mut job) = jobs.recv() {
@@ -56,7 +61,8 @@ impl ScorerWorker {
                     continue;
                 }
                 Control::HandOver(successor) => {
-                    let mut events: Vec<Event> = state.history.drain(..).collect();
+                    let mut events: Vec<Event> = state.shelved.drain(..).collect();
+                    events.extend(state.history.drain(..));
                     events.extend(job.events);
                     let lost = std::mem::take(&mut state.lost) + job.dropped;
                     // The successor may be gone already (replaced again): nothing to do then.
@@ -94,7 +100,7 @@ impl ScorerWorker {
     fn score(&self, state: &mut WorkerState, job: &Job) -> Option<Vec<f64>> {
         let dropped = job.dropped + std::mem::take(&mut state.lost);
         if state.instance.is_none() {
-            state.instance = self.fresh(&mut state.history);
+            state.instance = self.fresh(state);
         }
         let Some((store, scorer)) = state.instance.as_mut() else {
             state.lost = dropped + job.events.len() as u64;
@@ -153,17 +159,21 @@ impl ScorerWorker {
         let keep = (count + own.len()).saturating_sub(self.replay_events);
         state.history = inherited.into_iter().chain(own).skip(keep).collect();
         state.lost += lost;
-        self.stats
-            .inherited
-            .fetch_add(count.saturating_sub(keep) as u64, Ordering::Relaxed);
         tracing::info!(scorer = %self.label, events = count, kept = state.history.len(),
             "scorer takes over the events its previous version had learnt from");
-        state.instance = self.fresh(&mut state.history);
+        state.instance = self.fresh(state);
+        // A failed relearning shelved them: only those relearnt count.
+        if !state.history.is_empty() {
+            self.stats
+                .inherited
+                .fetch_add(count.saturating_sub(keep) as u64, Ordering::Relaxed);
+        }
     }
 
-    /// A fresh instance that has been given `history` (in one call, with no pools, under the
-    /// hard limit). If that fails, the history is forgotten and the instance starts empty.
-    fn fresh(&self, history: &mut VecDeque<Event>) -> Option<Instance> {
+    /// A fresh instance that has been given the history (in one call, with no pools, under
+    /// the hard limit). If that fails, the history is shelved (kept only for a next version)
+    /// and the instance starts empty.
+    fn fresh(&self, state: &mut WorkerState) -> Option<Instance> {
         let instantiate = || match self.component.instantiate() {
             Ok(fresh) => Some(fresh),
             Err(e) => {
@@ -172,10 +182,10 @@ impl ScorerWorker {
             }
         };
         let (mut store, scorer) = instantiate()?;
-        if history.is_empty() {
+        if state.history.is_empty() {
             return Some((store, scorer));
         }
-        let events: Vec<Event> = history.iter().cloned().collect();
+        let events: Vec<Event> = state.history.iter().cloned().collect();
         let now_ms = events.last().map_or(0, |e| e.at_ms);
         store.set_epoch_deadline(self.hard_ticks);
         let replayed =
@@ -191,9 +201,11 @@ impl ScorerWorker {
                 Some((store, scorer))
             }
             Err(e) => {
-                history.clear();
+                state.shelved.extend(state.history.drain(..));
+                let over = state.shelved.len().saturating_sub(self.replay_events);
+                state.shelved.drain(..over);
                 tracing::warn!(scorer = %self.label, cause = %failure_cause(&store, &e),
-                    "replaying its events into a fresh scorer failed; it starts empty");
+                    "replaying its events into a fresh scorer failed; it starts empty (the events are kept for its next version)");
                 instantiate()
             }
         }
