@@ -223,8 +223,14 @@ fn exercise_host(host: &Host, plugins_dir: &Path, artifacts: &GuestArtifacts) ->
         fallbacks == 0.0,
         "the scorer failed {fallbacks} decision(s): the built-in formula had to decide"
     );
+    // v2 took over the pool events v1 had learnt from, and relearnt them.
+    let inherited = host.metric("polymongo_scorer_inherited_events_total")?;
+    ensure!(
+        inherited > 0.0,
+        "the new version relearnt none of the old version's events"
+    );
     println!(
-        "examples: decay-scorer decided {} evictions before and {} after the swap, no fallback",
+        "examples: decay-scorer decided {} evictions before and {} after the swap, no fallback; v2 relearnt {inherited} events from v1",
         evictions_v1 - evictions_before,
         evictions_v2 - evictions_v1
     );
