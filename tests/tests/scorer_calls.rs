@@ -262,3 +262,26 @@ fn a_broken_version_in_between_loses_nothing_its_predecessor_learnt() {
     assert_eq!(answer(&v3, &[pool(1, 0)]), vec![13.0]);
     assert_eq!(v3.inherited(), 10);
 }
+
+#[test]
+fn a_handover_comes_after_the_old_versions_running_call_and_keeps_its_events() {
+    let (_loader, component) = counter();
+    let old = component.policy_with_limits(
+        ScorerLimits {
+            budget: Duration::from_millis(20),
+            hard_limit: Duration::from_secs(60),
+            replay_events: 1 << 16,
+        },
+        Duration::from_millis(1),
+    );
+    ten_events_seen(&old);
+    // Five more events go with a decision whose call spins 1 s: it falls back, and the call
+    // goes on while the new version is deployed.
+    accesses(&old, 5, 20);
+    assert!(old.score_all(&[pool(1, 1000)], 30).is_empty());
+    let new = component.policy(Duration::from_secs(30), Duration::from_millis(1));
+    new.inherit_from(&old);
+    // The handover waited for the slow call, which learnt its five events: 10 + 5.
+    assert_eq!(answer(&new, &[pool(1, 0)]), vec![15.0]);
+    assert_eq!(new.inherited(), 15);
+}
