@@ -551,10 +551,11 @@ async fn a_redeployed_scorer_keeps_what_its_previous_version_learnt() {
     let bytes = with_custom_section(&std::fs::read(&counter).unwrap(), b"v2");
     let v2 = polymongo::runtime::ContentHash::of(&bytes).to_hex();
     host.deploy_bytes("policy", &bytes);
-    eventually(SETTLE, "v2 serves", || {
+    // v2 decides once the registry has handed it to the manager (just after listing it).
+    eventually(SETTLE, "v2 decides", || {
         host.registry
-            .scorer("policy")
-            .is_some_and(|s| s.version() == v2)
+            .active_wasm_scorer()
+            .is_some_and(|s| s.component().version() == v2)
     })
     .await;
     assert_eq!(

@@ -346,13 +346,15 @@ impl PluginRegistry {
                         self.runtime.scorer_limits(),
                         self.runtime.config().epoch_tick,
                     ));
-                    let previous = self.active_wasm.swap(Some(policy.clone()));
+                    let previous = self.active_wasm.load_full();
                     self.runtime.manager().set_policy(policy.clone());
                     // The previous version gets no more events: what it learnt from goes on
-                    // in the new one.
+                    // in the new one (asked before the new one is listed as active, so that
+                    // whoever finds it there finds the handover under way).
                     if let Some(previous) = previous {
                         policy.inherit_from(&previous);
                     }
+                    self.active_wasm.store(Some(policy));
                 }
             }
         }
