@@ -151,14 +151,15 @@ impl ScorerWorker {
             tracing::warn!(scorer = %self.label, "the previous version handed over no events; this one starts with what it has seen");
             return;
         };
-        if self.replay_events == 0 {
+        state.lost += lost;
+        if self.replay_events == 0 || inherited.is_empty() {
+            // Nothing to put before what the instance has seen: it goes on as it is.
             return;
         }
         let count = inherited.len();
         let own = std::mem::take(&mut state.history);
         let keep = (count + own.len()).saturating_sub(self.replay_events);
         state.history = inherited.into_iter().chain(own).skip(keep).collect();
-        state.lost += lost;
         tracing::info!(scorer = %self.label, events = count, kept = state.history.len(),
             "scorer takes over the events its previous version had learnt from");
         state.instance = self.fresh(state);
