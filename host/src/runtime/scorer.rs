@@ -15,6 +15,10 @@
 //! the next call starts from a fresh one, which is first given the latest events that earlier
 //! calls delivered (`scorer_replay_events`), so it relearns what its predecessor knew; the
 //! failed call's events count as dropped. A malformed answer also falls back.
+//!
+//! A new version of the active scorer takes over the old one's events the same way
+//! ([`WasmScorer::inherit_from`]): the old version's thread hands them to the new one's,
+//! which relearns them in a fresh instance before its own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -332,14 +336,7 @@ impl WasmScorer {
     pub fn restart(&self) {
         self.stats.flight.start_when_idle();
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let job = Job {
-            events: Vec::new(),
-            dropped: 0,
-            pools: Vec::new(),
-            now_ms: 0,
-            reply,
-            control: Control::Restart,
-        };
+        let job = Job::instead_of_call(Control::Restart, Vec::new(), 0, reply);
         if self.send(job) {
             let _ = answer.recv();
         }
@@ -370,22 +367,9 @@ impl WasmScorer {
             .take_all();
         let (give, take) = std::sync::mpsc::sync_channel(1);
         let (reply, _) = std::sync::mpsc::sync_channel(1);
-        let hand_over = Job {
-            events: queued,
-            dropped,
-            pools: Vec::new(),
-            now_ms: 0,
-            reply: reply.clone(),
-            control: Control::HandOver(give),
-        };
-        let inherit = Job {
-            events: Vec::new(),
-            dropped: 0,
-            pools: Vec::new(),
-            now_ms: 0,
-            reply,
-            control: Control::Inherit(take),
-        };
+        let hand_over =
+            Job::instead_of_call(Control::HandOver(give), queued, dropped, reply.clone());
+        let inherit = Job::instead_of_call(Control::Inherit(take), Vec::new(), 0, reply);
         // Neither job takes the flight, so neither goes through `send` (which would release it
         // when the thread is gone).
         let _ = previous

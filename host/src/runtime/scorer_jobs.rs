@@ -46,6 +46,26 @@ pub(super) struct Job {
     pub(super) control: Control,
 }
 
+impl Job {
+    /// A job that is not a call (`control`), carrying `events` and a count of `dropped` ones;
+    /// its answer goes to `reply`.
+    pub(super) fn instead_of_call(
+        control: Control,
+        events: Vec<Event>,
+        dropped: u64,
+        reply: std::sync::mpsc::SyncSender<Option<Vec<f64>>>,
+    ) -> Self {
+        Self {
+            events,
+            dropped,
+            pools: Vec::new(),
+            now_ms: 0,
+            reply,
+            control,
+        }
+    }
+}
+
 /// What a job asks of the scorer's thread.
 pub(super) enum Control {
     /// A `score-all` call with the job's events and pools.
