@@ -244,23 +244,35 @@ fn handovers_keep_the_latest_events_and_chain_across_quick_redeploys() {
 #[test]
 fn a_broken_version_in_between_loses_nothing_its_predecessor_learnt() {
     let (loader, counter) = counter();
-    let trap = loader
-        .load_file(&fixture_wasm("scorer-trap"))
-        .expect("scorer-trap loads");
-    let v1 = loader.policy(&counter, Duration::from_secs(30));
-    ten_events_seen(&v1);
-    // v2 traps on every call: relearning v1's events fails, and so does every decision.
-    let v2 = loader.policy(&trap, Duration::from_secs(30));
-    v2.inherit_from(&v1);
-    accesses(&v2, 3, 20);
-    assert!(v2.score_all(&[pool(1, 0)], 30).is_empty(), "v2 falls back");
-    assert_eq!(v2.inherited(), 0, "v2 relearnt nothing");
-    assert_eq!(v2.replays(), 0);
-    // Rolled back: v3 relearns v1's ten events and is told of the three v2 lost.
-    let v3 = loader.policy(&counter, Duration::from_secs(30));
-    v3.inherit_from(&v2);
-    assert_eq!(answer(&v3, &[pool(1, 0)]), vec![13.0]);
-    assert_eq!(v3.inherited(), 10);
+    // One version that traps on every call, one that loops until the hard limit stops it.
+    for broken in ["scorer-trap", "scorer-loop"] {
+        let broken_component = loader
+            .load_file(&fixture_wasm(broken))
+            .expect("the fixture loads");
+        let v1 = loader.policy(&counter, Duration::from_secs(30));
+        ten_events_seen(&v1);
+        // Relearning v1's events fails in v2, and so does every decision.
+        let limits = ScorerLimits {
+            budget: Duration::from_millis(100),
+            hard_limit: Duration::from_millis(200),
+            replay_events: 1 << 16,
+        };
+        let v2 = loader.policy_with_limits(&broken_component, limits);
+        v2.inherit_from(&v1);
+        accesses(&v2, 3, 20);
+        assert!(
+            v2.score_all(&[pool(1, 0)], 30).is_empty(),
+            "{broken}: v2 falls back"
+        );
+        // Rolled back: v3 relearns v1's ten events and is told of the three v2 lost (once
+        // v2's call has failed: the handover comes after it).
+        let v3 = loader.policy(&counter, Duration::from_secs(30));
+        v3.inherit_from(&v2);
+        assert_eq!(answer(&v3, &[pool(1, 0)]), vec![13.0], "{broken}");
+        assert_eq!(v3.inherited(), 10, "{broken}");
+        assert_eq!(v2.inherited(), 0, "{broken}: v2 relearnt nothing");
+        assert_eq!(v2.replays(), 0, "{broken}");
+    }
 }
 
 #[test]
