@@ -70,13 +70,17 @@ impl Job {
 pub(super) enum Control {
     /// A `score-all` call with the job's events and pools.
     Call,
-    /// Instead of a call: drop the instance, as a trap does ([`WasmScorer::restart`]).
+    /// Instead of a call: drop the instance, as a trap does
+    /// ([`WasmScorer::restart`](super::WasmScorer::restart)).
     Restart,
     /// Give this (replaced) scorer's delivered events, then the job's events (those still
     /// queued), and the count of events lost, to its successor
-    /// ([`WasmScorer::inherit_from`]). The flight is not taken for it.
+    /// ([`WasmScorer::inherit_from`](super::WasmScorer::inherit_from)). The flight is not
+    /// taken for it.
     HandOver(std::sync::mpsc::SyncSender<(Vec<Event>, u64)>),
     /// Put the events the predecessor hands over before this scorer's own, and relearn them
-    /// in a fresh instance now ([`WasmScorer::inherit_from`]). The flight is not taken for it.
+    /// in a fresh instance now
+    /// ([`WasmScorer::inherit_from`](super::WasmScorer::inherit_from)). The flight is not
+    /// taken for it.
     Inherit(std::sync::mpsc::Receiver<(Vec<Event>, u64)>),
 }
