@@ -73,8 +73,8 @@ pub(super) enum Control {
     /// Instead of a call: drop the instance, as a trap does
     /// ([`WasmScorer::restart`](super::WasmScorer::restart)).
     Restart,
-    /// Give this (replaced) scorer's delivered events, then the job's events (those still
-    /// queued), and the count of events lost, to its successor
+    /// Give this (replaced) scorer's shelved and delivered events, then the job's events
+    /// (those still queued), and the count of events lost, to its successor
     /// ([`WasmScorer::inherit_from`](super::WasmScorer::inherit_from)). The flight is not
     /// taken for it.
     HandOver(std::sync::mpsc::SyncSender<(Vec<Event>, u64)>),
