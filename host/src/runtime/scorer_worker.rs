@@ -186,18 +186,19 @@ impl ScorerWorker {
         if state.history.is_empty() {
             return Some((store, scorer));
         }
-        let events: Vec<Event> = state.history.iter().cloned().collect();
-        let now_ms = events.last().map_or(0, |e| e.at_ms);
+        // In place: the history is lent to the call, not copied.
+        let events = state.history.make_contiguous();
+        let (count, now_ms) = (events.len(), events.last().map_or(0, |e| e.at_ms));
         store.set_epoch_deadline(self.hard_ticks);
         let replayed =
             scorer
                 .polymongo_plugin_scoring()
-                .call_score_all(&mut store, &events, 0, &[], now_ms);
+                .call_score_all(&mut store, events, 0, &[], now_ms);
         store.set_epoch_deadline(u64::MAX / 2);
         match replayed {
             Ok(_) => {
                 self.stats.replays.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(scorer = %self.label, events = events.len(),
+                tracing::info!(scorer = %self.label, events = count,
                     "scorer restarted with the events it had learnt from");
                 Some((store, scorer))
             }
