@@ -59,16 +59,16 @@ fn ten_events_seen(scorer: &dyn EvictionPolicy) {
 
 #[test]
 fn a_slow_scorer_call_keeps_what_the_scorer_learnt() {
-    let (_loader, component) = counter();
+    let (loader, component) = counter();
     // No replay after a trap: the state must survive the slow call itself. A hard limit far
     // above the slow call's 1 s, so that only the budget is in play.
-    let scorer = component.policy_with_limits(
+    let scorer = loader.policy_with_limits(
+        &component,
         ScorerLimits {
             budget: Duration::from_millis(20),
             hard_limit: Duration::from_secs(60),
             replay_events: 0,
         },
-        Duration::from_millis(1),
     );
     // 1 open + 9 accesses.
     ten_events_seen(&scorer);
@@ -161,15 +161,15 @@ fn a_decision_waits_for_a_delivery_within_its_budget() {
 
 #[test]
 fn a_restart_on_request_rebuilds_the_scorer_from_its_latest_events() {
-    let (_loader, component) = counter();
+    let (loader, component) = counter();
     // Only the latest 4 delivered events are kept for a fresh instance.
-    let scorer = component.policy_with_limits(
+    let scorer = loader.policy_with_limits(
+        &component,
         ScorerLimits {
             budget: Duration::from_secs(30),
             hard_limit: Duration::from_secs(60),
             replay_events: 4,
         },
-        Duration::from_millis(1),
     );
     ten_events_seen(&scorer);
     accesses(&scorer, 5, 20);
@@ -277,21 +277,21 @@ fn a_broken_version_in_between_loses_nothing_its_predecessor_learnt() {
 
 #[test]
 fn a_handover_comes_after_the_old_versions_running_call_and_keeps_its_events() {
-    let (_loader, component) = counter();
-    let old = component.policy_with_limits(
+    let (loader, component) = counter();
+    let old = loader.policy_with_limits(
+        &component,
         ScorerLimits {
             budget: Duration::from_millis(20),
             hard_limit: Duration::from_secs(60),
             replay_events: 1 << 16,
         },
-        Duration::from_millis(1),
     );
     ten_events_seen(&old);
     // Five more events go with a decision whose call spins 1 s: it falls back, and the call
     // goes on while the new version is deployed.
     accesses(&old, 5, 20);
     assert!(old.score_all(&[pool(1, 1000)], 30).is_empty());
-    let new = component.policy(Duration::from_secs(30), Duration::from_millis(1));
+    let new = loader.policy(&component, Duration::from_secs(30));
     new.inherit_from(&old);
     // The handover waited for the slow call, which learnt its five events: 10 + 5.
     assert_eq!(answer(&new, &[pool(1, 0)]), vec![15.0]);
