@@ -1,5 +1,5 @@
 //! A raw HTTP/1.1 client over TCP and a host served on real loopback listeners, for the hostile
-//! HTTP tests (`hostile_http.rs`): requests written byte by byte, responses framed by hand, so a
+//! HTTP tests (`hostile_http/`): requests written byte by byte, responses framed by hand, so a
 //! test sees exactly what the gateway sent.
 
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use polymongo::gateway::{
     self, AppState, ConnectionLimits, GatewayConfig, Listeners, RouterOptions, ServeError,
 };
+use polymongo::recording::TraceRecorder;
 use polymongo_tests::{bundled_wasm, fixture_wasm, unique_db};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +37,8 @@ pub struct Setup {
     pub config: GatewayConfig,
     pub admin_listener: bool,
     pub manifests: Vec<(String, String)>,
+    /// A request trace to record, wired as `polymongo serve` wires `[trace]`.
+    pub trace: Option<Arc<TraceRecorder>>,
 }
 
 impl Default for Setup {
@@ -48,6 +51,7 @@ impl Default for Setup {
             },
             admin_listener: false,
             manifests: Vec::new(),
+            trace: None,
         }
     }
 }
@@ -64,6 +68,9 @@ impl Served {
             ..Options::default()
         })
         .await;
+        if let Some(trace) = &setup.trace {
+            host.manager.set_access_recorder(Some(trace.clone()));
+        }
         let state = AppState {
             manager: host.manager.clone(),
             registry: host.registry.clone(),
@@ -81,7 +88,10 @@ impl Served {
         let task = tokio::spawn(gateway::serve_with(
             Listeners { public, admin },
             state,
-            RouterOptions::default(),
+            RouterOptions {
+                trace: setup.trace,
+                ..RouterOptions::default()
+            },
             setup.limits,
             async {
                 let _ = stopped.await;

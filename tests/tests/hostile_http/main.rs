@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
+#[path = "../common/mod.rs"]
 mod common;
+mod trace;
 
 use common::raw_http::*;
 use common::{eventually, Host, TOKEN};
