@@ -19,7 +19,7 @@ mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -153,7 +153,10 @@ impl Metrics {
                                     open_seconds.observe(took.as_secs_f64())
                                 }
                                 PoolEventKind::Evicted { policy, .. } => {
-                                    let mut by_policy = events.evictions.lock().unwrap();
+                                    let mut by_policy = events
+                                        .evictions
+                                        .lock()
+                                        .unwrap_or_else(PoisonError::into_inner);
                                     *by_policy.entry(policy).or_default() += 1;
                                 }
                                 _ => {}
@@ -362,7 +365,12 @@ impl Collector for StateCollector {
         // Evictions by the policy that chose them. The event task may have missed some (a
         // lagging subscriber, or ones before it started): the manager's total is the truth,
         // and the difference is attributed to the active policy.
-        let mut by_policy = self.events.evictions.lock().unwrap().clone();
+        let mut by_policy = self
+            .events
+            .evictions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let seen: u64 = by_policy.values().sum();
         if s.evictions > seen {
             *by_policy.entry(s.policy.clone()).or_default() += s.evictions - seen;
