@@ -101,8 +101,7 @@ async fn a_hostile_client_can_neither_write_lines_into_the_trace_nor_grow_it_pas
     recorder.finish();
 
     let text = fs::read_to_string(&path).unwrap();
-    let comments: Vec<&str> = text.lines().filter(|l| l.starts_with('*')).collect();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('*')).collect();
+    let (comments, lines): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with('*'));
     // The file: its header, at most MAX_BYTES of requests, the notice of the limit, the end.
     assert_eq!(comments.len(), 3, "{comments:?}");
     assert!(
